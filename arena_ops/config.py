@@ -1,0 +1,396 @@
+"""Typed configuration: one YAML file → pydantic models that reject unknown keys.
+
+Every stage, the CLI, the DAGs and the serving layer read the same :class:`ArenaConfig`.
+Relative local paths in a config file are resolved against the directory of that file, so a
+config means the same thing whatever the working directory of the process that loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from arena_ops.errors import ConfigError
+
+# Sections -------------------------------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class S3Config(_Section):
+    """Connection settings for an ``s3://`` artifact root (AWS S3, MinIO, Ceph, any S3-compatible endpoint)."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://minio:9000; None means AWS S3."
+    )
+    region: str = Field("us-east-1", description="Region sent with signed requests.")
+    conn_id: str | None = Field(
+        None,
+        description="Airflow connection (type aws) holding the credentials: login = access key, "
+        "password = secret key, extra.endpoint_url / extra.region_name override the two fields above.",
+    )
+    access_key_env: str = Field("AWS_ACCESS_KEY_ID", description="Env var holding the access key.")
+    secret_key_env: str = Field("AWS_SECRET_ACCESS_KEY", description="Env var holding the secret key.")
+    session_token_env: str = Field("AWS_SESSION_TOKEN", description="Env var holding an optional session token.")
+    allow_default_chain: bool = Field(
+        False,
+        description="When no keys are found, fall back to the AWS default credential chain "
+        "(instance profile, IRSA web identity, ~/.aws). Off by default so a missing secret fails loudly.",
+    )
+    anonymous: bool = Field(False, description="Unsigned requests (public buckets only).")
+
+
+class StorageConfig(_Section):
+    root: str = Field(
+        "file://../.arena/artifacts",
+        description="Artifact root URI: file:///abs/dir, file://relative/dir (relative to the config file) "
+        "or s3://bucket/prefix.",
+    )
+    s3: S3Config = Field(default_factory=S3Config, description="Used when root is an s3:// URI.")
+
+
+class SamplingConfig(_Section):
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(512, ge=1, description="Maximum new tokens per turn.")
+    seed: int | None = Field(0, description="Per-request seed for reproducible sampling; None = random.")
+
+
+class EngineConfig(_Section):
+    """vLLM engine and Ray Serve placement for one served model."""
+
+    device: Literal["cpu", "gpu"] = Field("cpu", description="Where the replicas run.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weights dtype.")
+    max_model_len: int = Field(2048, ge=16, description="Context length (prompt + output).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
+    kv_cache_gib: float = Field(1.0, gt=0, description="KV-cache size per replica in GiB (bounded on CPU too).")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling upper bound.")
+    cpus_per_replica: float = Field(1.0, gt=0, description="Ray CPUs reserved per replica.")
+    enforce_eager: bool = Field(True, description="Skip graph capture / compile (faster start, CPU default).")
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> EngineConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class ServedSource(_Section):
+    """A model that arena_ops serves itself with vLLM behind Ray Serve."""
+
+    kind: Literal["served"]
+    path: str = Field(
+        description="Model directory (local path, s3:// prefix) or a Hugging Face id on machines with hub access."
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM/Ray Serve settings.")
+
+
+class ExternalSource(_Section):
+    """A model behind somebody else's OpenAI-compatible endpoint (e.g. a hosted GPT-4o)."""
+
+    kind: Literal["external"]
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://host/v1.")
+    model: str = Field(description="Model id sent in the request.")
+    api_key_env: str | None = Field(None, description="Env var holding the API key.")
+    conn_id: str | None = Field(None, description="Airflow connection whose password is the API key.")
+
+
+class RecordedSource(_Section):
+    """Pre-recorded responses (prompt_id → response) for models that cannot be served."""
+
+    kind: Literal["recorded"]
+    path: str = Field(description="JSONL/Parquet/CSV file with prompt_id and response columns.")
+
+
+ModelSource = Annotated[ServedSource | ExternalSource | RecordedSource, Field(discriminator="kind")]
+
+
+class ModelSpec(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$", description="Unique model id in battles and boards.")
+    source: ModelSource = Field(description="Where responses come from: served | external | recorded.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Generation settings.")
+
+
+class ModelsConfig(_Section):
+    target: ModelSpec = Field(description="The model being post-trained (iteration 0's weights).")
+    competitors: list[ModelSpec] = Field(min_length=1, description="Models the target battles.")
+    judge: ModelSpec = Field(description="The LLM judge.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelsConfig:
+        names = [self.target.name, *(c.name for c in self.competitors)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique among target and competitors; repeated: {dupes}")
+        return self
+
+    def battlers(self) -> list[ModelSpec]:
+        return [self.target, *self.competitors]
+
+
+class DataConfig(_Section):
+    sources: list[str] = Field(default_factory=list, description="Instruction files or globs to ingest.")
+    min_instruction_chars: int = Field(10, ge=0, description="Drop instructions shorter than this (paper: 10).")
+    prefix_dedup_chars: int = Field(10, ge=0, description="Dedup on this many leading characters; 0 = off.")
+    minhash_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicates.")
+    num_shards: int = Field(9, ge=1, description="Equal parts D0…DN-1 (paper: 9).")
+    shard_seed: int = Field(0, description="Seed of the shard split.")
+    testset_clusters: int = Field(8, ge=1, description="K-Means clusters for the test set (paper: 500).")
+    diverse_per_cluster: int = Field(2, ge=1, description="Diverse samples per cluster (paper: 2).")
+    hard_candidates_per_cluster: int = Field(4, ge=1, description="Hard candidates per cluster (paper: 20).")
+    hard_size: int = Field(16, ge=1, description="Hard items kept (paper: 1,000).")
+
+
+class BattleConfig(_Section):
+    pairing: Literal["target_vs_competitors", "all_pairs", "sampled"] = Field(
+        "target_vs_competitors", description="Which pairs battle on each prompt."
+    )
+    pairs_per_prompt: int = Field(2, ge=1, description="Pairs per prompt when pairing = sampled.")
+    sample_limit: int | None = Field(None, ge=1, description="Use at most this many prompts of the shard.")
+    concurrency: int = Field(16, ge=1, description="Requests in flight per model.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Timeout of one generation request.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors.")
+    seed: int = Field(0, description="Seed for sampled pairings.")
+
+
+class JudgeConfig(_Section):
+    template: str = Field("pairwise-score-v1", description="Versioned judge prompt template.")
+    mode: Literal["score", "logprob"] = Field("score", description="Parse scores from text, or logprob-weighted.")
+    combine: Literal["sum", "both_games_agree"] = Field(
+        "sum", description="How the two position-swapped games combine into one verdict."
+    )
+    tie_margin: float = Field(0.5, ge=0, description="A tie when the summed scores differ by less than this.")
+    max_parse_retries: int = Field(2, ge=0, description="Re-ask before a verdict is stored as invalid.")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512),
+        description="Judge sampling (greedy by default).",
+    )
+
+
+class StageHyperparams(_Section):
+    learning_rate: float = Field(gt=0, description="Peak learning rate.")
+    epochs: float = Field(gt=0, description="Training epochs.")
+    per_device_batch_size: int = Field(1, ge=1, description="Micro-batch per process.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
+    max_length: int = Field(4096, ge=16, description="Sequence length.")
+    beta: float | None = Field(None, description="DPO beta or RL KL coefficient, where the stage has one.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (tests, smoke runs).")
+
+
+class DeepSpeedConfig(_Section):
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage.")
+    offload_optimizer: bool = Field(False, description="Offload optimiser states to CPU.")
+    offload_params: bool = Field(False, description="Offload parameters to CPU (ZeRO-3 only).")
+
+    @model_validator(mode="after")
+    def _offload_params_needs_zero3(self) -> DeepSpeedConfig:
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params requires zero_stage 3")
+        return self
+
+
+class LauncherConfig(_Section):
+    kind: Literal["local", "ray_job"] = Field("local", description="Subprocess here, or a Ray Jobs submission.")
+    num_processes: int = Field(1, ge=1, description="Training processes (GPUs, or CPU workers).")
+    ray_address: str | None = Field(None, description="Ray dashboard address for ray_job, e.g. http://head:8265.")
+
+
+class TrainingConfig(_Section):
+    stages: list[Literal["sft", "dpo", "rl"]] = Field(
+        default_factory=lambda: ["sft", "dpo", "rl"], description="Stages run in a round, in the paper's order."
+    )
+    k_sft_first: float = Field(3.0, ge=0, description="SFT judge-score margin in the first round (paper: 3.0).")
+    k_sft: float = Field(1.0, ge=0, description="SFT margin in later rounds (paper: 1.0).")
+    k_dpo: float = Field(2.0, ge=0, description="DPO chosen/rejected margin (paper: 2.0).")
+    accumulate: bool = Field(True, description="DPO/RL data accumulate across iterations (paper's D2∪D5∪D8).")
+    rl_algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL 1.16 has no PPOTrainer.")
+    lora: bool = Field(False, description="Train LoRA adapters instead of full weights.")
+    sft: StageHyperparams = Field(
+        default_factory=lambda: StageHyperparams(learning_rate=5e-6, epochs=3), description="SFT (paper: 3 ep, 5e-6)."
+    )
+    dpo: StageHyperparams = Field(
+        default_factory=lambda: StageHyperparams(learning_rate=5e-7, epochs=2, beta=0.3),
+        description="DPO (paper: 2 ep, 5e-7, beta 0.3).",
+    )
+    rm: StageHyperparams = Field(
+        default_factory=lambda: StageHyperparams(learning_rate=1e-6, epochs=1), description="Reward model (1e-6)."
+    )
+    rl: StageHyperparams = Field(
+        default_factory=lambda: StageHyperparams(learning_rate=1e-7, epochs=1, beta=0.4),
+        description="RL (paper's PPO: 1e-7, KL 0.4).",
+    )
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="ZeRO settings.")
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig, description="Where training jobs run.")
+
+
+class RatingConfig(_Section):
+    bootstrap_rounds: int = Field(100, ge=1, description="Bootstrap resamples (paper: 100).")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level; 0.95 → percentiles 2.5/97.5.")
+    anchor: str | None = Field(None, description="MODEL=VALUE pins one model's rating (paper: Llama-2-70B=1100).")
+    seed: int = Field(0, description="Bootstrap seed.")
+
+    @field_validator("anchor")
+    @classmethod
+    def _anchor_form(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        model, sep, value = v.rpartition("=")
+        try:
+            float(value)
+        except ValueError:
+            model = ""
+        if not sep or not model:
+            raise ValueError(f"anchor must look like MODEL=VALUE (e.g. llama-2-70b-chat=1100), got {v!r}")
+        return v
+
+
+class ServingConfig(_Section):
+    ray_address: str | None = Field(None, description="Ray cluster to deploy on; None starts/uses a local Ray.")
+    host: str = Field("127.0.0.1", description="Ray Serve HTTP host.")
+    port: int = Field(8000, ge=1, le=65535, description="Ray Serve HTTP port.")
+    route_prefix: str = Field("/", description="Route of the OpenAI-compatible ingress.")
+    deploy_timeout_s: float = Field(600.0, gt=0, description="Give up waiting for replicas after this long.")
+
+
+class AirflowConfig(_Section):
+    schedule: str | None = Field("0 2 * * *", description="Cron of the nightly round; None = manual only.")
+    catchup: bool = Field(False, description="Schedule missed intervals on unpause.")
+    retries: int = Field(2, ge=0, description="Task retries (exponential backoff).")
+
+
+class ArenaConfig(_Section):
+    flywheel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name of this flywheel (a store folder).")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where artifacts live.")
+    models: ModelsConfig = Field(description="Target, competitors and judge.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Instruction corpus, shards and test sets.")
+    battle: BattleConfig = Field(default_factory=BattleConfig, description="Generation and pairings.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="How the LLM judge scores a pair.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Data selection and TRL stages.")
+    rating: RatingConfig = Field(default_factory=RatingConfig, description="Bradley–Terry Elo and bootstrap.")
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="Ray Serve application.")
+    airflow: AirflowConfig = Field(default_factory=AirflowConfig, description="Scheduling of the round DAG.")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# Loading ---------------------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> ArenaConfig:
+    """Load and validate a config file; ``overrides`` maps dotted keys to values (e.g. ``battle.sample_limit``).
+
+    Raises :class:`ConfigError` naming the file, the key path (and line) and what was expected.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
+    try:
+        cfg = ArenaConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, text, exc)) from None
+    return _resolve_paths(cfg, path.resolve().parent)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"battle.sample_limit=8"`` → ``("battle.sample_limit", 8)``; the value is parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. battle.sample_limit=8")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> None:
+    node: Any = raw
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part) if isinstance(node, dict) else None
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{path}: override {dotted}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _format_validation_error(path: Path, text: str, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid config ({exc.error_count()} error{'s' * (exc.error_count() != 1)})"]
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+        key = ".".join(str(p) for p in loc) or "<top level>"
+        line = _line_of(text, loc)
+        where = f"{key} (line {line})" if line else key
+        got = "" if err["type"] in ("missing", "extra_forbidden") else f"; got {err.get('input')!r}"
+        msg = "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {where}: {msg}{got}")
+    return "\n".join(lines)
+
+
+_UNION_TAGS = {"served", "external", "recorded"}
+
+
+def _line_of(text: str, loc: list[Any]) -> int | None:
+    """1-based line of the deepest existing YAML node on ``loc``."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
+    """Make relative local paths absolute, relative to the config file's directory."""
+    cfg.storage.root = _resolve_uri(cfg.storage.root, base)
+    cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
+    for spec in [*cfg.models.battlers(), cfg.models.judge]:
+        src = spec.source
+        if isinstance(src, RecordedSource):
+            src.path = _resolve_local(src.path, base)
+        elif isinstance(src, ServedSource) and src.path.startswith((".", "/", "~")):
+            src.path = _resolve_local(src.path, base)
+    return cfg
+
+
+def _resolve_uri(uri: str, base: Path) -> str:
+    if uri.startswith("file://"):
+        local = uri[len("file://") :]
+        return "file://" + _resolve_local(local, base)
+    if "://" not in uri:
+        return "file://" + _resolve_local(uri, base)
+    return uri
+
+
+def _resolve_local(p: str, base: Path) -> str:
+    if "://" in p:
+        return p
+    expanded = Path(os.path.expanduser(p))
+    return str(expanded if expanded.is_absolute() else (base / expanded).resolve())

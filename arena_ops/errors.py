@@ -1,0 +1,35 @@
+"""The exception hierarchy: one base class, one subclass per kind of failure."""
+
+from __future__ import annotations
+
+
+class ArenaError(Exception):
+    """Base class of every error raised on purpose by arena_ops."""
+
+
+class ConfigError(ArenaError):
+    """A configuration file is missing, unparsable or invalid; the message names the file and key."""
+
+
+class StoreError(ArenaError):
+    """The artifact store could not do what was asked; the message names the URI."""
+
+
+class StoreURIError(StoreError):
+    """A storage URI is malformed or uses an unsupported scheme."""
+
+
+class MissingCredentialsError(StoreError):
+    """An s3:// store was asked for but no credentials could be found."""
+
+
+class ArtifactNotFoundError(StoreError):
+    """No object, or no committed artifact, exists at the given location."""
+
+
+class NotCommittedError(ArtifactNotFoundError):
+    """An artifact directory exists but its manifest was never written (an interrupted or running write)."""
+
+
+class IntegrityError(StoreError):
+    """An object's bytes do not match the sha256 recorded in its manifest."""

@@ -1,0 +1,438 @@
+"""The artifact store: the only module that does storage I/O.
+
+Backends: ``file://`` (a local directory — the embedded default) and ``s3://`` (AWS S3, MinIO, Ceph or any
+S3-compatible endpoint). Both go through ``pyarrow.fs``: one C++ filesystem API for both, Parquet streams
+without copies, and a current, well-kept S3 client bundled with pyarrow (a bare ``s3fs`` requirement resolved
+to a 2019 release on these machines). boto3 is only needed for bucket administration.
+
+Layout, deterministic and run-scoped::
+
+    {root}/{flywheel}/iter={i}/{stage}/{name}/<files>
+    {root}/{flywheel}/iter={i}/{stage}/{name}/_MANIFEST.json   <- written last: the commit marker
+
+Atomicity: every object is first written completely to a local staging file and only then published (a
+same-directory ``rename`` locally; one upload to S3, where an object becomes visible only when its upload
+completes), so a reader never sees half an object. An artifact is *committed* when its manifest, which lists
+each file with its sha256, size and row count, exists; readers of artifacts refuse uncommitted ones.
+A rerun of an interrupted write simply overwrites the same keys and commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from arena_ops.errors import (
+    ArtifactNotFoundError,
+    IntegrityError,
+    MissingCredentialsError,
+    NotCommittedError,
+    StoreError,
+    StoreURIError,
+)
+
+if TYPE_CHECKING:
+    from arena_ops.config import S3Config, StorageConfig
+
+MANIFEST = "_MANIFEST.json"
+_ITER_RE = re.compile(r"^iter=(\d+)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One committed file of an artifact."""
+
+    path: str
+    sha256: str
+    bytes: int
+    rows: int | None = None
+
+
+@dataclass
+class Manifest:
+    """The commit record of an artifact directory."""
+
+    files: list[FileEntry]
+    meta: dict[str, Any] = field(default_factory=dict)
+    committed_at: str = ""
+    version: int = 1
+
+    def file(self, name: str) -> FileEntry:
+        for entry in self.files:
+            if entry.path == name:
+                return entry
+        raise ArtifactNotFoundError(f"manifest lists no file {name!r} (has: {[f.path for f in self.files]})")
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows or 0 for f in self.files)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        return cls(
+            files=[FileEntry(**f) for f in raw["files"]],
+            meta=raw.get("meta", {}),
+            committed_at=raw.get("committed_at", ""),
+            version=raw.get("version", 1),
+        )
+
+
+class ArtifactStore:
+    """Read and write objects and committed artifacts under one root URI."""
+
+    def __init__(self, fs: pafs.FileSystem, base: str, uri: str) -> None:
+        self._fs = fs
+        self._base = base.rstrip("/")
+        self.uri = uri.rstrip("/")
+        self._local = isinstance(fs, pafs.LocalFileSystem)
+
+    # Construction ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, storage: StorageConfig) -> ArtifactStore:
+        return cls.from_uri(storage.root, storage.s3)
+
+    @classmethod
+    def from_uri(cls, uri: str, s3: S3Config | None = None) -> ArtifactStore:
+        """Open ``file:///abs/dir`` or ``s3://bucket[/prefix]``."""
+        scheme, sep, rest = uri.partition("://")
+        if not sep:
+            raise StoreURIError(f"{uri!r}: expected a URI like file:///abs/dir or s3://bucket/prefix")
+        if scheme == "file":
+            if not rest.startswith("/"):
+                raise StoreURIError(f"{uri!r}: file:// URIs must hold an absolute path (file:///abs/dir)")
+            os.makedirs(rest, exist_ok=True)
+            return cls(pafs.LocalFileSystem(), rest, uri)
+        if scheme == "s3":
+            bucket = rest.split("/", 1)[0]
+            if not bucket:
+                raise StoreURIError(f"{uri!r}: s3:// URIs need a bucket (s3://bucket/prefix)")
+            return cls(_s3_filesystem(s3, uri), rest, uri)
+        raise StoreURIError(f"{uri!r}: unsupported scheme {scheme!r}; use file:// or s3://")
+
+    # Keys ----------------------------------------------------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        parts = [p for p in key.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise StoreURIError(f"{self.uri}: bad key {key!r} (empty, or contains '.' or '..')")
+        return f"{self._base}/{'/'.join(parts)}"
+
+    def key_uri(self, key: str) -> str:
+        return f"{self.uri}/{key.strip('/')}"
+
+    @staticmethod
+    def artifact_key(flywheel: str, iteration: int, stage: str, name: str) -> str:
+        """The run-scoped prefix of one artifact: ``{flywheel}/iter={i}/{stage}/{name}``."""
+        if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+            raise StoreURIError(f"iteration must be a non-negative int, got {iteration!r}")
+        for what, value in (("flywheel", flywheel), ("stage", stage), ("name", name)):
+            if not _NAME_RE.match(value):
+                raise StoreURIError(f"bad {what} {value!r}: use letters, digits, '.', '_', '-', '='")
+        return f"{flywheel}/iter={iteration}/{stage}/{name}"
+
+    # Objects -------------------------------------------------------------------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        return self._info(key).type == pafs.FileType.File
+
+    def put_bytes(self, key: str, data: bytes) -> FileEntry:
+        with self._staged(key) as tmp:
+            Path(tmp).write_bytes(data)
+        return FileEntry(key, hashlib.sha256(data).hexdigest(), len(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            with self._fs.open_input_stream(self._full(key)) as f:
+                return f.read()
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"{self.key_uri(key)}: no such object") from exc
+        except OSError as exc:
+            raise self._wrap(exc, key) from exc
+
+    def write_json(self, key: str, obj: Any) -> FileEntry:
+        return self.put_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key))
+
+    def write_table(self, key: str, table: pa.Table | pa.RecordBatchReader) -> FileEntry:
+        """Write Parquet atomically; a table or a stream of batches (an error mid-stream publishes nothing)."""
+        rows = 0
+        with self._staged(key) as tmp:
+            with pq.ParquetWriter(tmp, table.schema, compression="zstd") as writer:
+                batches = table.to_batches() if isinstance(table, pa.Table) else table
+                for batch in batches:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            digest, size = _sha256_file(tmp)
+        return FileEntry(key, digest, size, rows)
+
+    def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return pq.read_table(self._full(key), filesystem=self._fs, columns=columns)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"{self.key_uri(key)}: no such object") from exc
+        except OSError as exc:
+            raise self._wrap(exc, key) from exc
+
+    def list(self, prefix: str = "", recursive: bool = False) -> list[str]:
+        """Keys (relative to the root) directly under ``prefix`` (directories end with '/')."""
+        base = self._full(prefix) if prefix.strip("/") else self._base
+        try:
+            infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=recursive))
+        except OSError as exc:
+            raise self._wrap(exc, prefix) from exc
+        out = []
+        for info in infos:
+            rel = info.path[len(self._base) :].lstrip("/")
+            out.append(rel + "/" if info.type == pafs.FileType.Directory else rel)
+        return sorted(out)
+
+    def delete_prefix(self, prefix: str) -> None:
+        full = self._full(prefix)
+        if self._info(prefix).type == pafs.FileType.Directory:
+            self._fs.delete_dir(full)
+
+    # Artifacts -----------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def artifact(
+        self, flywheel: str, iteration: int, stage: str, name: str, meta: dict[str, Any] | None = None
+    ) -> Iterator[ArtifactWriter]:
+        """Write an artifact; the manifest is written only if the block finishes without an exception."""
+        prefix = self.artifact_key(flywheel, iteration, stage, name)
+        writer = ArtifactWriter(self, prefix, dict(meta or {}))
+        # A rerun replaces an earlier (possibly interrupted) attempt wholesale: drop the old commit marker first,
+        # so no reader can pair the old manifest with new files.
+        if self.exists(f"{prefix}/{MANIFEST}"):
+            self._fs.delete_file(self._full(f"{prefix}/{MANIFEST}"))
+        yield writer
+        writer._commit()
+
+    def is_committed(self, prefix: str) -> bool:
+        return self.exists(f"{prefix.rstrip('/')}/{MANIFEST}")
+
+    def manifest(self, prefix: str) -> Manifest:
+        prefix = prefix.rstrip("/")
+        try:
+            return Manifest.from_json(self.get_bytes(f"{prefix}/{MANIFEST}").decode())
+        except ArtifactNotFoundError:
+            if self._info(prefix).type == pafs.FileType.Directory:
+                raise NotCommittedError(
+                    f"{self.key_uri(prefix)}: artifact exists but was never committed (no {MANIFEST}); "
+                    "its writer was interrupted or is still running"
+                ) from None
+            raise ArtifactNotFoundError(f"{self.key_uri(prefix)}: no such artifact") from None
+
+    def read_artifact_table(self, prefix: str, file: str = "data.parquet", verify: bool = False) -> pa.Table:
+        """Read one Parquet file of a committed artifact; ``verify`` checks its sha256 against the manifest."""
+        entry = self.manifest(prefix).file(file)
+        key = f"{prefix.rstrip('/')}/{file}"
+        if verify:
+            data = self.get_bytes(key)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != entry.sha256:
+                raise IntegrityError(f"{self.key_uri(key)}: sha256 {digest} does not match manifest {entry.sha256}")
+            return pq.read_table(pa.BufferReader(data))
+        return self.read_table(key)
+
+    def list_flywheels(self) -> list[str]:
+        return [k.rstrip("/") for k in self.list() if k.endswith("/")]
+
+    def list_iterations(self, flywheel: str) -> list[int]:
+        found = (_ITER_RE.match(k.rstrip("/").rsplit("/", 1)[-1]) for k in self.list(flywheel))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def list_stages(self, flywheel: str, iteration: int) -> list[str]:
+        keys = self.list(f"{flywheel}/iter={iteration}")
+        return [k.rstrip("/").rsplit("/", 1)[-1] for k in keys if k.endswith("/")]
+
+    def list_artifacts(self, flywheel: str, iteration: int, stage: str, committed_only: bool = True) -> list[str]:
+        keys = self.list(f"{flywheel}/iter={iteration}/{stage}")
+        prefixes = [k.rstrip("/") for k in keys if k.endswith("/")]
+        return [p.rsplit("/", 1)[-1] for p in prefixes if not committed_only or self.is_committed(p)]
+
+    # Internals -----------------------------------------------------------------------------------------------------
+
+    def _info(self, key: str) -> pafs.FileInfo:
+        try:
+            return self._fs.get_file_info(self._full(key))
+        except OSError as exc:
+            raise self._wrap(exc, key) from exc
+
+    @contextlib.contextmanager
+    def _staged(self, key: str) -> Iterator[str]:
+        """Yield a local temp path; publish it to ``key`` only if the block succeeds."""
+        full = self._full(key)
+        if self._local:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            # Same directory as the target: os.replace is then an atomic rename on POSIX.
+            tmp = os.path.join(os.path.dirname(full), f".{os.path.basename(full)}.tmp-{uuid.uuid4().hex}")
+        else:
+            tmp = os.path.join(tempfile.mkdtemp(prefix="arena-stage-"), "object")
+        try:
+            yield tmp
+            if self._local:
+                os.replace(tmp, full)
+            else:
+                self._upload(tmp, full, key)
+        finally:
+            if self._local:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+            else:
+                shutil.rmtree(os.path.dirname(tmp), ignore_errors=True)
+
+    def _upload(self, local_path: str, full: str, key: str) -> None:
+        # One C++ call opens, streams and completes the upload. Python signal handlers (Airflow's SIGTERM on task
+        # kill, Ctrl-C) run only after it returns, so a Python-level interrupt cannot close a half-written stream
+        # (which would *complete* the upload with partial data). A killed process leaves an incomplete multipart
+        # upload, which S3 never shows.
+        try:
+            pafs.copy_files(
+                local_path, full, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self._fs
+            )
+        except OSError as exc:
+            raise self._wrap(exc, key) from exc
+
+    def _wrap(self, exc: OSError, key: str) -> StoreError:
+        text = str(exc)
+        if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+            return MissingCredentialsError(f"{self.key_uri(key)}: access denied by the S3 endpoint: {text}")
+        if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
+            return StoreError(f"{self.key_uri(key)}: bucket does not exist: {text}")
+        return StoreError(f"{self.key_uri(key)}: {text}")
+
+
+class ArtifactWriter:
+    """Collects the files of one artifact; :meth:`ArtifactStore.artifact` commits it."""
+
+    def __init__(self, store: ArtifactStore, prefix: str, meta: dict[str, Any]) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.meta = meta
+        self._files: dict[str, FileEntry] = {}
+
+    def _key(self, name: str) -> str:
+        if name == MANIFEST or name.startswith("/"):
+            raise StoreURIError(f"{self.prefix}: reserved or absolute file name {name!r}")
+        return f"{self.prefix}/{name}"
+
+    def _record(self, name: str, entry: FileEntry) -> FileEntry:
+        self._files[name] = FileEntry(name, entry.sha256, entry.bytes, entry.rows)
+        return self._files[name]
+
+    def write_table(self, name: str, table: pa.Table | pa.RecordBatchReader) -> FileEntry:
+        return self._record(name, self.store.write_table(self._key(name), table))
+
+    def write_json(self, name: str, obj: Any) -> FileEntry:
+        return self._record(name, self.store.write_json(self._key(name), obj))
+
+    def put_bytes(self, name: str, data: bytes) -> FileEntry:
+        return self._record(name, self.store.put_bytes(self._key(name), data))
+
+    @property
+    def uri(self) -> str:
+        return self.store.key_uri(self.prefix)
+
+    def _commit(self) -> Manifest:
+        manifest = Manifest(
+            files=sorted(self._files.values(), key=lambda f: f.path),
+            meta=self.meta,
+            committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self.store.put_bytes(f"{self.prefix}/{MANIFEST}", manifest.to_json().encode())
+        return manifest
+
+
+def _sha256_file(path: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+# S3 -----------------------------------------------------------------------------------------------------------------
+
+
+def s3_credentials(s3: S3Config, uri: str) -> dict[str, Any]:
+    """Resolve endpoint, region and credentials: Airflow connection, then env vars, then (opt-in) default chain.
+
+    Returns keyword arguments for :class:`pyarrow.fs.S3FileSystem`. Never logs secrets.
+    """
+    kwargs: dict[str, Any] = {"region": s3.region}
+    endpoint = s3.endpoint_url
+    if s3.anonymous:
+        kwargs["anonymous"] = True
+    elif s3.conn_id:
+        conn = _airflow_connection(s3.conn_id, uri)
+        extra = conn.extra_dejson or {}
+        endpoint = extra.get("endpoint_url", endpoint)
+        kwargs["region"] = extra.get("region_name", s3.region)
+        if not (conn.login and conn.password):
+            raise MissingCredentialsError(
+                f"{uri}: Airflow connection {s3.conn_id!r} has no login (access key) and password (secret key)"
+            )
+        kwargs.update(access_key=conn.login, secret_key=conn.password)
+        if extra.get("aws_session_token"):
+            kwargs["session_token"] = extra["aws_session_token"]
+    elif os.environ.get(s3.access_key_env) and os.environ.get(s3.secret_key_env):
+        kwargs.update(access_key=os.environ[s3.access_key_env], secret_key=os.environ[s3.secret_key_env])
+        if os.environ.get(s3.session_token_env):
+            kwargs["session_token"] = os.environ[s3.session_token_env]
+    elif not s3.allow_default_chain:
+        raise MissingCredentialsError(
+            f"{uri}: no S3 credentials: set {s3.access_key_env} and {s3.secret_key_env}, or storage.s3.conn_id "
+            "(an Airflow aws connection), or storage.s3.allow_default_chain: true (instance role / IRSA)"
+        )
+    if endpoint:
+        scheme, sep, host = endpoint.partition("://")
+        if not sep or scheme not in ("http", "https") or not host:
+            raise StoreURIError(f"{uri}: endpoint_url {endpoint!r} must look like http(s)://host[:port]")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    return kwargs
+
+
+def _s3_filesystem(s3: S3Config | None, uri: str) -> pafs.S3FileSystem:
+    from arena_ops.config import S3Config
+
+    kwargs = s3_credentials(s3 or S3Config(), uri)
+    # Short timeouts and few retries: a wrong endpoint should fail in seconds, not minutes.
+    return pafs.S3FileSystem(
+        connect_timeout=5, request_timeout=60, retry_strategy=pafs.AwsStandardS3RetryStrategy(3), **kwargs
+    )
+
+
+def _airflow_connection(conn_id: str, uri: str) -> Any:
+    try:
+        from airflow.sdk import BaseHook
+    except ImportError as exc:  # pragma: no cover - airflow is a core dependency
+        raise MissingCredentialsError(f"{uri}: storage.s3.conn_id is set but Airflow is not installed") from exc
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as exc:  # Airflow raises its own AirflowNotFoundException family
+        raise MissingCredentialsError(f"{uri}: Airflow connection {conn_id!r} not found: {exc}") from exc

@@ -1,0 +1,234 @@
+"""The artifact store on both backends: a local directory and an S3-protocol server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pytest
+
+from arena_ops.config import S3Config
+from arena_ops.errors import (
+    ArtifactNotFoundError,
+    IntegrityError,
+    MissingCredentialsError,
+    NotCommittedError,
+    StoreError,
+    StoreURIError,
+)
+from arena_ops.store import MANIFEST, ArtifactStore
+
+
+def _battles(n: int = 5) -> pa.Table:
+    return pa.table(
+        {
+            "model_a": [f"m{i % 3}" for i in range(n)],
+            "model_b": ["ref"] * n,
+            "winner": ["model_a", "model_b", "tie", "tie_bothbad", "model_a"][:n] * (n // 5 or 1),
+        }
+    )
+
+
+def test_table_round_trip(store: ArtifactStore) -> None:
+    table = _battles()
+    entry = store.write_table("a/b/data.parquet", table)
+    assert entry.rows == 5 and entry.bytes > 0 and len(entry.sha256) == 64
+    assert store.exists("a/b/data.parquet")
+    assert store.read_table("a/b/data.parquet").equals(table)
+    assert store.read_table("a/b/data.parquet", columns=["winner"]).column_names == ["winner"]
+    assert hashlib.sha256(store.get_bytes("a/b/data.parquet")).hexdigest() == entry.sha256
+
+
+def test_json_and_bytes_round_trip(store: ArtifactStore) -> None:
+    store.write_json("x/report.json", {"battles": 3, "models": ["a", "b"]})
+    assert store.read_json("x/report.json") == {"battles": 3, "models": ["a", "b"]}
+    store.put_bytes("x/blob.bin", b"\x00\x01")
+    assert store.get_bytes("x/blob.bin") == b"\x00\x01"
+
+
+def test_overwrite_replaces_object(store: ArtifactStore) -> None:
+    store.write_json("k.json", {"v": 1})
+    store.write_json("k.json", {"v": 2})
+    assert store.read_json("k.json") == {"v": 2}
+
+
+def test_missing_object_error_names_uri(store: ArtifactStore) -> None:
+    with pytest.raises(ArtifactNotFoundError, match=r"nope/data\.parquet: no such object"):
+        store.read_table("nope/data.parquet")
+    with pytest.raises(ArtifactNotFoundError, match="no such object"):
+        store.get_bytes("nope.json")
+
+
+def test_interrupted_table_write_leaves_no_object(store: ArtifactStore) -> None:
+    schema = pa.schema([("x", pa.int64())])
+
+    def batches():
+        yield pa.record_batch([pa.array([1, 2, 3])], schema=schema)
+        raise RuntimeError("killed mid-write")
+
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        store.write_table("it/data.parquet", reader)
+    assert not store.exists("it/data.parquet")
+    # No temp or partial objects are visible either.
+    assert store.list("it", recursive=True) == []
+
+
+def test_interrupted_write_keeps_previous_version(store: ArtifactStore) -> None:
+    store.write_table("v/data.parquet", _battles())
+    schema = pa.schema([("x", pa.int64())])
+
+    def batches():
+        yield pa.record_batch([pa.array([1])], schema=schema)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.write_table("v/data.parquet", pa.RecordBatchReader.from_batches(schema, batches()))
+    assert store.read_table("v/data.parquet").equals(_battles())
+
+
+def test_artifact_commit_writes_manifest_last(store: ArtifactStore) -> None:
+    with store.artifact("fw", 2, "battles", "judged", meta={"judge": "j"}) as w:
+        w.write_table("data.parquet", _battles())
+        w.write_json("report.json", {"n": 5})
+        # Before the block ends, readers see an uncommitted artifact.
+        assert not store.is_committed(w.prefix)
+        with pytest.raises(NotCommittedError, match="never committed"):
+            store.manifest(w.prefix)
+    prefix = "fw/iter=2/battles/judged"
+    assert w.prefix == prefix and w.uri == f"{store.uri}/{prefix}"
+    m = store.manifest(prefix)
+    assert [f.path for f in m.files] == ["data.parquet", "report.json"]
+    assert m.file("data.parquet").rows == 5 and m.rows == 5 and m.meta == {"judge": "j"}
+    assert m.file("data.parquet").sha256 == hashlib.sha256(store.get_bytes(f"{prefix}/data.parquet")).hexdigest()
+    assert store.read_artifact_table(prefix, verify=True).equals(_battles())
+
+
+def test_failed_artifact_is_not_committed_and_rerun_commits(store: ArtifactStore) -> None:
+    with pytest.raises(ValueError), store.artifact("fw", 0, "generate", "responses") as w:
+        w.write_table("data.parquet", _battles())
+        raise ValueError("engine died")
+    prefix = "fw/iter=0/generate/responses"
+    assert not store.is_committed(prefix)
+    with pytest.raises(NotCommittedError):
+        store.read_artifact_table(prefix)
+    assert store.list_artifacts("fw", 0, "generate") == []
+    assert store.list_artifacts("fw", 0, "generate", committed_only=False) == ["responses"]
+    # The rerun writes the same keys and commits; nothing is duplicated.
+    with store.artifact("fw", 0, "generate", "responses") as w:
+        w.write_table("data.parquet", _battles())
+    assert store.read_artifact_table(prefix).num_rows == 5
+    assert sorted(store.list(prefix)) == [f"{prefix}/{MANIFEST}", f"{prefix}/data.parquet"]
+
+
+def test_rerun_that_fails_uncommits_the_old_version(store: ArtifactStore) -> None:
+    with store.artifact("fw", 1, "train", "sft") as w:
+        w.write_json("metrics.json", {"loss": 1.0})
+    with pytest.raises(RuntimeError), store.artifact("fw", 1, "train", "sft") as w:
+        raise RuntimeError("second attempt died")
+    # The old manifest must not vouch for files the failed attempt may have replaced.
+    assert not store.is_committed("fw/iter=1/train/sft")
+
+
+def test_verify_detects_corruption(store: ArtifactStore) -> None:
+    with store.artifact("fw", 0, "battles", "x") as w:
+        w.write_table("data.parquet", _battles())
+    store.write_table("fw/iter=0/battles/x/data.parquet", _battles(5).slice(0, 2))  # tampered behind its back
+    with pytest.raises(IntegrityError, match="does not match manifest"):
+        store.read_artifact_table("fw/iter=0/battles/x", verify=True)
+
+
+def test_listing_iterations_and_stages(store: ArtifactStore) -> None:
+    for it, stage in [(0, "generate"), (0, "battles"), (2, "battles"), (10, "train")]:
+        with store.artifact("fw", it, stage, "a") as w:
+            w.write_json("x.json", {})
+    with store.artifact("other", 0, "battles", "a") as w:
+        w.write_json("x.json", {})
+    assert store.list_flywheels() == ["fw", "other"]
+    assert store.list_iterations("fw") == [0, 2, 10]  # numeric, not lexicographic
+    assert store.list_stages("fw", 0) == ["battles", "generate"]
+    assert store.list_artifacts("fw", 10, "train") == ["a"]
+    assert store.list_iterations("missing") == []
+
+
+@pytest.mark.parametrize(
+    ("flywheel", "iteration", "stage"),
+    [("fw", -1, "s"), ("fw", "1", "s"), ("../up", 0, "s"), ("fw", 0, "a/b"), ("", 0, "s")],
+)
+def test_bad_artifact_keys_rejected(flywheel: str, iteration: int, stage: str) -> None:
+    with pytest.raises(StoreURIError):
+        ArtifactStore.artifact_key(flywheel, iteration, stage, "name")
+
+
+def test_path_traversal_rejected(store: ArtifactStore) -> None:
+    with pytest.raises(StoreURIError, match="bad key"):
+        store.put_bytes("../escape.txt", b"x")
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("/just/a/path", "expected a URI"),
+        ("ftp://host/x", "unsupported scheme 'ftp'"),
+        ("s3://", "need a bucket"),
+        ("file://relative/dir", "absolute path"),
+    ],
+)
+def test_bad_uris(uri: str, message: str) -> None:
+    with pytest.raises(StoreURIError, match=message):
+        ArtifactStore.from_uri(uri, S3Config(anonymous=True))
+
+
+def test_missing_s3_credentials_error_names_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(MissingCredentialsError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        ArtifactStore.from_uri("s3://bucket/prefix", S3Config(endpoint_url="http://127.0.0.1:1"))
+
+
+def test_bad_endpoint_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    with pytest.raises(StoreURIError, match="endpoint_url 'minio:9000'"):
+        ArtifactStore.from_uri("s3://bucket", S3Config(endpoint_url="minio:9000"))
+
+
+@pytest.mark.integration
+def test_missing_bucket_is_reported(s3_server: str, s3_bucket: str) -> None:
+    store = ArtifactStore.from_uri(f"s3://{s3_bucket}-missing/root", S3Config(endpoint_url=s3_server))
+    with pytest.raises(StoreError, match="bucket does not exist"):
+        store.put_bytes("x.json", b"{}")
+
+
+@pytest.mark.integration
+def test_credentials_from_airflow_connection(
+    s3_server: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials and endpoint from an Airflow connection (here defined through Airflow's env-var backend)."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    conn = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"endpoint_url": s3_server}}
+    monkeypatch.setenv("AIRFLOW_CONN_ARENA_TEST_S3", json.dumps(conn))
+    store = ArtifactStore.from_uri(f"s3://{s3_bucket}/root", S3Config(conn_id="arena_test_s3"))
+    store.write_json("hello.json", {"ok": True})
+    assert store.read_json("hello.json") == {"ok": True}
+
+
+def test_unknown_airflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_CONN", raising=False)
+    with pytest.raises(MissingCredentialsError, match="'no_such_conn' not found"):
+        ArtifactStore.from_uri("s3://bucket", S3Config(conn_id="no_such_conn"))
+
+
+@pytest.mark.integration
+def test_s3_store_is_visible_to_boto3(s3_server: str, s3_bucket: str) -> None:
+    """Objects land under the documented layout, as any other S3 client sees them."""
+    import boto3
+
+    store = ArtifactStore.from_uri(f"s3://{s3_bucket}/root", S3Config(endpoint_url=s3_server))
+    with store.artifact("fw", 3, "battles", "judged") as w:
+        w.write_table("data.parquet", _battles())
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert keys == ["root/fw/iter=3/battles/judged/_MANIFEST.json", "root/fw/iter=3/battles/judged/data.parquet"]
