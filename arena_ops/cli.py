@@ -32,11 +32,16 @@ console = Console()
 err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", metavar="PATH", help="Config YAML (default: $ARENA_CONFIG).", envvar="ARENA_CONFIG")
+    Path | None,
+    typer.Option("--config", "-c", metavar="PATH", help="Config YAML (default: $ARENA_CONFIG).", envvar="ARENA_CONFIG"),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", metavar="KEY=VALUE", help="Override a key: --set battle.sample_limit=8 (repeatable; value parsed as YAML)."),
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a key: --set battle.sample_limit=8 (repeatable; value parsed as YAML).",
+    ),
 ]
 
 
@@ -116,6 +121,76 @@ def models_build_tiny(
 
     path = build_tiny_chat_model(out_dir, arch=arch, seed=seed)  # type: ignore[arg-type]
     console.print(f"wrote tiny {arch} model to {path}")
+
+
+@app.command("elo")
+def elo(
+    battles: Annotated[list[Path], typer.Argument(help="Battle files (.parquet, .csv, .jsonl).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the leaderboard files.")],
+    anchor: Annotated[
+        str | None, typer.Option(help="Pin one model: MODEL=VALUE (paper: llama-2-70b-chat=1100).")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap rounds (paper: 100).", min=1)] = 100,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    ci: Annotated[float, typer.Option(help="CI level; 0.95 → percentiles 2.5 / 97.5.", min=0.0, max=1.0)] = 0.95,
+    plots: Annotated[bool, typer.Option(help="Also write PNG plots.")] = True,
+) -> None:
+    """Bradley–Terry Elo leaderboard with bootstrap CIs from battle files."""
+    from arena_ops.rating import compute_leaderboard, leaderboard_files, parse_anchor, read_battles
+
+    data = read_battles(battles)
+    lb = compute_leaderboard(data.table, rounds=bootstrap, seed=seed, ci_level=ci, anchor=parse_anchor(anchor))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, blob in leaderboard_files(lb, plots=plots).items():
+        (out / name).write_bytes(blob)
+    if data.quarantine.num_rows:
+        import pyarrow.parquet as pq
+
+        pq.write_table(data.quarantine, out / "quarantine.parquet")
+        err_console.print(
+            f"[yellow]{data.quarantine.num_rows} invalid row(s) quarantined[/yellow] → {out / 'quarantine.parquet'}"
+        )
+    table = Table(
+        "rank",
+        "model",
+        "Elo",
+        f"{ci:.0%} CI",
+        "W / L / T",
+        "battles",
+        title=f"{data.table.num_rows} battles, {len(lb.models)} models",
+    )
+    for r in lb.records():
+        table.add_row(
+            str(r["rank"]),
+            str(r["model"]),
+            f"{r['rating']:.1f}",
+            f"{r['ci_low']:.1f} – {r['ci_high']:.1f}",
+            f"{r['wins']} / {r['losses']} / {r['ties']}",
+            str(r["battles"]),
+        )
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+@app.command("consistency")
+def consistency(
+    ours: Annotated[Path, typer.Argument(help="Our leaderboard (leaderboard.json, .parquet, .csv or .jsonl).")],
+    reference: Annotated[Path, typer.Argument(help="Reference leaderboard, e.g. a human arena's.")],
+    rename_ours: Annotated[Path | None, typer.Option(help="JSON map: name in OURS → shared name.")] = None,
+    rename_reference: Annotated[Path | None, typer.Option(help="JSON map: name in REFERENCE → shared name.")] = None,
+) -> None:
+    """Agreement between two leaderboards (Arena-Hard-Auto definitions), printed as JSON."""
+    import json
+
+    from arena_ops.rating import consistency_report, read_board
+
+    def load_map(p: Path | None) -> dict[str, str] | None:
+        return None if p is None else json.loads(p.read_text())
+
+    report = consistency_report(
+        read_board(str(ours), load_map(rename_ours)), read_board(str(reference), load_map(rename_reference))
+    )
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
 
 def main() -> None:

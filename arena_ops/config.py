@@ -373,9 +373,7 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
     for spec in [*cfg.models.battlers(), cfg.models.judge]:
         src = spec.source
-        if isinstance(src, RecordedSource):
-            src.path = _resolve_local(src.path, base)
-        elif isinstance(src, ServedSource) and src.path.startswith((".", "/", "~")):
+        if isinstance(src, RecordedSource) or isinstance(src, ServedSource) and src.path.startswith((".", "/", "~")):
             src.path = _resolve_local(src.path, base)
     return cfg
 

@@ -33,3 +33,7 @@ class NotCommittedError(ArtifactNotFoundError):
 
 class IntegrityError(StoreError):
     """An object's bytes do not match the sha256 recorded in its manifest."""
+
+
+class RatingError(ArenaError, ValueError):
+    """Battles or leaderboards that cannot be rated or compared; the message names the file or model."""

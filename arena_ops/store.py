@@ -310,9 +310,7 @@ class ArtifactStore:
         # (which would *complete* the upload with partial data). A killed process leaves an incomplete multipart
         # upload, which S3 never shows.
         try:
-            pafs.copy_files(
-                local_path, full, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self._fs
-            )
+            pafs.copy_files(local_path, full, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self._fs)
         except OSError as exc:
             raise self._wrap(exc, key) from exc
 

@@ -91,7 +91,10 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     bucket = f"arena-{uuid.uuid4().hex[:12]}"
     boto3.client(
-        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
         aws_secret_access_key="testing",
     ).create_bucket(Bucket=bucket)
     return bucket

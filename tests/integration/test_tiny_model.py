@@ -60,7 +60,9 @@ def test_tiny_model_loads_in_vllm_in_process(tiny_model_dir: Path) -> None:
             assert len(completion.logprobs) == len(completion.token_ids)
         constrained = llm.chat(
             chats[:2],
-            SamplingParams(max_tokens=16, temperature=0.0, structured_outputs=StructuredOutputsParams(choice=["[[A]]", "[[B]]"])),
+            SamplingParams(
+                max_tokens=16, temperature=0.0, structured_outputs=StructuredOutputsParams(choice=["[[A]]", "[[B]]"])
+            ),
         )
         assert {o.outputs[0].text for o in constrained} <= {"[[A]]", "[[B]]"}
     finally:

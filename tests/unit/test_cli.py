@@ -51,15 +51,23 @@ def test_set_override_is_validated() -> None:
 
 
 def test_every_subcommand_has_help() -> None:
-    for args in [[], ["config"], ["config", "check"], ["config", "reference"], ["store", "ls"], ["models"],
-                 ["models", "build-tiny"]]:
+    for args in [
+        [],
+        ["config"],
+        ["config", "check"],
+        ["config", "reference"],
+        ["store", "ls"],
+        ["models"],
+        ["models", "build-tiny"],
+    ]:
         res = _run(*args, "--help")
         assert res.returncode == 0 and "Usage:" in res.stdout, (args, res.stderr)
 
 
 def test_store_ls_lists_committed_and_uncommitted(tmp_path: Path) -> None:
-    from arena_ops.store import ArtifactStore
     import pyarrow as pa
+
+    from arena_ops.store import ArtifactStore
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text((REPO / "configs" / "tiny.yaml").read_text().replace("file://../.arena/artifacts", "file://store"))

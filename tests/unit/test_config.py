@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from arena_ops.config import ArenaConfig, ExternalSource, RecordedSource, ServedSource, load_config, parse_override
+from arena_ops.config import (
+    ArenaConfig,
+    ExternalSource,
+    RecordedSource,
+    ServedSource,
+    load_config,
+    parse_override,
+)
 from arena_ops.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +83,9 @@ def test_unknown_key_named_with_path_and_line(tmp_path: Path) -> None:
 
 def test_wrong_type_names_key_and_expected_type(tmp_path: Path) -> None:
     text = MINIMAL + "rating:\n  bootstrap_rounds: many\n"
-    with pytest.raises(ConfigError, match=r"rating\.bootstrap_rounds \(line 8\): Input should be a valid integer.*got 'many'"):
+    with pytest.raises(
+        ConfigError, match=r"rating\.bootstrap_rounds \(line 8\): Input should be a valid integer.*got 'many'"
+    ):
         load_config(_write(tmp_path, text))
 
 

@@ -20,8 +20,15 @@ def test_readme_config_reference_is_current() -> None:
 
 def test_reference_covers_every_section_and_variant() -> None:
     ref = config_reference_markdown()
-    for key in ["`storage.s3.endpoint_url`", "`models.competitors[].sampling.temperature`",
-                "`models.target.source(served).engine.kv_cache_gib`", "`models.judge.source(external).api_key_env`",
-                "`training.dpo.beta`", "`rating.anchor`", "`serving.deploy_timeout_s`", "`data.num_shards`"]:
+    for key in [
+        "`storage.s3.endpoint_url`",
+        "`models.competitors[].sampling.temperature`",
+        "`models.target.source(served).engine.kv_cache_gib`",
+        "`models.judge.source(external).api_key_env`",
+        "`training.dpo.beta`",
+        "`rating.anchor`",
+        "`serving.deploy_timeout_s`",
+        "`data.num_shards`",
+    ]:
         assert key in ref, key
     assert "| `flywheel` | str | **required** |" in ref

@@ -202,9 +202,7 @@ def test_missing_bucket_is_reported(s3_server: str, s3_bucket: str) -> None:
 
 
 @pytest.mark.integration
-def test_credentials_from_airflow_connection(
-    s3_server: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_credentials_from_airflow_connection(s3_server: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials and endpoint from an Airflow connection (here defined through Airflow's env-var backend)."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

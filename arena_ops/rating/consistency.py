@@ -1,0 +1,217 @@
+"""Agreement between two leaderboards, defined exactly as Arena-Hard-Auto's benchmark notebook
+(``notebook/benchmark_statistics.ipynb``, lmarena/arena-hard-auto; a copy with its printed outputs is in
+``shared/validation/consistency``) — including its small quirks, so that our numbers reproduce the published ones:
+
+- **separability**: the share of model pairs whose CIs do not overlap; intervals are sorted by lower bound and a
+  pair overlaps when the later interval starts strictly before the earlier one ends (identical interval pairs are
+  counted once, as in the notebook).
+- **agreement with CI**: over the pairs the *reference* separates (its CIs do not overlap), +1 when ours orders the
+  pair the same way with non-overlapping CIs, +0.5 when our CIs overlap, 0 when ours orders them the other way.
+- **strict agreement**: over all pairs, the share ordered the same way by both point scores.
+- **Brier score / log loss**: ours predicts P(a < b) = Φ(−(mean_a − mean_b) / √(var_a + var_b)) from its bootstrap
+  samples (population variance); the label is whether the reference rates a below b.
+- **average consistency** (WizardArena): the mean of Spearman, agreement with CI and separability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from scipy import stats
+
+from arena_ops.errors import RatingError
+
+
+@dataclass(frozen=True)
+class Board:
+    """A leaderboard: per model a point score, a CI and, for forecasts, the mean and (population) variance of its
+    bootstrap samples."""
+
+    models: list[str]
+    score: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    mean: np.ndarray | None = None
+    var: np.ndarray | None = None
+
+    @classmethod
+    def from_samples(
+        cls, models: list[str], score: np.ndarray, lower: np.ndarray, upper: np.ndarray, samples: list[np.ndarray]
+    ) -> Board:
+        """``samples[k]``: bootstrap values of model k (lengths may differ, e.g. a fixed baseline has one)."""
+        mean = np.array([np.mean(s) for s in samples])
+        var = np.array([np.var(s) for s in samples])
+        return cls(list(models), np.asarray(score), np.asarray(lower), np.asarray(upper), mean, var)
+
+    def __post_init__(self) -> None:
+        if len(set(self.models)) != len(self.models):
+            raise RatingError("a board lists a model twice")
+        for name in ("score", "lower", "upper"):
+            if len(getattr(self, name)) != len(self.models):
+                raise RatingError(f"board {name} has {len(getattr(self, name))} entries for {len(self.models)} models")
+
+    def subset(self, models: list[str]) -> Board:
+        idx = [self.models.index(m) for m in models]
+        mean = None if self.mean is None else self.mean[idx]
+        var = None if self.var is None else self.var[idx]
+        return Board(list(models), self.score[idx], self.lower[idx], self.upper[idx], mean, var)
+
+
+def separability(board: Board) -> float:
+    """Share of model pairs whose confidence intervals do not overlap."""
+    n = len(board.models)
+    total = n * (n - 1) // 2
+    if total == 0:
+        return float("nan")
+    intervals = sorted(zip(board.lower.tolist(), board.upper.tolist(), strict=True))
+    overlapping: set[tuple[tuple[float, float], tuple[float, float]]] = set()
+    for i in range(n):
+        for j in range(i + 1, n):
+            if intervals[j][0] < intervals[i][1]:
+                pair = (intervals[i], intervals[j])
+                if (intervals[j], intervals[i]) not in overlapping:
+                    overlapping.add(pair)
+            else:
+                break
+    return 1.0 - len(overlapping) / total
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def agreement_with_ci(ours: Board, reference: Board) -> float:
+    """Agreement over the pairs the reference separates confidently (see the module docstring)."""
+    ours, reference = _aligned(ours, reference)
+    count = total = 0.0
+    for a, b in combinations(range(len(ours.models)), 2):
+        ref_a, ref_b = (reference.lower[a], reference.upper[a]), (reference.lower[b], reference.upper[b])
+        if _overlap(ref_a, ref_b) > 0:
+            continue
+        total += 1
+        our_a, our_b = (ours.lower[a], ours.upper[a]), (ours.lower[b], ours.upper[b])
+        if _overlap(our_a, our_b) > 0:
+            count += 0.5
+        elif (our_a < our_b and ref_a < ref_b) or (our_a > our_b and ref_a > ref_b):
+            count += 1
+    return count / total if total else float("nan")
+
+
+def strict_agreement(ours: Board, reference: Board) -> float:
+    ours, reference = _aligned(ours, reference)
+    n = len(ours.models)
+    agree = sum(
+        1
+        for a, b in combinations(range(n), 2)
+        if (ours.score[a] < ours.score[b] and reference.score[a] < reference.score[b])
+        or (ours.score[a] > ours.score[b] and reference.score[a] > reference.score[b])
+    )
+    return agree / (n * (n - 1) // 2)
+
+
+def forecast_losses(ours: Board, reference: Board) -> tuple[float, float]:
+    """(Brier score, log loss) of ours' bootstrap-based pairwise forecasts against the reference's order."""
+    if ours.mean is None or ours.var is None:
+        raise RatingError("forecast metrics need the mean and variance of ours' bootstrap samples")
+    ours, reference = _aligned(ours, reference)
+    mean, var = ours.mean, ours.var
+    order = sorted(range(len(ours.models)), key=lambda k: ours.models[k])
+    probs, labels = [], []
+    for a, b in combinations(order, 2):
+        probs.append(stats.norm(loc=mean[a] - mean[b], scale=np.sqrt(var[a] + var[b])).cdf(0))
+        labels.append(float(reference.score[a] < reference.score[b]))
+    p, y = np.asarray(probs), np.asarray(labels)
+    brier = float(np.mean((y - p) ** 2))
+    eps = np.finfo(np.float64).eps  # scikit-learn's log_loss clipping, as the notebook used
+    pc = np.clip(p, eps, 1 - eps)
+    log_loss = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
+    return brier, log_loss
+
+
+def consistency_report(ours: Board, reference: Board) -> dict[str, float | int]:
+    """All metrics over the models the two boards share."""
+    ours, reference = _aligned(ours, reference)
+    spearman = float(stats.spearmanr(reference.score, ours.score).statistic)
+    kendall = float(stats.kendalltau(reference.score, ours.score).statistic)
+    agree = agreement_with_ci(ours, reference)
+    sep = separability(ours)
+    out: dict[str, float | int] = {
+        "models": len(ours.models),
+        "spearman": spearman,
+        "kendall": kendall,
+        "agreement_with_ci": agree,
+        "strict_agreement": strict_agreement(ours, reference),
+        "separability": sep,
+        "reference_separability": separability(reference),
+        "average_consistency": (spearman + agree + sep) / 3,
+    }
+    if ours.mean is not None:
+        out["brier"], out["log_loss"] = forecast_losses(ours, reference)
+    return out
+
+
+def _aligned(ours: Board, reference: Board) -> tuple[Board, Board]:
+    shared = [m for m in ours.models if m in set(reference.models)]
+    if len(shared) < 2:
+        raise RatingError(f"the boards share {len(shared)} model(s); need at least 2 to compare")
+    return ours.subset(shared), reference.subset(shared)
+
+
+# Reading boards ------------------------------------------------------------------------------------------------------
+
+_SCORE = ("rating", "score")
+_LOWER = ("ci_low", "lower", "rating_q025")
+_UPPER = ("ci_high", "upper", "rating_q975")
+
+
+def read_board(path: str, rename: dict[str, str] | None = None) -> Board:
+    """Read a leaderboard file: our ``leaderboard.json``/``.parquet``, or a CSV/JSONL with columns model + one of
+    rating|score, ci_low|lower|rating_q025, ci_high|upper|rating_q975, and optionally ``results`` (bootstrap list)
+    or ``bootstrap_mean``/``bootstrap_var``. ``rename`` maps names in the file to the names to compare under;
+    when given, models it does not list are left out."""
+    rows = _read_rows(path)
+    if not rows:
+        raise RatingError(f"{path}: no rows")
+    cols = set(rows[0])
+
+    def pick(options: tuple[str, ...]) -> str:
+        for c in options:
+            if c in cols:
+                return c
+        raise RatingError(f"{path}: needs one of the columns {list(options)} (have {sorted(cols)})")
+
+    if "model" not in cols:
+        raise RatingError(f"{path}: needs a 'model' column (have {sorted(cols)})")
+    s, lo, hi = pick(_SCORE), pick(_LOWER), pick(_UPPER)
+    if rename is not None:
+        rows = [dict(r, model=rename[r["model"]]) for r in rows if r["model"] in rename]
+    models = [str(r["model"]) for r in rows]
+    arrays = [np.array([float(r[c]) for r in rows]) for c in (s, lo, hi)]
+    if "results" in cols:
+        return Board.from_samples(models, *arrays, [np.asarray(r["results"], dtype=float) for r in rows])
+    if {"bootstrap_mean", "bootstrap_var"} <= cols:
+        mean = np.array([float(r["bootstrap_mean"]) for r in rows])
+        var = np.array([float(r["bootstrap_var"]) for r in rows])
+        return Board(models, *arrays, mean, var)
+    return Board(models, *arrays)
+
+
+def _read_rows(path: str) -> list[dict]:
+    import json
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if path.endswith(".parquet"):
+        return pq.read_table(path).to_pylist()
+    if path.endswith(".csv"):
+        return pacsv.read_csv(path).to_pylist()
+    with open(path) as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        data = json.load(f)
+    if isinstance(data, dict):  # {model: rating}
+        raise RatingError(f"{path}: expected a list of rows with model, rating and CI columns, got a mapping")
+    return data

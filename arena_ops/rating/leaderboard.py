@@ -1,0 +1,158 @@
+"""The leaderboard: BT fit + bootstrap + records, rendered as Parquet, JSON, Markdown and PNG plots.
+
+The rating of a model is the **median** of its bootstrap ratings (as in the paper); the CI at level L uses the
+percentiles (1-L)/2 and (1+L)/2 — 2.5 and 97.5 for the default 95%. ``rank`` is 1 + the number of models whose
+lower bound exceeds this model's upper bound (LMSYS's rank by CI).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from arena_ops.errors import RatingError
+from arena_ops.rating import bt
+
+RECORD_FIELDS = ("model", "rating", "ci_low", "ci_high", "rank", "wins", "losses", "ties", "battles")
+
+
+@dataclass
+class Leaderboard:
+    models: list[str]
+    rating: np.ndarray  # bootstrap median
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    rank: np.ndarray
+    mle: np.ndarray  # point estimate on all battles
+    online_elo: np.ndarray
+    record: dict[str, np.ndarray]
+    samples: np.ndarray  # (rounds, models)
+    win_rate: np.ndarray  # empirical, (M, M), NaN where a pair never met
+    predicted_win_rate: np.ndarray
+    params: dict[str, object] = field(default_factory=dict)
+
+    def order(self) -> np.ndarray:
+        return np.lexsort((np.array(self.models), -self.rating))
+
+    def records(self) -> list[dict[str, object]]:
+        """Rows sorted by rating: the fields of ``leaderboard.json``."""
+        out = []
+        for k in self.order().tolist():
+            out.append(
+                {
+                    "model": self.models[k],
+                    "rating": round(float(self.rating[k]), 2),
+                    "ci_low": round(float(self.ci_low[k]), 2),
+                    "ci_high": round(float(self.ci_high[k]), 2),
+                    "rank": int(self.rank[k]),
+                    **{key: int(self.record[key][k]) for key in ("wins", "losses", "ties", "battles")},
+                    "mle": round(float(self.mle[k]), 2),
+                    "online_elo": round(float(self.online_elo[k]), 2),
+                    "bootstrap_mean": float(self.samples[:, k].mean()),
+                    "bootstrap_var": float(self.samples[:, k].var()),
+                }
+            )
+        return out
+
+    def to_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.records())
+
+    def to_markdown(self) -> str:
+        level = self.params.get("ci_level", 0.95)
+        lines = [
+            f"| rank | model | Elo | {level:.0%} CI | W / L / T | battles |",
+            "| ---: | --- | ---: | --- | --- | ---: |",
+        ]
+        for r in self.records():
+            ci = f"{r['ci_low'] - r['rating']:+.1f} / {r['ci_high'] - r['rating']:+.1f}"
+            wlt = f"{r['wins']} / {r['losses']} / {r['ties']}"
+            lines.append(f"| {r['rank']} | {r['model']} | {r['rating']:.1f} | {ci} | {wlt} | {r['battles']} |")
+        return "\n".join(lines) + "\n"
+
+    def matrices_table(self) -> pa.Table:
+        """Long form of both win-rate matrices: model_a, model_b, empirical, predicted."""
+        m = len(self.models)
+        a, b = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+        keep = (a != b).ravel()
+        names = np.array(self.models, dtype=object)
+        return pa.table(
+            {
+                "model_a": names[a.ravel()[keep]],
+                "model_b": names[b.ravel()[keep]],
+                "empirical": self.win_rate.ravel()[keep],
+                "predicted": self.predicted_win_rate.ravel()[keep],
+            }
+        )
+
+
+def compute_leaderboard(
+    battles: pa.Table,
+    rounds: int = 100,
+    seed: int = 0,
+    ci_level: float = 0.95,
+    anchor: tuple[str, float] | None = None,
+    online_k: float = 4.0,
+) -> Leaderboard:
+    """Fit, bootstrap and summarise a validated battle table (see :mod:`arena_ops.rating.battles`)."""
+    if battles.num_rows == 0:
+        raise RatingError("no battles to rate")
+    if not 0 < ci_level < 1:
+        raise RatingError(f"ci_level must lie in (0, 1), got {ci_level}")
+    pc = bt.aggregate(battles)
+    mle = bt.fit_bt(pc, anchor=anchor)
+    samples = bt.bootstrap_bt(pc, rounds=rounds, seed=seed, anchor=anchor)
+    tail = round((1 - ci_level) * 50, 9)  # 0.95 → 2.5 exactly, not 2.500000000000002
+    lo, med, hi = np.percentile(samples, [tail, 50, 100 - tail], axis=0)
+    rank = 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
+    online = bt.online_elo(battles, k=online_k)
+    return Leaderboard(
+        models=pc.models,
+        rating=med,
+        ci_low=lo,
+        ci_high=hi,
+        rank=rank,
+        mle=mle,
+        online_elo=np.array([online[m] for m in pc.models]),
+        record=bt.record(pc),
+        samples=samples,
+        win_rate=bt.empirical_win_rate(pc),
+        predicted_win_rate=bt.predicted_win_rate(med),
+        params={
+            "bootstrap_rounds": rounds,
+            "seed": seed,
+            "ci_level": ci_level,
+            "ci_percentiles": [tail, 100 - tail],
+            "anchor": list(anchor) if anchor else None,
+            "online_k": online_k,
+            "battles": pc.num_battles,
+        },
+    )
+
+
+def leaderboard_files(lb: Leaderboard, plots: bool = True) -> dict[str, bytes]:
+    """Every output file of a leaderboard, by name (the caller decides where they go: a directory or the store)."""
+    files = {
+        "leaderboard.json": json.dumps(lb.records(), indent=2).encode(),
+        "leaderboard.parquet": _parquet_bytes(lb.to_table()),
+        "leaderboard.md": lb.to_markdown().encode(),
+        "bootstrap.parquet": _parquet_bytes(pa.table({m: lb.samples[:, k] for k, m in enumerate(lb.models)})),
+        "win_rates.parquet": _parquet_bytes(lb.matrices_table()),
+        "params.json": json.dumps(lb.params, indent=2).encode(),
+    }
+    if plots:
+        from arena_ops.rating.plots import elo_ci_png, win_rate_heatmap_png
+
+        files["elo_ci.png"] = elo_ci_png(lb)
+        files["win_rate_heatmap.png"] = win_rate_heatmap_png(lb)
+    return files
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
