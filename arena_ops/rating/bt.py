@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pacompute
 
 from arena_ops.errors import RatingError
 
@@ -44,18 +45,24 @@ class PairCounts:
 
 
 def encode(battles: pa.Table) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Model names and per-battle integer codes (index of model_a, index of model_b, outcome)."""
-    a = battles["model_a"].to_numpy(zero_copy_only=False)
-    b = battles["model_b"].to_numpy(zero_copy_only=False)
-    models = sorted(set(a.tolist()) | set(b.tolist()))
-    lookup = np.array(models, dtype=object)
-    ia = np.searchsorted(lookup, a)
-    ib = np.searchsorted(lookup, b)
-    winners = battles["winner"].to_numpy(zero_copy_only=False)
-    outcome = np.empty(len(winners), dtype=np.int8)
-    for name, code in _OUTCOME.items():
-        outcome[winners == name] = code
-    return models, ia, ib, outcome
+    """Model names (sorted) and per-battle integer codes: index of model_a, index of model_b, outcome."""
+    n = battles.num_rows
+    both = pa.concat_arrays([_flat(battles["model_a"]), _flat(battles["model_b"])])
+    encoded = pacompute.dictionary_encode(both)  # Arrow-native: no Python string objects for a million rows
+    names = encoded.dictionary.to_pylist()
+    order = np.argsort(np.array(names, dtype=object))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order] = np.arange(len(names))
+    codes = rank[encoded.indices.to_numpy()]
+    found = pacompute.index_in(battles["winner"], value_set=pa.array(list(_OUTCOME)))
+    if found.null_count:
+        raise RatingError(f"{found.null_count} battle(s) with an unknown winner; validate the table first")
+    outcome = np.array(list(_OUTCOME.values()), dtype=np.int8)[found.to_numpy(zero_copy_only=False)]
+    return [names[k] for k in order], codes[:n], codes[n:], outcome
+
+
+def _flat(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def aggregate(battles: pa.Table) -> PairCounts:
