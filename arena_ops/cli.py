@@ -134,12 +134,26 @@ def elo(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     ci: Annotated[float, typer.Option(help="CI level; 0.95 → percentiles 2.5 / 97.5.", min=0.0, max=1.0)] = 0.95,
     plots: Annotated[bool, typer.Option(help="Also write PNG plots.")] = True,
+    style_control: Annotated[
+        bool, typer.Option(help="Add length-controlled ratings (needs len_a/len_b columns).")
+    ] = False,
+    reference: Annotated[
+        str | None, typer.Option(help="Add each model's win rate against this model (AlpacaEval style).")
+    ] = None,
 ) -> None:
     """Bradley–Terry Elo leaderboard with bootstrap CIs from battle files."""
     from arena_ops.rating import compute_leaderboard, leaderboard_files, parse_anchor, read_battles
 
     data = read_battles(battles)
-    lb = compute_leaderboard(data.table, rounds=bootstrap, seed=seed, ci_level=ci, anchor=parse_anchor(anchor))
+    lb = compute_leaderboard(
+        data.table,
+        rounds=bootstrap,
+        seed=seed,
+        ci_level=ci,
+        anchor=parse_anchor(anchor),
+        style_control=style_control,
+        reference=reference,
+    )
     out.mkdir(parents=True, exist_ok=True)
     for name, blob in leaderboard_files(lb, plots=plots).items():
         (out / name).write_bytes(blob)

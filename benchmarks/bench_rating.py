@@ -96,16 +96,22 @@ def main() -> None:
     base_total = t_base_fit + t_base_round * args.rounds
 
     truth_c = truth - truth.mean() + 1000
-    print(f"max |ours - baseline| fit: {np.abs(ours - base).max():.4f} Elo; "
-          f"max |ours - truth|: {np.abs(ours - truth_c).max():.1f} Elo; "
-          f"median CI width: {np.median(np.percentile(samples, 97.5, 0) - np.percentile(samples, 2.5, 0)):.1f}")
+    print(
+        f"max |ours - baseline| fit: {np.abs(ours - base).max():.4f} Elo; "
+        f"max |ours - truth|: {np.abs(ours - truth_c).max():.1f} Elo; "
+        f"median CI width: {np.median(np.percentile(samples, 97.5, 0) - np.percentile(samples, 2.5, 0)):.1f}"
+    )
     print(f"{'':34}{'ours s':>10}{'baseline s':>14}{'ratio':>9}")
     print(f"{'aggregate (ours only)':34}{t_agg:>10.3f}{'':>14}{'':>9}")
     print(f"{'one fit':34}{t_fit:>10.3f}{t_base_fit:>14.2f}{t_base_fit / t_fit:>9.0f}")
-    print(f"{'one bootstrap round':34}{t_boot / args.rounds:>10.5f}{t_base_round:>14.2f}"
-          f"{t_base_round / (t_boot / args.rounds):>9.0f}")
-    print(f"{f'fit + {args.rounds} rounds (baseline scaled)':34}{ours_total:>10.3f}{base_total:>14.0f}"
-          f"{base_total / ours_total:>9.0f}")
+    print(
+        f"{'one bootstrap round':34}{t_boot / args.rounds:>10.5f}{t_base_round:>14.2f}"
+        f"{t_base_round / (t_boot / args.rounds):>9.0f}"
+    )
+    print(
+        f"{f'fit + {args.rounds} rounds (baseline scaled)':34}{ours_total:>10.3f}{base_total:>14.0f}"
+        f"{base_total / ours_total:>9.0f}"
+    )
     print(f"goal: fit + {args.rounds} rounds < 2 s on 2 cores -> {'met' if ours_total < 2 else 'NOT met'}")
 
 

@@ -35,6 +35,7 @@ class Leaderboard:
     win_rate: np.ndarray  # empirical, (M, M), NaN where a pair never met
     predicted_win_rate: np.ndarray
     params: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-model columns (style control, …)
 
     def order(self) -> np.ndarray:
         return np.lexsort((np.array(self.models), -self.rating))
@@ -55,6 +56,7 @@ class Leaderboard:
                     "online_elo": round(float(self.online_elo[k]), 2),
                     "bootstrap_mean": float(self.samples[:, k].mean()),
                     "bootstrap_var": float(self.samples[:, k].var()),
+                    **{key: _plain(values[k]) for key, values in self.extra.items()},
                 }
             )
         return out
@@ -97,8 +99,14 @@ def compute_leaderboard(
     ci_level: float = 0.95,
     anchor: tuple[str, float] | None = None,
     online_k: float = 4.0,
+    style_control: bool = False,
+    reference: str | None = None,
 ) -> Leaderboard:
-    """Fit, bootstrap and summarise a validated battle table (see :mod:`arena_ops.rating.battles`)."""
+    """Fit, bootstrap and summarise a validated battle table (see :mod:`arena_ops.rating.battles`).
+
+    ``style_control`` adds length-controlled ratings (``style_rating``, ``style_ci_low``, ``style_ci_high``; needs
+    ``len_a``/``len_b``); ``reference`` adds each model's AlpacaEval-style win rate against that model.
+    """
     if battles.num_rows == 0:
         raise RatingError("no battles to rate")
     if not 0 < ci_level < 1:
@@ -110,6 +118,34 @@ def compute_leaderboard(
     lo, med, hi = np.percentile(samples, [tail, 50, 100 - tail], axis=0)
     rank = 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
     online = bt.online_elo(battles, k=online_k)
+    params: dict[str, object] = {
+        "bootstrap_rounds": rounds,
+        "seed": seed,
+        "ci_level": ci_level,
+        "ci_percentiles": [tail, 100 - tail],
+        "anchor": list(anchor) if anchor else None,
+        "online_k": online_k,
+        "battles": pc.num_battles,
+    }
+    extra: dict[str, np.ndarray] = {}
+    if style_control:
+        from arena_ops.rating.style import fit_style
+
+        fit, boot = fit_style(battles, rounds=rounds, seed=seed, anchor=anchor)
+        assert boot is not None
+        extra["style_rating"] = np.median(boot.ratings, axis=0)
+        extra["style_ci_low"], extra["style_ci_high"] = np.percentile(boot.ratings, [tail, 100 - tail], axis=0)
+        params["length_coef"] = float(fit.length_coef)
+    if reference is not None:
+        from arena_ops.rating.winrate import win_rates_vs_reference
+
+        if reference not in pc.models:
+            raise RatingError(f"reference model {reference!r} is not among the rated models {pc.models}")
+        rates = win_rates_vs_reference(battles, reference)
+        nan = {"win_rate": np.nan, "standard_error": np.nan}
+        extra["reference_win_rate"] = np.array([rates.get(m, nan)["win_rate"] for m in pc.models])
+        extra["reference_standard_error"] = np.array([rates.get(m, nan)["standard_error"] for m in pc.models])
+        params["reference"] = reference
     return Leaderboard(
         models=pc.models,
         rating=med,
@@ -122,15 +158,8 @@ def compute_leaderboard(
         samples=samples,
         win_rate=bt.empirical_win_rate(pc),
         predicted_win_rate=bt.predicted_win_rate(med),
-        params={
-            "bootstrap_rounds": rounds,
-            "seed": seed,
-            "ci_level": ci_level,
-            "ci_percentiles": [tail, 100 - tail],
-            "anchor": list(anchor) if anchor else None,
-            "online_k": online_k,
-            "battles": pc.num_battles,
-        },
+        params=params,
+        extra=extra,
     )
 
 
@@ -150,6 +179,10 @@ def leaderboard_files(lb: Leaderboard, plots: bool = True) -> dict[str, bytes]:
         files["elo_ci.png"] = elo_ci_png(lb)
         files["win_rate_heatmap.png"] = win_rate_heatmap_png(lb)
     return files
+
+
+def _plain(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
