@@ -24,9 +24,13 @@ app = typer.Typer(
 config_app = typer.Typer(help="Validate and document configuration files.", no_args_is_help=True)
 store_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
 models_app = typer.Typer(help="Prepare model weights.", no_args_is_help=True)
+serve_app = typer.Typer(
+    help="Serve the configured models on Ray Serve (vLLM), outside Airflow too.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(store_app, name="store")
 app.add_typer(models_app, name="models")
+app.add_typer(serve_app, name="serve")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -121,6 +125,64 @@ def models_build_tiny(
 
     path = build_tiny_chat_model(out_dir, arch=arch, seed=seed)  # type: ignore[arg-type]
     console.print(f"wrote tiny {arch} model to {path}")
+
+
+@serve_app.command("up")
+def serve_up(
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Option(help="Serve the target from these weights instead.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait (default: serving.deploy_timeout_s).")] = None,
+) -> None:
+    """Start a local Ray head if none, deploy every served model, wait until ready, print the endpoint."""
+    from arena_ops.serving.deploy import up
+
+    cfg = _load(ctx)
+    with console.status("deploying models on Ray Serve…"):
+        endpoint = up(cfg, target_path=target, timeout_s=timeout)
+    console.print(
+        f"[green]ready[/green]: OpenAI-compatible endpoint {endpoint}/v1 (models: "
+        f"{', '.join(m.name for m in _served(cfg))})"
+    )
+    sys.stdout.write(endpoint + "\n")
+
+
+@serve_app.command("update-target")
+def serve_update_target(
+    ctx: typer.Context,
+    weights: Annotated[str, typer.Argument(help="Directory (or s3:// prefix) of the new target weights.")],
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait.")] = None,
+) -> None:
+    """Redeploy only the target with new weights; the competitors and judge keep serving."""
+    from arena_ops.serving.deploy import update_target
+
+    cfg = _load(ctx)
+    update_target(cfg, weights, timeout_s=timeout)
+    console.print(f"[green]ready[/green]: {cfg.models.target.name} now serves {weights}")
+
+
+@serve_app.command("status")
+def serve_status(ctx: typer.Context) -> None:
+    """Status of the router and each model's application, as JSON."""
+    import json
+
+    from arena_ops.serving.deploy import status
+
+    sys.stdout.write(json.dumps(status(_load(ctx)), indent=2) + "\n")
+
+
+@serve_app.command("down")
+def serve_down(ctx: typer.Context) -> None:
+    """Delete the applications, shut Serve down and stop the local Ray head that `serve up` started."""
+    from arena_ops.serving.deploy import down
+
+    down(_load(ctx))
+    console.print("serving stopped")
+
+
+def _served(cfg):  # -> list[ServedModel]
+    from arena_ops.serving.app import served_models
+
+    return served_models(cfg)
 
 
 @app.command("elo")

@@ -82,6 +82,13 @@ class EngineConfig(_Section):
         return self
 
 
+class TinyModelConfig(_Section):
+    """Build a tiny random chat model at the served path when it is missing (CI and demo plumbing only)."""
+
+    arch: Literal["llama", "qwen2"] = Field("llama", description="Architecture of the tiny model.")
+    seed: int = Field(0, description="Weights seed; different seeds give different models.")
+
+
 class ServedSource(_Section):
     """A model that arena_ops serves itself with vLLM behind Ray Serve."""
 
@@ -90,6 +97,9 @@ class ServedSource(_Section):
         description="Model directory (local path, s3:// prefix) or a Hugging Face id on machines with hub access."
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM/Ray Serve settings.")
+    tiny: TinyModelConfig | None = Field(
+        None, description="Build a tiny random model at `path` if it does not exist (no downloads)."
+    )
 
 
 class ExternalSource(_Section):

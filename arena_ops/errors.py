@@ -37,3 +37,7 @@ class IntegrityError(StoreError):
 
 class RatingError(ArenaError, ValueError):
     """Battles or leaderboards that cannot be rated or compared; the message names the file or model."""
+
+
+class ServingError(ArenaError):
+    """Models could not be deployed, reached or answered; the message names the model and endpoint."""

@@ -1,0 +1,177 @@
+"""Build the Ray Serve LLM applications from the config: one vLLM application per served model
+(``ray.serve.llm.build_openai_app``) and one OpenAI-compatible router in front of them, routed by model id
+(:mod:`arena_ops.serving.router` says why they are separate applications).
+
+Only this module and :mod:`arena_ops.serving.deploy` import Ray; both do it lazily, so the config and client stay
+light (Airflow workers and the battle code never import Ray or vLLM).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arena_ops.config import ArenaConfig, EngineConfig, ServedSource, StorageConfig, TinyModelConfig
+from arena_ops.errors import ServingError
+
+MODEL_CACHE = Path(os.environ.get("ARENA_MODEL_CACHE", Path.home() / ".cache" / "arena-flywheel" / "models"))
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model to deploy: its id (the ``model`` field of requests), weights location and engine settings."""
+
+    name: str
+    path: str
+    engine: EngineConfig
+    tiny: TinyModelConfig | None = None
+
+
+def served_models(cfg: ArenaConfig, target_path: str | None = None) -> list[ServedModel]:
+    """Target (optionally with this iteration's weights), competitors and judge, where served; unique by name."""
+    out: dict[str, ServedModel] = {}
+    for role, spec in [
+        ("target", cfg.models.target),
+        *[("competitor", c) for c in cfg.models.competitors],
+        ("judge", cfg.models.judge),
+    ]:
+        if not isinstance(spec.source, ServedSource):
+            continue
+        new_weights = role == "target" and target_path
+        path = target_path if new_weights else spec.source.path
+        model = ServedModel(spec.name, path, spec.source.engine, None if new_weights else spec.source.tiny)
+        if spec.name in out and out[spec.name] != model:
+            raise ServingError(f"model name {spec.name!r} is configured twice with different sources")
+        out[spec.name] = model
+    if not out:
+        raise ServingError("no model has source kind 'served': nothing to deploy")
+    from arena_ops.serving.router import model_slug
+
+    slugs = [model_slug(n) for n in out]
+    if len(set(slugs)) != len(slugs):
+        raise ServingError(f"model names {sorted(out)} collide once made URL-safe ({slugs}); rename one")
+    return list(out.values())
+
+
+def local_model_dir(model: ServedModel, storage: StorageConfig) -> str:
+    """A local directory for the weights: local paths as they are (a configured tiny model is built when missing),
+    ``s3://`` prefixes downloaded to a cache (keyed by the URI, fetched once), anything else is a Hugging Face id."""
+    path = model.path
+    if path.startswith("s3://"):
+        return _download(path, storage)
+    if not path.startswith("/"):
+        return path  # a Hugging Face id
+    if not Path(path).exists():
+        if model.tiny is None:
+            raise ServingError(f"model {model.name!r}: weights directory {path} does not exist")
+        from arena_ops.tiny_model import build_tiny_chat_model
+
+        build_tiny_chat_model(path, arch=model.tiny.arch, seed=model.tiny.seed)
+    return path
+
+
+def _download(path: str, storage: StorageConfig) -> str:
+    import pyarrow.fs as pafs
+
+    from arena_ops.store import s3_credentials
+
+    dest = MODEL_CACHE / path[len("s3://") :].strip("/")
+    marker = dest / ".arena-complete"
+    if marker.exists():
+        return str(dest)
+    fs = pafs.S3FileSystem(**s3_credentials(storage.s3, path))
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        pafs.copy_files(
+            path[len("s3://") :], str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+        )
+    except OSError as exc:
+        raise ServingError(f"{path}: cannot download model weights: {exc}") from exc
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    marker.touch()
+    return str(dest)
+
+
+def engine_kwargs(engine: EngineConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "dtype": engine.dtype,
+        "max_model_len": engine.max_model_len,
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "enforce_eager": engine.enforce_eager,
+        # Bounded on CPU too: vLLM's CPU default claims ~90% of RAM.
+        "kv_cache_memory_bytes": int(engine.kv_cache_gib * 2**30),
+    }
+    if engine.device == "cpu":
+        kwargs["distributed_executor_backend"] = "mp"
+    return kwargs
+
+
+def llm_config(model: ServedModel, storage: StorageConfig, cpu_threads_bind: str | None = None):  # -> LLMConfig
+    from ray.serve.llm import LLMConfig
+
+    e = model.engine
+    options: dict[str, Any] = {
+        "model_loading_config": {"model_id": model.name, "model_source": local_model_dir(model, storage)},
+        "engine_kwargs": engine_kwargs(e),
+        "deployment_config": {
+            "autoscaling_config": {
+                "min_replicas": e.min_replicas,
+                "max_replicas": e.max_replicas,
+                "initial_replicas": max(e.min_replicas, 1),
+            },
+        },
+    }
+    if e.device == "cpu":
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(max(1, round(e.kv_cache_gib)))}
+        if cpu_threads_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+        # ray.serve.llm assumes GPUs unless told otherwise (measured: see STACK_FACTS).
+        options["accelerator_config"] = {"kind": "cpu"}
+        options["placement_group_config"] = {"bundles": [{"CPU": e.cpus_per_replica}]}
+        options["runtime_env"] = {"env_vars": env}
+    return LLMConfig(**options)
+
+
+ROUTER_APP = "arena-router"
+
+
+def model_app_name(name: str) -> str:
+    from arena_ops.serving.router import model_slug
+
+    return f"arena-model-{model_slug(name)}"
+
+
+def model_targets(cfg: ArenaConfig, models: list[ServedModel], cpu_threads_bind: str | None = None) -> list:
+    """One Serve application per model (``build_openai_app`` with one LLM config) under ``/m/<model>``."""
+    from ray.serve import RunTarget
+    from ray.serve.llm import build_openai_app
+
+    from arena_ops.serving.router import model_route
+
+    return [
+        RunTarget(
+            build_openai_app({"llm_configs": [llm_config(m, cfg.storage, cpu_threads_bind)]}),
+            name=model_app_name(m.name),
+            route_prefix=model_route(m.name),
+        )
+        for m in models
+    ]
+
+
+def router_target(cfg: ArenaConfig, models: list[ServedModel]):  # -> RunTarget
+    """The OpenAI-compatible ingress at ``serving.route_prefix``, forwarding by model id."""
+    from ray.serve import RunTarget
+
+    from arena_ops.serving.router import Router, model_route
+
+    # Upstreams go through the Serve proxy on the router's own node (Serve runs a proxy on every node).
+    base = f"http://127.0.0.1:{cfg.serving.port}"
+    upstreams = {m.name: base + model_route(m.name) for m in models}
+    return RunTarget(Router.bind(upstreams), name=ROUTER_APP, route_prefix=cfg.serving.route_prefix)

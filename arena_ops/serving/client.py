@@ -1,0 +1,271 @@
+"""The one network client for models: async OpenAI chat completions, for served and external endpoints alike.
+
+httpx rather than the ``openai`` SDK: we need vLLM's request extensions (``structured_outputs`` with regex/choice),
+our own retry policy (exponential backoff with full jitter, ``Retry-After`` honoured, malformed bodies retried) and
+errors that name the model, the URL and what came back — all thin on top of httpx, awkward through the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from arena_ops.config import ExternalSource, ModelSpec, SamplingConfig, ServingConfig
+from arena_ops.errors import ServingError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class RequestFailed(ServingError):
+    """A request still failed after all retries (or failed in a way retrying cannot fix)."""
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    attempts: int
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """At most one constraint: a JSON schema, a regex or a fixed choice of strings."""
+
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.json_schema, self.regex, self.choice)) != 1:
+            raise ValueError("StructuredOutput takes exactly one of json_schema, regex, choice")
+
+
+class ChatClient:
+    """Chat completions against one model id at one OpenAI-compatible base URL."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        vllm_extensions: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.vllm_extensions = vllm_extensions
+        self._sem = asyncio.Semaphore(concurrency)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            transport=transport,
+        )
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec, serving: ServingConfig, concurrency: int = 16, **kwargs: Any) -> ChatClient:
+        """A client for a served model (through the Ray Serve ingress) or an external endpoint."""
+        src = spec.source
+        if isinstance(src, ExternalSource):
+            key = resolve_api_key(src, spec.name)
+            return cls(src.base_url, src.model, key, concurrency, vllm_extensions=False, **kwargs)
+        if src.kind == "served":
+            return cls(serving_base_url(serving), spec.name, None, concurrency, **kwargs)
+        raise ServingError(f"model {spec.name!r} has recorded responses; use RecordedResponses, not a chat client")
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def request_body(
+        self,
+        messages: list[dict[str, str]],
+        sampling: SamplingConfig,
+        structured: StructuredOutput | None = None,
+        top_logprobs: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = top_logprobs
+        if structured is not None:
+            if structured.json_schema is not None:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": structured.json_schema, "strict": True},
+                }
+            elif not self.vllm_extensions:
+                raise ServingError(f"{self.model}: regex/choice constraints need a vLLM endpoint; use a JSON schema")
+            elif structured.regex is not None:
+                body["structured_outputs"] = {"regex": structured.regex}
+            else:
+                body["structured_outputs"] = {"choice": structured.choice}
+        return body
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        sampling: SamplingConfig | None = None,
+        structured: StructuredOutput | None = None,
+        top_logprobs: int | None = None,
+    ) -> ChatResult:
+        """One chat completion, retried on 429/5xx, timeouts, connection errors and malformed responses."""
+        body = self.request_body(messages, sampling or SamplingConfig(), structured, top_logprobs)
+        async with self._sem:
+            return await self._post_with_retries("/v1/chat/completions", body)
+
+    async def _post_with_retries(self, path: str, body: dict[str, Any]) -> ChatResult:
+        url = f"{self.base_url}{path}"
+        last = ""
+        for attempt in range(1, self.max_retries + 2):
+            start = time.perf_counter()
+            retry_after: float | None = None
+            try:
+                resp = await self._http.post(path, json=body)
+                if resp.status_code == 200:
+                    return _parse(resp, time.perf_counter() - start, attempt)
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                if resp.status_code not in RETRY_STATUS:
+                    raise RequestFailed(f"{self.model} at {url}: {last} (not retried)")
+                retry_after = _retry_after(resp)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            except _Malformed as exc:
+                last = f"malformed response: {exc}"
+            if attempt <= self.max_retries:
+                delay = retry_after if retry_after is not None else self._backoff(attempt)
+                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", self.model, attempt, last, delay)
+                await asyncio.sleep(delay)
+        raise RequestFailed(f"{self.model} at {url}: gave up after {self.max_retries + 1} attempts; last error: {last}")
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^(attempt-1))].
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+
+    async def ready(self, timeout_s: float = 60.0, interval_s: float = 1.0) -> None:
+        """Wait until ``GET /v1/models`` lists this model; raise ServingError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        while True:
+            try:
+                resp = await self._http.get("/v1/models")
+                if resp.status_code == 200:
+                    ids = [m.get("id") for m in resp.json().get("data", [])]
+                    if self.model in ids:
+                        return
+                    last = f"model not listed (serving {ids})"
+                else:
+                    last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+            except (httpx.HTTPError, ValueError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                raise ServingError(f"{self.model} at {self.base_url} not ready after {timeout_s:.0f}s: {last}")
+            await asyncio.sleep(interval_s)
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _parse(resp: httpx.Response, latency: float, attempts: int) -> ChatResult:
+    try:
+        data = resp.json()
+        choice = data["choices"][0]
+        text = choice["message"]["content"]
+        if not isinstance(text, str):
+            raise TypeError(f"content is {type(text).__name__}")
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise _Malformed(f"{type(exc).__name__}: {exc}; body starts {resp.text[:200]!r}") from None
+    usage = data.get("usage") or {}
+    logprobs = None
+    if choice.get("logprobs") and choice["logprobs"].get("content") is not None:
+        logprobs = [
+            TokenLogprob(t["token"], t["logprob"], {x["token"]: x["logprob"] for x in t.get("top_logprobs") or []})
+            for t in choice["logprobs"]["content"]
+        ]
+    return ChatResult(
+        text=text,
+        finish_reason=choice.get("finish_reason"),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        latency_s=latency,
+        attempts=attempts,
+        logprobs=logprobs,
+    )
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    try:
+        return min(float(value), 60.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def serving_base_url(serving: ServingConfig) -> str:
+    prefix = serving.route_prefix.rstrip("/")
+    return f"http://{serving.host}:{serving.port}{prefix}"
+
+
+def resolve_api_key(src: ExternalSource, name: str) -> str | None:
+    """The API key of an external endpoint: its env var, else its Airflow connection's password."""
+    if src.api_key_env:
+        key = os.environ.get(src.api_key_env)
+        if key:
+            return key
+        if not src.conn_id:
+            raise ServingError(f"model {name!r}: env var {src.api_key_env} (its API key) is not set")
+    if src.conn_id:
+        try:
+            from airflow.sdk import BaseHook
+
+            password = BaseHook.get_connection(src.conn_id).password
+        except Exception as exc:  # Airflow's not-found exceptions vary by version
+            raise ServingError(f"model {name!r}: Airflow connection {src.conn_id!r} unavailable: {exc}") from exc
+        if not password:
+            raise ServingError(f"model {name!r}: Airflow connection {src.conn_id!r} has no password (API key)")
+        return password
+    return None

@@ -1,0 +1,249 @@
+"""Deploy, inspect, update and tear down the Serve application on a Ray cluster (local head or remote).
+
+``up`` connects to ``serving.ray_address`` or, when it is unset, to a local Ray head that it starts with
+``ray start --head`` (a detached head outlives the CLI process, unlike ``ray.init()``'s). It deploys, waits until
+every model answers ``/v1/models`` (or fails with the Serve status of each deployment), and returns the endpoint.
+``down`` deletes the application, shuts Serve down and stops the local head it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from arena_ops.config import ArenaConfig
+from arena_ops.errors import ServingError
+from arena_ops.serving.app import ROUTER_APP, model_app_name, model_targets, router_target, served_models
+from arena_ops.serving.client import ChatClient, serving_base_url
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = Path(os.environ.get("ARENA_RAY_STATE", Path.home() / ".cache" / "arena-flywheel" / "ray"))
+# Ray's temp dir holds Unix sockets (paths limited to 107 bytes), so it stays short and out of the home directory.
+RAY_TEMP_DIR = Path(os.environ.get("ARENA_RAY_TMP", Path(tempfile.gettempdir()) / f"arena-ray-{os.getuid()}"))
+LOCAL_HEAD_PORT = int(os.environ.get("ARENA_RAY_PORT", "6389"))
+# Logical CPUs of the local head: Serve's controller, proxy, ingress and each replica's placement group all claim CPUs,
+# which on a 2-core laptop would leave the ingress unscheduled. vLLM's threads are bound separately.
+LOCAL_HEAD_CPUS = int(os.environ.get("ARENA_RAY_NUM_CPUS", "32"))
+# Ray 2.60 turns token auth on by default; the local head listens on loopback only, so it runs without tokens
+# (its driver and workers must agree on the mode). Remote clusters keep whatever auth they are configured with.
+LOCAL_HEAD_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _state_file() -> Path:
+    return STATE_DIR / "local-head.json"
+
+
+def start_local_head() -> str:
+    """Start (or reuse) the local detached Ray head; return its address."""
+    address = f"127.0.0.1:{LOCAL_HEAD_PORT}"
+    state = _state_file()
+    if state.exists() and _head_alive(address):
+        return address
+    cmd = [
+        _ray_bin(),
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",  # loopback only: the embedded head is this machine's business
+        f"--port={LOCAL_HEAD_PORT}",
+        f"--num-cpus={LOCAL_HEAD_CPUS}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={RAY_TEMP_DIR}",
+    ]
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, **LOCAL_HEAD_ENV})
+    if res.returncode != 0:
+        raise ServingError(f"`{' '.join(cmd)}` failed ({res.returncode}): {res.stderr[-2000:]}")
+    state.write_text(json.dumps({"address": address, "started_at": time.time()}))
+    return address
+
+
+def _ray_bin() -> str:
+    return shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+
+
+def _head_alive(address: str) -> bool:
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def connect(cfg: ArenaConfig, start: bool = True) -> str:
+    """``ray.init`` against the configured cluster or the local head (started when ``start``)."""
+    import ray
+
+    address = cfg.serving.ray_address
+    if address is None:
+        os.environ.update(LOCAL_HEAD_ENV)
+        address = f"127.0.0.1:{LOCAL_HEAD_PORT}"
+        if not _head_alive(address):
+            if not start:
+                raise ServingError(f"no local Ray head at {address}: run `arena serve up` first")
+            address = start_local_head()
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    return address
+
+
+def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None = None) -> str:
+    """Deploy every served model and the router, wait until all answer; return the OpenAI-compatible base URL.
+
+    Idempotent: an application that is running with the same settings (a fingerprint kept in Ray's KV store) is
+    left alone, so calling ``up`` again — e.g. from each Airflow round — restarts nothing that did not change.
+    """
+    from ray import serve
+
+    connect(cfg)
+    serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
+    models = served_models(cfg, target_path)
+    targets = [*model_targets(cfg, models, _cpu_bind(cfg)), router_target(cfg, models)]
+    prints = {model_app_name(m.name): _fingerprint(m) for m in models}
+    prints[ROUTER_APP] = _fingerprint((cfg.serving.port, cfg.serving.route_prefix, sorted(m.name for m in models)))
+    running = serve.status().applications
+    stale = [
+        t
+        for t in targets
+        if _last(getattr(running.get(t.name), "status", "")) != "RUNNING" or _kv_get(t.name) != prints[t.name]
+    ]
+    if stale:
+        log.info("deploying %s", [t.name for t in stale])
+        serve.run_many(stale, wait_for_applications_running=False)  # in parallel; wait below
+    wait_ready(cfg, [t.name for t in targets], timeout_s if timeout_s is not None else cfg.serving.deploy_timeout_s)
+    for t in stale:
+        _kv_put(t.name, prints[t.name])
+    return serving_base_url(cfg.serving)
+
+
+def update_target(cfg: ArenaConfig, target_path: str, timeout_s: float | None = None) -> str:
+    """Serve the target from new weights; only the target's application is redeployed, the others keep running."""
+    return up(cfg, target_path=target_path, timeout_s=timeout_s)
+
+
+def _fingerprint(obj: Any) -> str:
+    import hashlib
+
+    from arena_ops import __version__
+
+    return hashlib.sha256(f"{__version__}|{obj!r}".encode()).hexdigest()
+
+
+def _kv_key(app: str) -> bytes:
+    return f"arena-flywheel/serve-fingerprint/{app}".encode()
+
+
+def _kv_get(app: str) -> str | None:
+    # Ray's internal KV lives in the GCS: shared by every driver (CLI, Airflow workers) of this cluster.
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    value = _internal_kv_get(_kv_key(app))
+    return value.decode() if value else None
+
+
+def _kv_put(app: str, value: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(_kv_key(app), value.encode(), overwrite=True)
+
+
+def _cpu_bind(cfg: ArenaConfig) -> str | None:
+    # On the local head vLLM's default OMP binding used one core: bind all of this machine's cores.
+    return f"0-{max((os.cpu_count() or 1) - 1, 0)}" if cfg.serving.ray_address is None else None
+
+
+def wait_ready(cfg: ArenaConfig, apps: list[str], timeout_s: float) -> None:
+    """Until every app is RUNNING and every model is listed by the router; a clear error on failure or timeout."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = serve.status().applications
+        states = {name: str(getattr(statuses.get(name), "status", "MISSING")).rsplit(".", 1)[-1] for name in apps}
+        failed = [n for n, st in states.items() if st in ("DEPLOY_FAILED", "UNHEALTHY")]
+        if failed:
+            raise ServingError(
+                "Serve failed to deploy: " + "; ".join(f"{n}: {_describe(statuses.get(n))}" for n in failed)
+            )
+        if all(st == "RUNNING" for st in states.values()):
+            break
+        if time.monotonic() > deadline:
+            pending = {n: st for n, st in states.items() if st != "RUNNING"}
+            raise ServingError(
+                f"Serve apps not ready after {timeout_s:.0f}s: "
+                + "; ".join(f"{n} ({st}): {_describe(statuses.get(n))}" for n, st in pending.items())
+            )
+        time.sleep(2)
+    remaining = max(deadline - time.monotonic(), 10.0)
+    asyncio.run(_all_listed(cfg, remaining))
+
+
+async def _all_listed(cfg: ArenaConfig, timeout_s: float) -> None:
+    base = serving_base_url(cfg.serving)
+    for m in served_models(cfg):
+        async with ChatClient(base, m.name) as client:
+            await client.ready(timeout_s=timeout_s)
+
+
+def _describe(app: Any) -> str:
+    if app is None:
+        return "application not found"
+    parts = [str(getattr(app, "message", "") or "")]
+    for name, dep in getattr(app, "deployments", {}).items():
+        parts.append(f"{name}: {dep.status} {dict(dep.replica_states)} {dep.message or ''}".strip())
+    return "; ".join(p for p in parts if p)
+
+
+def status(cfg: ArenaConfig) -> dict[str, Any]:
+    """Application and per-deployment status, without starting anything."""
+    from ray import serve
+
+    connect(cfg, start=False)
+    apps = serve.status().applications
+    names = [ROUTER_APP, *(model_app_name(m.name) for m in served_models(cfg))]
+    out: dict[str, Any] = {"endpoint": serving_base_url(cfg.serving), "applications": {}}
+    for name in names:
+        app = apps.get(name)
+        if app is None:
+            out["applications"][name] = {"status": "NOT_DEPLOYED"}
+            continue
+        out["applications"][name] = {
+            "status": _last(app.status),
+            "deployments": {
+                d_name: {"status": _last(d.status), "replicas": {_last(k): v for k, v in d.replica_states.items()}}
+                for d_name, d in app.deployments.items()
+            },
+        }
+    return out
+
+
+def _last(value: object) -> str:
+    return str(value).rsplit(".", 1)[-1]
+
+
+def down(cfg: ArenaConfig) -> None:
+    """Delete the application, shut Serve down and stop the local head if arena started it."""
+    import ray
+    from ray import serve
+
+    try:
+        connect(cfg, start=False)
+    except ServingError:
+        log.info("no Ray cluster to tear down")
+    else:
+        serve.shutdown()
+        ray.shutdown()
+    if cfg.serving.ray_address is None and _state_file().exists():
+        subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)
+        _state_file().unlink(missing_ok=True)
