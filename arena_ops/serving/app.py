@@ -9,6 +9,7 @@ light (Airflow workers and the battle code never import Ray or vLLM).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from arena_ops.config import ArenaConfig, EngineConfig, ServedSource, StorageConfig, TinyModelConfig
 from arena_ops.errors import ServingError
 
+_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 MODEL_CACHE = Path(os.environ.get("ARENA_MODEL_CACHE", Path.home() / ".cache" / "arena-flywheel" / "models"))
 
 
@@ -47,8 +49,6 @@ def served_models(cfg: ArenaConfig, target_path: str | None = None) -> list[Serv
         out[spec.name] = model
     if not out:
         raise ServingError("no model has source kind 'served': nothing to deploy")
-    from arena_ops.serving.router import model_slug
-
     slugs = [model_slug(n) for n in out]
     if len(set(slugs)) != len(slugs):
         raise ServingError(f"model names {sorted(out)} collide once made URL-safe ({slugs}); rename one")
@@ -142,9 +142,15 @@ def llm_config(model: ServedModel, storage: StorageConfig, cpu_threads_bind: str
 ROUTER_APP = "arena-router"
 
 
-def model_app_name(name: str) -> str:
-    from arena_ops.serving.router import model_slug
+def model_slug(name: str) -> str:
+    return _SLUG.sub("-", name).strip("-")
 
+
+def model_route(name: str) -> str:
+    return f"/m/{model_slug(name)}"
+
+
+def model_app_name(name: str) -> str:
     return f"arena-model-{model_slug(name)}"
 
 
@@ -152,8 +158,6 @@ def model_targets(cfg: ArenaConfig, models: list[ServedModel], cpu_threads_bind:
     """One Serve application per model (``build_openai_app`` with one LLM config) under ``/m/<model>``."""
     from ray.serve import RunTarget
     from ray.serve.llm import build_openai_app
-
-    from arena_ops.serving.router import model_route
 
     return [
         RunTarget(
@@ -169,7 +173,7 @@ def router_target(cfg: ArenaConfig, models: list[ServedModel]):  # -> RunTarget
     """The OpenAI-compatible ingress at ``serving.route_prefix``, forwarding by model id."""
     from ray.serve import RunTarget
 
-    from arena_ops.serving.router import Router, model_route
+    from arena_ops.serving.router import Router
 
     # Upstreams go through the Serve proxy on the router's own node (Serve runs a proxy on every node).
     base = f"http://127.0.0.1:{cfg.serving.port}"

@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
-_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
-
 api = FastAPI(title="Arena Flywheel model router")
-
-
-def model_slug(name: str) -> str:
-    return _SLUG.sub("-", name).strip("-")
-
-
-def model_route(name: str) -> str:
-    return f"/m/{model_slug(name)}"
 
 
 @serve.deployment(name="ArenaRouter", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024)

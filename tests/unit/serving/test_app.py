@@ -8,8 +8,7 @@ import pytest
 
 from arena_ops.config import load_config
 from arena_ops.errors import ServingError
-from arena_ops.serving.app import engine_kwargs, local_model_dir, served_models
-from arena_ops.serving.router import model_route
+from arena_ops.serving.app import engine_kwargs, local_model_dir, model_route, served_models
 
 REPO = Path(__file__).resolve().parents[3]
 
