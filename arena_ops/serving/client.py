@@ -118,6 +118,7 @@ class ChatClient:
         sampling: SamplingConfig,
         structured: StructuredOutput | None = None,
         top_logprobs: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -143,6 +144,7 @@ class ChatClient:
                 body["structured_outputs"] = {"regex": structured.regex}
             else:
                 body["structured_outputs"] = {"choice": structured.choice}
+        body.update(extra or {})
         return body
 
     async def chat(
@@ -151,9 +153,13 @@ class ChatClient:
         sampling: SamplingConfig | None = None,
         structured: StructuredOutput | None = None,
         top_logprobs: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> ChatResult:
-        """One chat completion, retried on 429/5xx, timeouts, connection errors and malformed responses."""
-        body = self.request_body(messages, sampling or SamplingConfig(), structured, top_logprobs)
+        """One chat completion, retried on 429/5xx, timeouts, connection errors and malformed responses.
+
+        ``extra`` adds vendor fields to the request body (e.g. vLLM's ``min_tokens``).
+        """
+        body = self.request_body(messages, sampling or SamplingConfig(), structured, top_logprobs, extra)
         async with self._sem:
             return await self._post_with_retries("/v1/chat/completions", body)
 
