@@ -92,13 +92,14 @@ def config_reference() -> None:
 @store_app.command("ls")
 def store_ls(
     ctx: typer.Context,
+    config: ConfigOpt = None,
     flywheel: Annotated[str | None, typer.Argument(help="Flywheel (default: the config's).")] = None,
 ) -> None:
     """List the iterations, stages and artifacts (with rows and commit state) of a flywheel."""
     from arena_ops.errors import NotCommittedError
     from arena_ops.store import ArtifactStore
 
-    cfg = _load(ctx)
+    cfg = _load(ctx, config)
     store = ArtifactStore.from_config(cfg.storage)
     flywheel = flywheel or cfg.flywheel
     table = Table("iteration", "stage", "artifact", "rows", "files", "committed", title=f"{store.uri}/{flywheel}")
@@ -130,13 +131,14 @@ def models_build_tiny(
 @serve_app.command("up")
 def serve_up(
     ctx: typer.Context,
+    config: ConfigOpt = None,
     target: Annotated[str | None, typer.Option(help="Serve the target from these weights instead.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait (default: serving.deploy_timeout_s).")] = None,
 ) -> None:
     """Start a local Ray head if none, deploy every served model, wait until ready, print the endpoint."""
     from arena_ops.serving.deploy import up
 
-    cfg = _load(ctx)
+    cfg = _load(ctx, config)
     with console.status("deploying models on Ray Serve…"):
         endpoint = up(cfg, target_path=target, timeout_s=timeout)
     console.print(
@@ -150,32 +152,33 @@ def serve_up(
 def serve_update_target(
     ctx: typer.Context,
     weights: Annotated[str, typer.Argument(help="Directory (or s3:// prefix) of the new target weights.")],
+    config: ConfigOpt = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait.")] = None,
 ) -> None:
     """Redeploy only the target with new weights; the competitors and judge keep serving."""
     from arena_ops.serving.deploy import update_target
 
-    cfg = _load(ctx)
+    cfg = _load(ctx, config)
     update_target(cfg, weights, timeout_s=timeout)
     console.print(f"[green]ready[/green]: {cfg.models.target.name} now serves {weights}")
 
 
 @serve_app.command("status")
-def serve_status(ctx: typer.Context) -> None:
+def serve_status(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Status of the router and each model's application, as JSON."""
     import json
 
     from arena_ops.serving.deploy import status
 
-    sys.stdout.write(json.dumps(status(_load(ctx)), indent=2) + "\n")
+    sys.stdout.write(json.dumps(status(_load(ctx, config)), indent=2) + "\n")
 
 
 @serve_app.command("down")
-def serve_down(ctx: typer.Context) -> None:
+def serve_down(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Delete the applications, shut Serve down and stop the local Ray head that `serve up` started."""
     from arena_ops.serving.deploy import down
 
-    down(_load(ctx))
+    down(_load(ctx, config))
     console.print("serving stopped")
 
 

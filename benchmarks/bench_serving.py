@@ -50,9 +50,10 @@ def in_process(model: str, texts: list[str], max_tokens: int, args: argparse.Nam
     return elapsed, tokens
 
 
-def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespace) -> tuple[float, int, float]:
+def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespace):
     from arena_ops.config import ArenaConfig, SamplingConfig
     from arena_ops.serving import deploy
+    from arena_ops.serving.app import model_route
     from arena_ops.serving.client import ChatClient
 
     engine = {
@@ -80,8 +81,8 @@ def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespa
     deploy_s = time.perf_counter() - t0
     sampling = SamplingConfig(temperature=0.7, max_tokens=max_tokens)
 
-    async def run() -> tuple[float, int]:
-        async with ChatClient(url, "bench-model", concurrency=args.concurrency, timeout_s=600) as c:
+    async def run(base: str) -> tuple[float, int]:
+        async with ChatClient(base, "bench-model", concurrency=args.concurrency, timeout_s=600) as c:
             await asyncio.gather(*(c.chat([{"role": "user", "content": t}], sampling) for t in texts[:2]))
             start = time.perf_counter()
             results = await asyncio.gather(
@@ -90,10 +91,11 @@ def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespa
             return time.perf_counter() - start, sum(r.completion_tokens for r in results)
 
     try:
-        elapsed, tokens = asyncio.run(run())
+        elapsed, tokens = asyncio.run(run(url))
+        direct = asyncio.run(run(url + model_route("bench-model")))  # skipping the router hop
     finally:
         deploy.down(cfg)
-    return elapsed, tokens, deploy_s
+    return elapsed, tokens, deploy_s, direct
 
 
 def main() -> None:
@@ -119,7 +121,7 @@ def main() -> None:
     texts = prompts(args.prompts)
 
     a_s, a_tok = in_process(model, texts, args.max_tokens, args)
-    b_s, b_tok, deploy_s = served(model, texts, args.max_tokens, args)
+    b_s, b_tok, deploy_s, (c_s, c_tok) = served(model, texts, args.max_tokens, args)
     a_rate, b_rate = a_tok / a_s, b_tok / b_s
     print(f"model {model}, {args.prompts} prompts x {args.max_tokens} tokens, device {args.device}")
     print(f"(a) vllm.LLM.chat in-process      {a_tok:>6} tokens in {a_s:7.2f} s = {a_rate:8.1f} tok/s")
@@ -127,7 +129,10 @@ def main() -> None:
         f"(b) Ray Serve via client (c={args.concurrency}) {b_tok:>6} tokens in {b_s:7.2f} s = {b_rate:8.1f} tok/s"
         f"  (deploy {deploy_s:.0f} s, excluded)"
     )
-    print(f"ratio b/a = {b_rate / a_rate:.2f} (goal >= 0.8)")
+    print(
+        f"(c) same, straight to the model's app (no router hop) {c_tok} tokens in {c_s:.2f} s = {c_tok / c_s:.1f} tok/s"
+    )
+    print(f"ratio b/a = {b_rate / a_rate:.2f} (goal >= 0.8); c/a = {c_tok / c_s / a_rate:.2f}")
 
 
 if __name__ == "__main__":
