@@ -105,7 +105,7 @@ def fit_bt(
     eye = np.eye(m)
     for _ in range(max_iter):
         x = beta[:, pc.i] - beta[:, pc.j]
-        s = _sigmoid(x)
+        s = sigmoid(x)
         grad = (score - total * s) @ d - l2 * beta
         w = total * s * (1.0 - s)
         hess = np.zeros((c.shape[0], m * m))  # negative Hessian: weighted graph Laplacian + ridge
@@ -120,15 +120,15 @@ def fit_bt(
         if np.abs(step).max() < tol:
             break
     ratings = beta / ALPHA
-    ratings = _normalise(ratings, pc.models, anchor)
+    ratings = normalise(ratings, pc.models, anchor)
     return ratings if batched else ratings[0]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _normalise(ratings: np.ndarray, models: list[str], anchor: tuple[str, float] | None) -> np.ndarray:
+def normalise(ratings: np.ndarray, models: list[str], anchor: tuple[str, float] | None) -> np.ndarray:
     if anchor is None:
         return ratings - ratings.mean(axis=1, keepdims=True) + INIT
     name, value = anchor

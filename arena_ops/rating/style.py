@@ -59,10 +59,10 @@ def fit_style(
         fits = [_newton(len(models), ia, ib, z, y, w.astype(float), l2) for w in draws]
         boot = StyleFit(
             models,
-            bt._normalise(np.stack([f[0] for f in fits]) / bt.ALPHA, models, anchor),
+            bt.normalise(np.stack([f[0] for f in fits]) / bt.ALPHA, models, anchor),
             np.array([f[1] for f in fits]),
         )
-    ratings = bt._normalise(point[0][None, :] / bt.ALPHA, models, anchor)[0]
+    ratings = bt.normalise(point[0][None, :] / bt.ALPHA, models, anchor)[0]
     return StyleFit(models, ratings, np.asarray(point[1])), boot
 
 
@@ -72,7 +72,7 @@ def _newton(
     beta, theta = np.zeros(m), 0.0
     for _ in range(100):
         x = beta[ia] - beta[ib] + theta * z
-        p = bt._sigmoid(x)
+        p = bt.sigmoid(x)
         r = w * (y - p)
         v = w * p * (1 - p)
         g = np.append(np.bincount(ia, r, m) - np.bincount(ib, r, m) - l2 * beta, np.dot(r, z))
