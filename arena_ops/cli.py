@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from arena_ops.cli_common import ConfigOpt, SetOpt, console, err_console
+from arena_ops.cli_common import load as _load
+from arena_ops.cli_stages import battle_app, data_app
 from arena_ops.errors import ArenaError
 
 app = typer.Typer(
@@ -31,23 +33,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(store_app, name="store")
 app.add_typer(models_app, name="models")
 app.add_typer(serve_app, name="serve")
-
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", metavar="PATH", help="Config YAML (default: $ARENA_CONFIG).", envvar="ARENA_CONFIG"),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help="Override a key: --set battle.sample_limit=8 (repeatable; value parsed as YAML).",
-    ),
-]
-
+app.add_typer(data_app, name="data")
+app.add_typer(battle_app, name="battle")
 
 @app.callback()
 def _root(
@@ -57,17 +44,9 @@ def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one INFO line per HTTP request would drown the progress bars
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx.obj = {"config": config, "set": set_ or []}
-
-
-def _load(ctx: typer.Context, path: Path | None = None):  # -> ArenaConfig
-    from arena_ops.config import load_config, parse_override
-
-    path = path or ctx.obj["config"]
-    if path is None:
-        raise typer.BadParameter("no config given: pass --config PATH (or set ARENA_CONFIG)")
-    overrides = dict(parse_override(s) for s in ctx.obj["set"])
-    return load_config(path, overrides)
 
 
 @config_app.command("check")

@@ -153,7 +153,17 @@ class DataConfig(_Section):
     sources: list[str] = Field(default_factory=list, description="Instruction files or globs to ingest.")
     min_instruction_chars: int = Field(10, ge=0, description="Drop instructions shorter than this (paper: 10).")
     prefix_dedup_chars: int = Field(10, ge=0, description="Dedup on this many leading characters; 0 = off.")
-    minhash_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicates.")
+    unsafe_patterns: list[str] | None = Field(
+        None, description="Regexes that mark unsafe instructions; None = the built-in list, [] = step off."
+    )
+    minhash_threshold: float | None = Field(
+        0.8, gt=0, le=1, description="Jaccard threshold for MinHash-LSH near-duplicates; None = step off."
+    )
+    minhash_num_perm: int = Field(128, ge=16, description="MinHash permutations.")
+    minhash_ngram: int = Field(3, ge=1, description="Word n-gram shingle size.")
+    languages: list[str] | None = Field(
+        default_factory=lambda: ["en"], description="Keep these ISO 639-1 languages (py3langid); None = step off."
+    )
     num_shards: int = Field(9, ge=1, description="Equal parts D0…DN-1 (paper: 9).")
     shard_seed: int = Field(0, description="Seed of the shard split.")
     testset_clusters: int = Field(8, ge=1, description="K-Means clusters for the test set (paper: 500).")
@@ -172,10 +182,24 @@ class BattleConfig(_Section):
     request_timeout_s: float = Field(120.0, gt=0, description="Timeout of one generation request.")
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors.")
     seed: int = Field(0, description="Seed for sampled pairings.")
+    chunk_size: int = Field(64, ge=1, description="Commit finished generations/judgments to the store every N units.")
 
 
 class JudgeConfig(_Section):
-    template: str = Field("pairwise-score-v1", description="Versioned judge prompt template.")
+    kind: Literal["llm", "verifier"] = Field(
+        "llm", description="An LLM judge (models.judge), or a verifier for tasks with checkable reference answers."
+    )
+    verifier: Literal["exact", "regex", "python"] = Field(
+        "exact", description="Verifier: normalised exact match, regex (the reference is the pattern), or a function."
+    )
+    verifier_fn: str | None = Field(
+        None, description="Dotted path of `fn(response, reference, prompt_row) -> bool` for verifier = python."
+    )
+    template: str = Field(
+        "pairwise-score-v1", description="Versioned judge prompt template: a packaged name or a YAML file path."
+    )
+    explanation_max_chars: int = Field(1500, ge=1, description="Cap on the explanation under structured output.")
+    top_logprobs: int = Field(20, ge=1, le=20, description="Alternatives per score token in logprob mode.")
     mode: Literal["score", "logprob"] = Field("score", description="Parse scores from text, or logprob-weighted.")
     combine: Literal["sum", "both_games_agree"] = Field(
         "sum", description="How the two position-swapped games combine into one verdict."
@@ -385,6 +409,8 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     """Make relative local paths absolute, relative to the config file's directory."""
     cfg.storage.root = _resolve_uri(cfg.storage.root, base)
     cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
+    if cfg.judge.template.endswith((".yaml", ".yml")):
+        cfg.judge.template = _resolve_local(cfg.judge.template, base)
     for spec in [*cfg.models.battlers(), cfg.models.judge]:
         src = spec.source
         if isinstance(src, RecordedSource) or isinstance(src, ServedSource) and src.path.startswith((".", "/", "~")):

@@ -41,3 +41,11 @@ class RatingError(ArenaError, ValueError):
 
 class ServingError(ArenaError):
     """Models could not be deployed, reached or answered; the message names the model and endpoint."""
+
+
+class DataError(ArenaError):
+    """An instruction file or dataset cannot be read or built; the message names the file or artifact."""
+
+
+class BattleError(ArenaError):
+    """Generation or judging could not complete (after retries); the message says which units failed."""

@@ -9,6 +9,7 @@ Layout, deterministic and run-scoped::
 
     {root}/{flywheel}/iter={i}/{stage}/{name}/<files>
     {root}/{flywheel}/iter={i}/{stage}/{name}/_MANIFEST.json   <- written last: the commit marker
+    {root}/{flywheel}/data/{name}/<files>                      <- iteration-independent datasets (corpus, shards)
 
 Atomicity: every object is first written completely to a local staging file and only then published (a
 same-directory ``rename`` locally; one upload to S3, where an object becomes visible only when its upload
@@ -151,6 +152,14 @@ class ArtifactStore:
                 raise StoreURIError(f"bad {what} {value!r}: use letters, digits, '.', '_', '-', '='")
         return f"{flywheel}/iter={iteration}/{stage}/{name}"
 
+    @staticmethod
+    def dataset_key(flywheel: str, name: str) -> str:
+        """The prefix of an iteration-independent dataset (corpus, shards, test sets): ``{flywheel}/data/{name}``."""
+        for what, value in (("flywheel", flywheel), ("name", name)):
+            if not _NAME_RE.match(value):
+                raise StoreURIError(f"bad {what} {value!r}: use letters, digits, '.', '_', '-', '='")
+        return f"{flywheel}/data/{name}"
+
     # Objects -------------------------------------------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
@@ -221,7 +230,12 @@ class ArtifactStore:
         self, flywheel: str, iteration: int, stage: str, name: str, meta: dict[str, Any] | None = None
     ) -> Iterator[ArtifactWriter]:
         """Write an artifact; the manifest is written only if the block finishes without an exception."""
-        prefix = self.artifact_key(flywheel, iteration, stage, name)
+        with self.artifact_at(self.artifact_key(flywheel, iteration, stage, name), meta) as writer:
+            yield writer
+
+    @contextlib.contextmanager
+    def artifact_at(self, prefix: str, meta: dict[str, Any] | None = None) -> Iterator[ArtifactWriter]:
+        """Like :meth:`artifact`, at a prefix built by :meth:`artifact_key` or :meth:`dataset_key`."""
         writer = ArtifactWriter(self, prefix, dict(meta or {}))
         # A rerun replaces an earlier (possibly interrupted) attempt wholesale: drop the old commit marker first,
         # so no reader can pair the old manifest with new files.

@@ -29,6 +29,15 @@ class RequestFailed(ServingError):
     """A request still failed after all retries (or failed in a way retrying cannot fix)."""
 
 
+class RequestRejected(RequestFailed):
+    """The server refused the request itself (HTTP 4xx other than 408/409/425/429, e.g. a prompt longer than the
+    model's context): asking again cannot help, so callers may record it as a per-item outcome."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass
 class TokenLogprob:
     token: str
@@ -175,7 +184,7 @@ class ChatClient:
                     return _parse(resp, time.perf_counter() - start, attempt)
                 last = f"HTTP {resp.status_code}: {resp.text[:300]}"
                 if resp.status_code not in RETRY_STATUS:
-                    raise RequestFailed(f"{self.model} at {url}: {last} (not retried)")
+                    raise RequestRejected(f"{self.model} at {url}: {last} (not retried)", resp.status_code)
                 retry_after = _retry_after(resp)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 last = f"{type(exc).__name__}: {exc}"

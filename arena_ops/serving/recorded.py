@@ -30,6 +30,9 @@ class RecordedResponses:
     def __len__(self) -> int:
         return len(self._answers)
 
+    def has(self, prompt_id: str, turn: int = 1) -> bool:
+        return (str(prompt_id), turn) in self._answers
+
     def response(self, prompt_id: str, turn: int = 1) -> str:
         try:
             return self._answers[(str(prompt_id), turn)]

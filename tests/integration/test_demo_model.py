@@ -22,12 +22,13 @@ def test_gemma_conversion_produces_a_working_model(tmp_path: Path) -> None:
     assert prepare_gemma(out) == out  # cached: the second call converts nothing
 
     tok = AutoTokenizer.from_pretrained(out)
-    ids = tok("Q: What is the capital of Germany?\nA: Berlin\nQ: What is the capital of France?\nA:",
-              return_tensors="pt")
+    ids = tok(
+        "Q: What is the capital of Germany?\nA: Berlin\nQ: What is the capital of France?\nA:", return_tensors="pt"
+    )
     assert ids["input_ids"][0, 0].item() == tok.bos_token_id  # the BOS fix: without it the output is garbage
     model = AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.bfloat16)
     assert getattr(model.config, "quantization_config", None) is None
     with torch.no_grad():
         gen = model.generate(**ids, max_new_tokens=4, do_sample=False)
-    answer = tok.decode(gen[0, ids["input_ids"].shape[1]:])
+    answer = tok.decode(gen[0, ids["input_ids"].shape[1] :])
     assert "Paris" in answer, answer

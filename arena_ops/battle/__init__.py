@@ -1,0 +1,1 @@
+"""Battles: pairing, generation, the pairwise LLM judge (position swap), verifiers, resumable battle records."""

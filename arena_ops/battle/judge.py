@@ -1,0 +1,306 @@
+"""The pairwise judge, pure parts: templates, prompt building, verdict parsing, combining the two games, verifiers.
+
+Nothing here does I/O beyond reading a template file; :mod:`arena_ops.battle.run` calls the judge model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arena_ops.errors import BattleError, ConfigError
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+SCORE_MIN, SCORE_MAX = 1.0, 10.0
+
+
+# Templates ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Template:
+    version: str
+    system: str
+    user: str
+    history: str
+    retry: str
+    sha256: str
+
+
+@cache
+def load_template(name_or_path: str) -> Template:
+    """A packaged template by name (``pairwise-score-v1``) or a YAML file path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = TEMPLATE_DIR / f"{name_or_path}.yaml"
+    try:
+        text = path.read_text()
+    except OSError:
+        known = sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
+        raise ConfigError(f"judge template {name_or_path!r}: no file {path} (packaged templates: {known})") from None
+    data = yaml.safe_load(text)
+    missing = [k for k in ("version", "system", "user", "history", "retry") if k not in (data or {})]
+    if missing:
+        raise ConfigError(f"judge template {path}: missing keys {missing}")
+    return Template(
+        data["version"],
+        data["system"],
+        data["user"],
+        data["history"],
+        data["retry"],
+        hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def judge_hash(template: Template, judge_id: str, settings: dict[str, Any]) -> str:
+    """Identity of a judging setup: template text + judge model (name and revision) + sampling and mode."""
+    payload = json.dumps({"template": template.sha256, "judge": judge_id, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# Prompt building -------------------------------------------------------------------------------------------------
+
+
+def _fence_safe(text: str) -> str:
+    # Belt and braces with the tag: a response cannot even spell a marker.
+    return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
+
+
+def build_messages(
+    template: Template,
+    user_turns: Sequence[str],
+    answers_a: Sequence[str],
+    answers_b: Sequence[str],
+    system_prompt: str | None = None,
+) -> list[dict[str, str]]:
+    """Judge messages for the last turn; earlier turns (each assistant's own history) are shown as history."""
+    if not (len(user_turns) == len(answers_a) == len(answers_b)) or not user_turns:
+        raise BattleError(f"judge input: {len(user_turns)} user turns but {len(answers_a)}/{len(answers_b)} answers")
+    tag = hashlib.sha256(
+        json.dumps([system_prompt, list(user_turns), list(answers_a), list(answers_b)]).encode()
+    ).hexdigest()[:12]
+    history = ""
+    if len(user_turns) > 1 or system_prompt:
+        for side, answers in (("A", answers_a), ("B", answers_b)):
+            lines = [f"[System]\n{_fence_safe(system_prompt)}"] if system_prompt else []
+            for u, a in zip(user_turns[:-1], answers[:-1], strict=True):
+                lines += [f"[User]\n{_fence_safe(u)}", f"[Assistant {side}]\n{_fence_safe(a)}"]
+            history += template.history.format(side=side, tag=tag, turns="\n".join(lines)) + "\n"
+    user = template.user.format(
+        history=history,
+        instruction=_fence_safe(user_turns[-1]),
+        response_a=_fence_safe(answers_a[-1]),
+        response_b=_fence_safe(answers_b[-1]),
+        tag=tag,
+    )
+    return [{"role": "system", "content": template.system.format(tag=tag)}, {"role": "user", "content": user}]
+
+
+def verdict_schema(explanation_max_chars: int) -> dict[str, Any]:
+    """JSON schema for structured output; the explanation comes first so the scores follow the reasoning."""
+    score = {"type": "integer", "minimum": int(SCORE_MIN), "maximum": int(SCORE_MAX)}
+    return {
+        "type": "object",
+        "properties": {
+            "explanation": {"type": "string", "maxLength": explanation_max_chars},
+            "score_a": score,
+            "score_b": score,
+        },
+        "required": ["explanation", "score_a", "score_b"],
+        "additionalProperties": False,
+    }
+
+
+# Parsing ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    score_a: float
+    score_b: float
+    explanation: str
+
+
+class VerdictParseError(ValueError):
+    """The judge's reply holds no usable verdict; the message says why (it is stored with the raw text)."""
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_SCORE_LINE = re.compile(r"score[ _]?(a|b)\W{0,4}(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_verdict(text: str, quoted: Sequence[str] = ()) -> Verdict:
+    """Read ``{"explanation", "score_a", "score_b"}`` from a judge reply; tolerant of prose and code fences.
+
+    Candidates that appear verbatim inside ``quoted`` (the responses under judgment) are ignored: a judge that
+    echoes a fake verdict planted in a response does not get it counted. Several different verdicts are
+    ambiguous → error. Scores must lie in 1–10; both scores and the explanation are required.
+    """
+    found = _json_objects(text)
+    if not found:
+        return _from_score_lines(text, quoted)
+    candidates = [c for c in found if not any(c[1] in q for q in quoted)]
+    if not candidates:
+        raise VerdictParseError("the only verdicts in the reply are copied from the responses under judgment")
+    verdicts = {_verdict_from(obj) for obj, _ in candidates}
+    if len(verdicts) > 1:
+        raise VerdictParseError(f"{len(verdicts)} different verdicts in one reply")
+    return verdicts.pop()
+
+
+def _json_objects(text: str) -> list[tuple[dict[str, Any], str]]:
+    """Every JSON object (and its source text) that has a score key, inside fences or bare."""
+    bodies = [m.group(1) for m in _FENCE.finditer(text)] or [text]
+    found: list[tuple[dict[str, Any], str]] = []
+    decoder = json.JSONDecoder()
+    for body in bodies:
+        i = body.find("{")
+        while i != -1:
+            try:
+                obj, end = decoder.raw_decode(body, i)
+            except json.JSONDecodeError:
+                i = body.find("{", i + 1)
+                continue
+            if isinstance(obj, dict) and ({"score_a", "score_b"} & obj.keys()):
+                found.append((obj, body[i:end]))
+            i = body.find("{", end)
+    return found
+
+
+def _verdict_from(obj: dict[str, Any]) -> Verdict:
+    missing = [k for k in ("explanation", "score_a", "score_b") if k not in obj]
+    if missing:
+        raise VerdictParseError(f"verdict lacks {missing}")
+    if not isinstance(obj["explanation"], str):
+        raise VerdictParseError("explanation is not a string")
+    return Verdict(_score(obj["score_a"], "score_a"), _score(obj["score_b"], "score_b"), obj["explanation"].strip())
+
+
+def _score(value: Any, key: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise VerdictParseError(f"{key} {value!r} is not a number") from None
+    if isinstance(value, bool) or not math.isfinite(x) or not SCORE_MIN <= x <= SCORE_MAX:
+        raise VerdictParseError(f"{key} {value!r} outside {SCORE_MIN:g}–{SCORE_MAX:g}")
+    return x
+
+
+def _from_score_lines(text: str, quoted: Sequence[str]) -> Verdict:
+    """Fallback for prose replies: ``Score A: 7`` … ``Score B: 4`` (each exactly once, outside quoted text)."""
+    stripped = text
+    for q in quoted:
+        if q:
+            stripped = stripped.replace(q, " ")
+    hits: dict[str, list[str]] = {"a": [], "b": []}
+    for side, num in _SCORE_LINE.findall(stripped):
+        hits[side.lower()].append(num)
+    if len(hits["a"]) != 1 or len(hits["b"]) != 1:
+        raise VerdictParseError("no JSON verdict and no single 'Score A: n' / 'Score B: n' pair")
+    return Verdict(_score(hits["a"][0], "score_a"), _score(hits["b"][0], "score_b"), stripped.strip()[:2000])
+
+
+# Logprob mode ----------------------------------------------------------------------------------------------------
+
+LOGPROB_REGEX = r'\{"score_a": ([1-9]|10), "score_b": ([1-9]|10)\}'
+
+
+def expected_scores(tokens: Sequence[Any]) -> Verdict:
+    """Probability-weighted mean score at the first token of each score (``tokens``: client TokenLogprob list).
+
+    Only top-logprob entries that read as integers 1–10 count, renormalised over their mass. A "1" that the
+    model would have continued to "10" is counted as 1: tokenisers that split "10" make this approximation.
+    """
+    text, scores = "", {}
+    for tok in tokens:
+        for key in ("score_a", "score_b"):
+            if key not in scores and text.endswith(f'"{key}": '):
+                scores[key] = _expectation(tok.top or {tok.token: tok.logprob}, key)
+        text += tok.token
+    if len(scores) != 2:
+        raise VerdictParseError(f"logprob reply {text[:120]!r} lacks score positions")
+    return Verdict(scores["score_a"], scores["score_b"], "")
+
+
+def _expectation(top: dict[str, float], key: str) -> float:
+    mass = total = 0.0
+    for tok, lp in top.items():
+        s = tok.strip()
+        if s.isdigit() and SCORE_MIN <= int(s) <= SCORE_MAX:
+            p = math.exp(lp)
+            mass += p
+            total += p * int(s)
+    if mass == 0:
+        raise VerdictParseError(f"{key}: no score token among the top logprobs {sorted(top)[:10]}")
+    return total / mass
+
+
+# Combining the two games -----------------------------------------------------------------------------------------
+
+
+def combine_games(g1: Verdict, g2: Verdict, method: str = "sum", tie_margin: float = 0.5) -> tuple[str, float, float]:
+    """Winner of a pair from game 1 (model_a shown as A) and game 2 (positions swapped: model_a shown as B).
+
+    Returns ``(winner, total_a, total_b)`` with winner ∈ {model_a, model_b, tie}. ``sum``: each model's scores
+    summed over both games, a tie when the totals differ by less than ``tie_margin``. ``both_games_agree``: a win
+    only when both games prefer the same model, otherwise a tie. A judge that always prefers position A therefore
+    yields ties, not wins, under both methods.
+    """
+    total_a, total_b = g1.score_a + g2.score_b, g1.score_b + g2.score_a
+    if method == "sum":
+        diff = total_a - total_b
+        winner = "tie" if abs(diff) < tie_margin else ("model_a" if diff > 0 else "model_b")
+    elif method == "both_games_agree":
+        pref1, pref2 = g1.score_a - g1.score_b, g2.score_b - g2.score_a
+        winner = "model_a" if pref1 > 0 and pref2 > 0 else "model_b" if pref1 < 0 and pref2 < 0 else "tie"
+    else:
+        raise ConfigError(f"judge.combine: unknown method {method!r}")
+    return winner, total_a, total_b
+
+
+# Verifier judges ---------------------------------------------------------------------------------------------------
+
+
+def normalise_answer(text: str) -> str:
+    """Case-fold, NFKC, strip surrounding punctuation and collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(text.split()).strip(" .,;:!?\"'`")
+
+
+def make_verifier(kind: str, fn_path: str | None = None) -> Callable[[str, str | None, dict[str, Any]], bool]:
+    """``verify(response, reference, prompt_row) -> correct?`` for kind exact | regex | python."""
+    if kind == "exact":
+        return lambda resp, ref, row: ref is not None and normalise_answer(resp) == normalise_answer(ref)
+    if kind == "regex":
+        return lambda resp, ref, row: ref is not None and re.search(ref, resp) is not None
+    if kind == "python":
+        if not fn_path or ":" not in fn_path and "." not in fn_path:
+            raise ConfigError(f"judge.verifier_fn must be a dotted path like pkg.module.fn, got {fn_path!r}")
+        module, _, name = fn_path.replace(":", ".").rpartition(".")
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"judge.verifier_fn {fn_path!r}: cannot import: {exc}") from exc
+        return lambda resp, ref, row: bool(fn(resp, ref, row))
+    raise ConfigError(f"judge.verifier: unknown kind {kind!r}; expected exact, regex or python")
+
+
+def verifier_verdict(correct_a: bool, correct_b: bool) -> Verdict:
+    """The LLM judge's verdict shape: 10 for a correct answer, 1 for a wrong one."""
+    words = {True: "correct", False: "incorrect"}
+    return Verdict(
+        SCORE_MAX if correct_a else SCORE_MIN,
+        SCORE_MAX if correct_b else SCORE_MIN,
+        f"verifier: A {words[correct_a]}, B {words[correct_b]}",
+    )

@@ -1,0 +1,347 @@
+"""A battle run: generate → judge (two games per pair, positions swapped) → battle table, resumable throughout.
+
+Store layout for run ``R`` (a shard such as ``shard-000``, or a test set such as ``mix``) of iteration ``i``::
+
+    {flywheel}/iter={i}/responses/R-<digest>   committed chunks of responses (one row per turn)
+    {flywheel}/iter={i}/judgments/R-<digest>   committed chunks of judgments (one row per game)
+    {flywheel}/iter={i}/battles/R              data.parquet (valid battles, read by the rating engine),
+                                               invalid.parquet (with the raw judge text), summary.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from arena_ops.config import ArenaConfig
+from arena_ops.errors import BattleError
+from arena_ops.store import ArtifactStore
+
+from .generate import RESPONSE_SCHEMA, Participant
+from .judge import Verdict, combine_games
+from .judging import JUDGMENT_SCHEMA, Game, Judge
+from .pairing import pairs_for
+from .parts import Parts, content_key, execute
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], Callable[[int], None]]  # (phase, total) -> advance(n)
+
+BATTLE_RECORD_SCHEMA = pa.schema(
+    [
+        ("battle_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("iteration", pa.int64()),
+        ("run", pa.string()),
+        ("model_a", pa.string()),
+        ("model_b", pa.string()),
+        ("winner", pa.string()),
+        ("score_a", pa.float64()),  # model_a's total over both games
+        ("score_b", pa.float64()),
+        ("g1_score_a", pa.float64()),  # game 1: model_a shown as A
+        ("g1_score_b", pa.float64()),
+        ("g2_score_a", pa.float64()),  # game 2: model_b shown as A (raw, position-indexed)
+        ("g2_score_b", pa.float64()),
+        ("explanation_g1", pa.string()),
+        ("explanation_g2", pa.string()),
+        ("judge", pa.string()),
+        ("judge_hash", pa.string()),
+        ("template", pa.string()),
+        ("len_a", pa.float64()),  # characters of model_a's answers, all turns (style control)
+        ("len_b", pa.float64()),
+        ("response_key_a", pa.string()),
+        ("response_key_b", pa.string()),
+        ("judgment_keys", pa.list_(pa.string())),
+        ("invalid_reason", pa.string()),
+        ("raw_g1", pa.string()),
+        ("raw_g2", pa.string()),
+    ]
+)
+
+
+@dataclass
+class BattlePlan:
+    prompts: list[dict[str, Any]]
+    pairs: dict[str, list[tuple[str, str]]]  # prompt_id → pairs
+    models: list[str] = field(default_factory=list)
+
+    @property
+    def num_battles(self) -> int:
+        return sum(len(p) for p in self.pairs.values())
+
+
+def plan(cfg: ArenaConfig, prompts: pa.Table, pairing: str | None = None) -> BattlePlan:
+    rows = prompts.to_pylist()
+    if cfg.battle.sample_limit is not None:
+        rows = rows[: cfg.battle.sample_limit]
+    battlers = [m.name for m in cfg.models.battlers()]
+    method = pairing or cfg.battle.pairing
+    pairs = {
+        r["prompt_id"]: pairs_for(
+            method, cfg.models.target.name, battlers, r["prompt_id"], cfg.battle.pairs_per_prompt, cfg.battle.seed
+        )
+        for r in rows
+    }
+    used = sorted({m for ps in pairs.values() for pair in ps for m in pair}, key=battlers.index)
+    return BattlePlan(rows, pairs, used)
+
+
+class BattleRun:
+    """Generation, judging and the battle table of one run, over the store."""
+
+    def __init__(self, cfg: ArenaConfig, store: ArtifactStore, iteration: int, run: str, battle_plan: BattlePlan):
+        self.cfg, self.store, self.iteration, self.run, self.plan = cfg, store, iteration, run, battle_plan
+        self.responses = Parts(store, cfg.flywheel, iteration, "responses", run, RESPONSE_SCHEMA)
+        self.judgments = Parts(store, cfg.flywheel, iteration, "judgments", run, JUDGMENT_SCHEMA)
+        specs = {m.name: m for m in cfg.models.battlers()}
+        self.specs = [specs[m] for m in battle_plan.models]
+
+    # Generation ------------------------------------------------------------------------------------------------
+
+    async def generate(self, progress: Progress | None = None) -> dict[str, int]:
+        participants = [Participant.open(s, self.cfg) for s in self.specs]
+        try:
+            for p in participants:
+                p.check_recorded(self.plan.prompts)
+            done = self.responses.done_keys()
+            units = [
+                (p, prompt)
+                for prompt in self.plan.prompts
+                for p in participants
+                if p.response_key(prompt["prompt_id"]) not in done
+            ]
+            await _ready((p for p, _ in units), self.cfg.serving.deploy_timeout_s)
+            log.info("generate %s: %d answers to do, %d already stored", self.run, len(units), len(done))
+            advance = progress("generate", len(units)) if progress else None
+            outcome = await execute(
+                units, lambda u: u[0].answer(u[1]), self.responses, self.cfg.battle.chunk_size, advance
+            )
+        finally:
+            await asyncio.gather(*(p.aclose() for p in participants))
+        _raise_on_failures("generation", [(f"{p.name}/{pr['prompt_id']}", e) for (p, pr), e in outcome.failures])
+        return {"generated": outcome.done, "reused": len(done)}
+
+    # Judging ---------------------------------------------------------------------------------------------------
+
+    def open_judge(self) -> Judge:
+        if self.cfg.judge.kind == "verifier":
+            return Judge(self.cfg, None)
+        return Judge(self.cfg, Participant.open(self.cfg.models.judge, self.cfg))
+
+    def games(self, judge: Judge) -> list[Game]:
+        """Both games of every planned battle; needs every response stored."""
+        answers, keys, rejected = self._answers()
+        games = []
+        for prompt in self.plan.prompts:
+            pid = prompt["prompt_id"]
+            for a, b in self.plan.pairs[pid]:
+                if (pid, a) in rejected or (pid, b) in rejected:
+                    continue  # reported as an invalid battle by build()
+                if (pid, a) not in answers or (pid, b) not in answers:
+                    missing = a if (pid, a) not in answers else b
+                    raise BattleError(f"run {self.run}: no stored response of {missing} to {pid}; generate first")
+                bid = self.battle_id(pid, a, b, keys, judge)
+                games.append(Game(bid, prompt, 1, a, b, answers[pid, a], answers[pid, b]))
+                games.append(Game(bid, prompt, 2, b, a, answers[pid, b], answers[pid, a]))
+        return games
+
+    def battle_id(self, pid: str, a: str, b: str, keys: dict[tuple[str, str], str], judge: Judge) -> str:
+        return content_key("battle", pid, a, keys[pid, a], b, keys[pid, b], judge.hash)
+
+    async def judge(self, progress: Progress | None = None) -> dict[str, int]:
+        judge = self.open_judge()
+        try:
+            games = self.games(judge)
+            done = self.judgments.done_keys()
+            todo = [g for g in games if g.key not in done]
+            if todo and judge.participant is not None and judge.participant.client is not None:
+                await judge.participant.client.ready(self.cfg.serving.deploy_timeout_s)
+            log.info("judge %s: %d games to do, %d already stored", self.run, len(todo), len(games) - len(todo))
+            advance = progress("judge", len(todo)) if progress else None
+            outcome = await execute(todo, judge.play, self.judgments, self.cfg.battle.chunk_size, advance)
+        finally:
+            if judge.participant is not None:
+                await judge.participant.aclose()
+        _raise_on_failures("judging", [(f"{g.battle_id}/game{g.game}", e) for g, e in outcome.failures])
+        return {"judged": outcome.done, "reused": len(games) - len(todo)}
+
+    # Battle table ----------------------------------------------------------------------------------------------
+
+    def build(self, wall_s: dict[str, float] | None = None) -> dict[str, Any]:
+        """Assemble the battle records from both games of every planned battle; write them with a summary."""
+        judge = Judge(self.cfg, None) if self.cfg.judge.kind == "verifier" else self._judge_identity()
+        answers, keys, rejected = self._answers()
+        by_key = {r["key"]: r for r in self.judgments.read().to_pylist()}
+        records = []
+        for prompt in self.plan.prompts:
+            pid = prompt["prompt_id"]
+            for a, b in self.plan.pairs[pid]:
+                bid = self.battle_id(pid, a, b, keys, judge)
+                errors = [f"no answer from {m}: {rejected[pid, m]}" for m in (a, b) if (pid, m) in rejected]
+                if errors:
+                    records.append(self._unjudged(pid, a, b, bid, keys, judge, "; ".join(errors)))
+                    continue
+                g1 = by_key.get(content_key("judgment", bid, 1))
+                g2 = by_key.get(content_key("judgment", bid, 2))
+                if g1 is None or g2 is None:
+                    raise BattleError(f"run {self.run}: battle {bid} ({a} vs {b} on {pid}) is not judged; judge first")
+                records.append(self._record(pid, a, b, bid, keys, answers, g1, g2))
+        table = pa.Table.from_pylist(records, schema=BATTLE_RECORD_SCHEMA)
+        valid = table.filter(pa.compute.not_equal(table["winner"], "invalid"))
+        invalid = table.filter(pa.compute.equal(table["winner"], "invalid"))
+        summary = self.summary(valid, invalid, wall_s or {})
+        with self.store.artifact(self.cfg.flywheel, self.iteration, "battles", self.run, meta=summary) as w:
+            w.write_table("data.parquet", valid.drop_columns(["invalid_reason"]))
+            w.write_table("invalid.parquet", invalid)
+            w.write_json("summary.json", summary)
+        return {"uri": w.uri, **summary}
+
+    def _judge_identity(self) -> Judge:
+        # Only the hash and name are needed to rebuild battle ids; no client is opened.
+        return Judge(self.cfg, Participant.identity(self.cfg.models.judge))
+
+    def _record(self, pid, a, b, bid, keys, answers, g1, g2) -> dict[str, Any]:  # noqa: ANN001
+        rec: dict[str, Any] = {
+            "battle_id": bid,
+            "prompt_id": pid,
+            "iteration": self.iteration,
+            "run": self.run,
+            "model_a": a,
+            "model_b": b,
+            "judge": g1["judge"],
+            "judge_hash": g1["judge_hash"],
+            "template": g1["template"],
+            "len_a": float(sum(map(len, answers[pid, a]))),
+            "len_b": float(sum(map(len, answers[pid, b]))),
+            "response_key_a": keys[pid, a],
+            "response_key_b": keys[pid, b],
+            "judgment_keys": [g1["key"], g2["key"]],
+            "g1_score_a": g1["score_a"],
+            "g1_score_b": g1["score_b"],
+            "g2_score_a": g2["score_a"],
+            "g2_score_b": g2["score_b"],
+            "explanation_g1": g1["explanation"],
+            "explanation_g2": g2["explanation"],
+            "raw_g1": g1["raw"],
+            "raw_g2": g2["raw"],
+        }
+        bad = [f"game {g['game']}: {g['error']}" for g in (g1, g2) if g["status"] != "valid"]
+        if bad:
+            return {**rec, "winner": "invalid", "invalid_reason": "; ".join(bad)}
+        winner, ta, tb = combine_games(
+            Verdict(g1["score_a"], g1["score_b"], ""),
+            Verdict(g2["score_a"], g2["score_b"], ""),
+            self.cfg.judge.combine,
+            self.cfg.judge.tie_margin,
+        )
+        return {**rec, "winner": winner, "score_a": ta, "score_b": tb}
+
+    def _unjudged(self, pid, a, b, bid, keys, judge: Judge, reason: str) -> dict[str, Any]:  # noqa: ANN001
+        return {
+            "battle_id": bid,
+            "prompt_id": pid,
+            "iteration": self.iteration,
+            "run": self.run,
+            "model_a": a,
+            "model_b": b,
+            "winner": "invalid",
+            "judge": judge.name,
+            "judge_hash": judge.hash,
+            "template": judge.template.version,
+            "response_key_a": keys[pid, a],
+            "response_key_b": keys[pid, b],
+            "judgment_keys": [],
+            "invalid_reason": reason,
+        }
+
+    def _answers(
+        self,
+    ) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+        """(prompt_id, model) → answers by turn, → response key, and → error for answers the server rejected.
+
+        Only responses of the current revisions count (a new target checkpoint has new keys)."""
+        wanted = {
+            (pr["prompt_id"], s.name): Participant.identity(s).response_key(pr["prompt_id"])
+            for pr in self.plan.prompts
+            for s in self.specs
+        }
+        want_keys = set(wanted.values())
+        turns: dict[str, list[tuple[int, str]]] = {}
+        errors: dict[str, str] = {}
+        for r in self.responses.read().select(["key", "turn", "text", "error"]).to_pylist():
+            if r["key"] not in want_keys:
+                continue
+            if r["error"] is not None:
+                errors[r["key"]] = f"turn {r['turn']}: {r['error']}"
+            else:
+                turns.setdefault(r["key"], []).append((r["turn"], r["text"]))
+        rejected = {pk: errors[k] for pk, k in wanted.items() if k in errors}
+        answers = {
+            pk: [t for _, t in sorted(turns[k])] for pk, k in wanted.items() if k in turns and pk not in rejected
+        }
+        return answers, dict(wanted), rejected
+
+    def summary(self, valid: pa.Table, invalid: pa.Table, wall_s: dict[str, float]) -> dict[str, Any]:
+        per_model: dict[str, Counter[str]] = {m: Counter() for m in self.plan.models}
+        for a, b, w in zip(*(valid[c].to_pylist() for c in ("model_a", "model_b", "winner")), strict=True):
+            if w == "tie":
+                per_model[a]["ties"] += 1
+                per_model[b]["ties"] += 1
+            else:
+                win, lose = (a, b) if w == "model_a" else (b, a)
+                per_model[win]["wins"] += 1
+                per_model[lose]["losses"] += 1
+        resp = self.responses.read()
+        judg = self.judgments.read()
+        return {
+            "run": self.run,
+            "iteration": self.iteration,
+            "prompts": len(self.plan.prompts),
+            "battles": valid.num_rows,
+            "invalid": invalid.num_rows,
+            "games": 2 * (valid.num_rows + invalid.num_rows),
+            "per_model": {m: {k: c[k] for k in ("wins", "losses", "ties")} for m, c in per_model.items()},
+            "tokens_generated": int(pa.compute.sum(resp["completion_tokens"]).as_py() or 0),
+            "judge_tokens": int(pa.compute.sum(judg["completion_tokens"]).as_py() or 0)
+            + int(pa.compute.sum(judg["prompt_tokens"]).as_py() or 0),
+            "wall_s": {k: round(v, 2) for k, v in wall_s.items()},
+        }
+
+    # Everything ------------------------------------------------------------------------------------------------
+
+    async def run_all(self, progress: Progress | None = None) -> dict[str, Any]:
+        wall: dict[str, float] = {}
+        t0 = time.perf_counter()
+        gen = await self.generate(progress)
+        wall["generate"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        jud = await self.judge(progress)
+        wall["judge"] = time.perf_counter() - t1
+        summary = self.build(wall)
+        return {**summary, "generation": gen, "judging": jud}
+
+
+async def _ready(participants: Any, timeout_s: float) -> None:
+    seen: dict[str, Participant] = {}
+    for p in participants:
+        if p.client is not None and p.served:
+            seen.setdefault(p.name, p)
+    for p in seen.values():
+        assert p.client is not None
+        await p.client.ready(timeout_s)
+
+
+def _raise_on_failures(what: str, failures: Sequence[tuple[str, str]]) -> None:
+    if failures:
+        shown = "; ".join(f"{u}: {e}" for u, e in failures[:3])
+        raise BattleError(
+            f"{what}: {len(failures)} unit(s) failed after retries (finished units are stored; a rerun does only "
+            f"the missing ones). First: {shown}"
+        )

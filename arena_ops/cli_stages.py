@@ -1,0 +1,155 @@
+"""``arena data …`` and ``arena battle …``: the per-round stages, each a thin call into the library."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from arena_ops.cli_common import ConfigOpt, console, load
+
+data_app = typer.Typer(help="Instruction data: ingest, clean, shard.", no_args_is_help=True)
+battle_app = typer.Typer(help="Battles: generate answers, judge pairs, write battle records.", no_args_is_help=True)
+
+ShardOpt = Annotated[int, typer.Option("--shard", "-s", help="Shard of the corpus (0-based).")]
+IterOpt = Annotated[int, typer.Option("--iteration", "-i", help="Flywheel iteration the battles belong to.")]
+
+
+def _store(cfg):  # -> ArtifactStore
+    from arena_ops.store import ArtifactStore
+
+    return ArtifactStore.from_config(cfg.storage)
+
+
+def _counts_table(title: str, counts: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("step")
+    table.add_column("rows", justify="right")
+    for k, v in counts.items():
+        if isinstance(v, int | float):
+            table.add_row(k, str(v))
+    return table
+
+
+# data --------------------------------------------------------------------------------------------------------------
+
+
+@data_app.command("ingest")
+def data_ingest(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Read data.sources into the canonical conversation table; malformed rows are quarantined and counted."""
+    from arena_ops.data.pipeline import ingest_stage
+
+    cfg = load(ctx, config)
+    out = ingest_stage(cfg, _store(cfg))
+    console.print(_counts_table(f"ingest → {out['uri']}", out))
+
+
+@data_app.command("clean")
+def data_clean(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Unsafe / too short / exact, prefix and near duplicates / non-English: each step counted."""
+    from arena_ops.data.pipeline import clean_stage
+
+    cfg = load(ctx, config)
+    out = clean_stage(cfg, _store(cfg))
+    console.print(_counts_table(f"clean → {out['uri']}", out))
+
+
+@data_app.command("shard")
+def data_shard(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Split the clean corpus into data.num_shards seeded parts (test-set items excluded)."""
+    from arena_ops.data.pipeline import shard_stage, testset_ids
+
+    cfg = load(ctx, config)
+    store = _store(cfg)
+    out = shard_stage(cfg, store, exclude=testset_ids(cfg, store))
+    console.print(_counts_table("shards", {f"shard {k}": n for k, n in enumerate(out["sizes"])}))
+
+
+@data_app.command("prepare")
+def data_prepare(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Whatever of ingest → clean → shard is missing (a no-op when the shards exist)."""
+    from arena_ops.data.pipeline import ensure_shards
+
+    cfg = load(ctx, config)
+    for prefix in ensure_shards(cfg, _store(cfg)):
+        console.print(prefix)
+
+
+# battle ------------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+    def start(phase: str, total: int) -> Callable[[int], None]:
+        task = bar.add_task(phase, total=total)
+        return lambda n: bar.advance(task, n)
+
+    with bar:
+        yield start
+
+
+def _battle_run(ctx: typer.Context, config, shard: int, iteration: int):  # -> BattleRun
+    from arena_ops.battle.run import BattleRun, plan
+    from arena_ops.data.pipeline import ensure_shards, read_shard, shard_name
+
+    cfg = load(ctx, config)
+    store = _store(cfg)
+    ensure_shards(cfg, store)
+    return BattleRun(cfg, store, iteration, shard_name(shard), plan(cfg, read_shard(cfg, store, shard)))
+
+
+@battle_app.command("generate")
+def battle_generate(ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """Every battling model answers every prompt of the shard (resumes: stored answers are kept)."""
+    run = _battle_run(ctx, config, shard, iteration)
+    with _progress() as progress:
+        out = asyncio.run(run.generate(progress))
+    console.print(f"generated {out['generated']} answers ({out['reused']} already stored)")
+
+
+@battle_app.command("judge")
+def battle_judge(ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """Judge both position-swapped games of every pair, then write the battle table."""
+    run = _battle_run(ctx, config, shard, iteration)
+    with _progress() as progress:
+        asyncio.run(run.judge(progress))
+    _print_summary(run.build())
+
+
+@battle_app.command("run")
+def battle_run(ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """generate → judge → battle table, resumable; prints battles, W/L/T per model, invalid verdicts, tokens."""
+    run = _battle_run(ctx, config, shard, iteration)
+    with _progress() as progress:
+        summary = asyncio.run(run.run_all(progress))
+    _print_summary(summary)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    table = Table(title=f"battles: {s['run']} (iteration {s['iteration']})")
+    for col in ("model", "wins", "losses", "ties"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for model, c in s["per_model"].items():
+        table.add_row(model, str(c["wins"]), str(c["losses"]), str(c["ties"]))
+    console.print(table)
+    wall = ", ".join(f"{k} {v:.1f}s" for k, v in s["wall_s"].items())
+    console.print(
+        f"{s['battles']} battles on {s['prompts']} prompts, {s['invalid']} invalid (reasons in invalid.parquet), "
+        f"{s['tokens_generated']} tokens generated, {s['judge_tokens']} judge tokens" + (f"; {wall}" if wall else "")
+    )
+    console.print(f"battle table: {s['uri']}")

@@ -1,0 +1,219 @@
+"""Ingest instruction files into one canonical conversation table; bad rows go to a quarantine table.
+
+Formats (detected per row): ShareGPT (``conversations`` of ``from``/``value``), OpenAI ``messages`` (``role``/
+``content``), Alpaca (``instruction``/``input``/``output``), MT-Bench questions (``question_id``/``turns``) and
+Self-Instruct seed tasks (``instruction``/``instances``). Containers: ``.jsonl``, ``.json`` (an array), ``.parquet``,
+``.csv``. ``prompt_id`` is a content hash of the user turns, so the same instruction gets the same id wherever it
+comes from and ids are stable across runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from arena_ops.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CONVERSATION_SCHEMA = pa.schema(
+    [
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("turns", pa.list_(pa.string()), nullable=False),
+        ("reference", pa.list_(pa.string())),
+        ("system", pa.string()),
+        ("category", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        ("source_id", pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema([("source", pa.string()), ("row", pa.int64()), ("reason", pa.string())])
+
+_USER_ROLES = {"human", "user"}
+_ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "bing", "model"}
+
+
+class RowError(ValueError):
+    """A row that cannot become a conversation; the message says why."""
+
+
+@dataclass
+class Ingested:
+    table: pa.Table
+    quarantine: pa.Table
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"rows": self.table.num_rows, "quarantined": self.quarantine.num_rows}
+
+
+def prompt_id(turns: list[str], system: str | None = None) -> str:
+    """Stable content id of a conversation's user turns (and system prompt): 16 hex chars of sha256."""
+    payload = json.dumps({"system": system or "", "turns": [t.strip() for t in turns]}, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def ingest(paths: Iterable[str]) -> Ingested:
+    """Read every file (globs expanded, sorted) into a conversation table plus a quarantine table."""
+    files = expand_sources(paths)
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for path in files:
+        n_ok = n_bad = 0
+        for line, raw in _records(path):
+            try:
+                rows.append(to_conversation(raw, source=os.path.basename(path)))
+                n_ok += 1
+            except RowError as exc:
+                bad.append({"source": path, "row": line, "reason": str(exc)})
+                n_bad += 1
+        log.info("ingested %s: %d rows, %d quarantined", path, n_ok, n_bad)
+    return Ingested(
+        pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA), pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA)
+    )
+
+
+def expand_sources(paths: Iterable[str]) -> list[str]:
+    files: list[str] = []
+    for p in paths:
+        matches = sorted(glob.glob(os.path.expanduser(p))) if glob.has_magic(p) else [p]
+        if not matches:
+            raise DataError(f"data source {p!r}: the glob matches no files")
+        for m in matches:
+            if not os.path.isfile(m):
+                raise DataError(f"data source {m!r}: no such file")
+            files.append(m)
+    if not files:
+        raise DataError("no data sources given (config key data.sources)")
+    return files
+
+
+def _records(path: str) -> Iterator[tuple[int, Any]]:
+    """(1-based row/line number, raw record); unparseable lines are yielded as a RowError value."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for line, text in enumerate(f, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    yield line, json.loads(text)
+                except json.JSONDecodeError as exc:
+                    yield line, RowError(f"not valid JSON: {exc.msg} at column {exc.colno}")
+    elif suffix == ".json":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not valid JSON: {exc}") from exc
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+        yield from enumerate(data, start=1)
+    elif suffix in (".parquet", ".csv"):
+        try:
+            table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: cannot read {suffix[1:]}: {exc}") from exc
+        yield from enumerate(table.to_pylist(), start=1)
+    else:
+        raise DataError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
+
+
+def to_conversation(raw: Any, source: str) -> dict[str, Any]:
+    """One raw record → a canonical row; raises :class:`RowError` with the reason."""
+    if isinstance(raw, RowError):
+        raise raw
+    if not isinstance(raw, dict):
+        raise RowError(f"expected an object, got {type(raw).__name__}")
+    system = None
+    if "conversations" in raw:
+        turns, reference, system = _from_messages(raw["conversations"], "from", "value")
+    elif "messages" in raw:
+        turns, reference, system = _from_messages(raw["messages"], "role", "content")
+    elif "turns" in raw:
+        turns, reference = _strings(raw["turns"], "turns"), None
+    elif "instruction" in raw:
+        turns, reference = _from_alpaca(raw)
+    else:
+        raise RowError(f"unknown format: no conversations/messages/turns/instruction key (keys: {sorted(raw)})")
+    if not turns or any(not t.strip() for t in turns):
+        raise RowError("empty instruction")
+    source_id = next((str(raw[k]) for k in ("id", "question_id", "prompt_id") if raw.get(k) is not None), None)
+    category = raw.get("category")
+    return {
+        "prompt_id": prompt_id(turns, system),
+        "turns": turns,
+        "reference": reference,
+        "system": system,
+        "category": str(category) if category is not None else None,
+        "source": source,
+        "source_id": source_id,
+    }
+
+
+def _from_messages(msgs: Any, role_key: str, text_key: str) -> tuple[list[str], list[str] | None, str | None]:
+    if isinstance(msgs, str):
+        try:
+            msgs = json.loads(msgs)  # CSV cells hold the list as JSON text
+        except json.JSONDecodeError:
+            raise RowError(f"{role_key}-messages field is a string that is not a JSON list") from None
+    if not isinstance(msgs, list) or not msgs:
+        raise RowError("conversation must be a non-empty list of messages")
+    turns: list[str] = []
+    answers: list[str] = []
+    system = None
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or role_key not in m or text_key not in m:
+            raise RowError(f"message {i} lacks {role_key!r} or {text_key!r}")
+        role, text = str(m[role_key]).lower(), m[text_key]
+        if not isinstance(text, str):
+            raise RowError(f"message {i}: {text_key!r} is {type(text).__name__}, expected a string")
+        if role == "system" and i == 0:
+            system = text
+        elif role in _USER_ROLES:
+            if len(turns) != len(answers):
+                raise RowError(f"message {i}: two user messages in a row")
+            turns.append(text)
+        elif role in _ASSISTANT_ROLES:
+            if len(answers) != len(turns) - 1:
+                raise RowError(f"message {i}: assistant message without a preceding user message")
+            answers.append(text)
+        else:
+            raise RowError(f"message {i}: unknown role {role!r}")
+    if not turns:
+        raise RowError("no user message")
+    reference = answers if len(answers) == len(turns) else None
+    return turns, reference, system
+
+
+def _from_alpaca(raw: dict[str, Any]) -> tuple[list[str], list[str] | None]:
+    instruction = raw["instruction"]
+    if not isinstance(instruction, str):
+        raise RowError(f"'instruction' is {type(instruction).__name__}, expected a string")
+    inp, out = raw.get("input"), raw.get("output")
+    if "instances" in raw:  # Self-Instruct seed tasks
+        inst = raw["instances"]
+        if not isinstance(inst, list) or not inst or not isinstance(inst[0], dict):
+            raise RowError("'instances' must be a non-empty list of {input, output}")
+        inp, out = inst[0].get("input"), inst[0].get("output")
+    text = instruction.strip()
+    if inp:
+        text = f"{text}\n\n{str(inp).strip()}"
+    return [text], [str(out)] if out else None
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RowError(f"{key!r} must be a list of strings")
+    return list(value)

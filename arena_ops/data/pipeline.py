@@ -1,0 +1,114 @@
+"""The data stages over the artifact store: ingest → clean → shard, each an idempotent committed artifact.
+
+Layout (iteration-independent)::
+
+    {flywheel}/data/corpus/     data.parquet (canonical conversations), quarantine.parquet
+    {flywheel}/data/clean/      data.parquet, removed.parquet (step, reason, matched id)
+    {flywheel}/data/shard-007/  data.parquet — one per shard, D0…DN-1
+
+Rerunning a stage rewrites the same content (prompt ids are content hashes and the shard split is seeded), so a
+retried Airflow task gives identical artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from arena_ops.config import ArenaConfig
+from arena_ops.data.clean import clean
+from arena_ops.data.ingest import ingest
+from arena_ops.errors import ArtifactNotFoundError, DataError
+from arena_ops.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+CORPUS, CLEAN = "corpus", "clean"
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:03d}"
+
+
+def ingest_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
+    result = ingest(cfg.data.sources)
+    with store.artifact_at(store.dataset_key(cfg.flywheel, CORPUS), meta=result.counts) as w:
+        w.write_table("data.parquet", result.table)
+        w.write_table("quarantine.parquet", result.quarantine)
+    return {"uri": w.uri, **result.counts}
+
+
+def clean_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
+    corpus = _read(store, cfg.flywheel, CORPUS, "arena data ingest")
+    result = clean(corpus, cfg.data)
+    with store.artifact_at(store.dataset_key(cfg.flywheel, CLEAN), meta=result.counts) as w:
+        w.write_table("data.parquet", result.table)
+        w.write_table("removed.parquet", result.removed)
+    return {"uri": w.uri, **result.counts}
+
+
+def shard_stage(cfg: ArenaConfig, store: ArtifactStore, exclude: set[str] | None = None) -> dict[str, Any]:
+    """Split the clean table into ``data.num_shards`` seeded parts; ``exclude`` = prompt ids never to train on."""
+    table = _read(store, cfg.flywheel, CLEAN, "arena data clean")
+    parts = split(table, cfg.data.num_shards, cfg.data.shard_seed, exclude or set())
+    for k, part in enumerate(parts):
+        meta = {"shard": k, "num_shards": len(parts), "seed": cfg.data.shard_seed, "rows": part.num_rows}
+        with store.artifact_at(store.dataset_key(cfg.flywheel, shard_name(k)), meta=meta) as w:
+            w.write_table("data.parquet", part)
+    sizes = [p.num_rows for p in parts]
+    log.info("wrote %d shards of sizes %s", len(parts), sizes)
+    return {"shards": len(parts), "sizes": sizes, "excluded": table.num_rows - sum(sizes)}
+
+
+def split(table: pa.Table, n: int, seed: int, exclude: set[str]) -> list[pa.Table]:
+    """Deterministic: seeded permutation of the sorted ids, sizes equal ±1, each shard sorted by prompt_id.
+
+    The input order does not matter, so re-ingesting the same files in another order gives identical shards.
+    """
+    ids = np.asarray(table["prompt_id"].to_pylist(), dtype=object)
+    keep = np.flatnonzero([pid not in exclude for pid in ids])
+    order = keep[np.argsort(ids[keep], kind="stable")]
+    perm = order[np.random.default_rng(seed).permutation(len(order))]
+    return [table.take(chunk[np.argsort(ids[chunk], kind="stable")]) for chunk in np.array_split(perm, n)]
+
+
+def ensure_shards(cfg: ArenaConfig, store: ArtifactStore) -> list[str]:
+    """Build whatever of corpus → clean → shards is missing; returns the shard prefixes. Cheap when all exist."""
+    prefixes = [store.dataset_key(cfg.flywheel, shard_name(k)) for k in range(cfg.data.num_shards)]
+    if all(store.is_committed(p) for p in prefixes):
+        return prefixes
+    if not store.is_committed(store.dataset_key(cfg.flywheel, CORPUS)):
+        log.info("building the corpus from data.sources")
+        ingest_stage(cfg, store)
+    if not store.is_committed(store.dataset_key(cfg.flywheel, CLEAN)):
+        clean_stage(cfg, store)
+    shard_stage(cfg, store, exclude=testset_ids(cfg, store))
+    return prefixes
+
+
+def read_shard(cfg: ArenaConfig, store: ArtifactStore, k: int) -> pa.Table:
+    if not 0 <= k < cfg.data.num_shards:
+        n = cfg.data.num_shards
+        raise DataError(f"shard {k} out of range: data.num_shards is {n} (shards 0…{n - 1})")
+    return _read(store, cfg.flywheel, shard_name(k), "arena data shard")
+
+
+def testset_ids(cfg: ArenaConfig, store: ArtifactStore) -> set[str]:
+    """Prompt ids of every committed test set of this flywheel (excluded from training shards)."""
+    ids: set[str] = set()
+    for name in ("testset-diverse", "testset-hard"):
+        prefix = store.dataset_key(cfg.flywheel, name)
+        if store.is_committed(prefix):
+            ids.update(store.read_artifact_table(prefix)["prompt_id"].to_pylist())
+    return ids
+
+
+def _read(store: ArtifactStore, flywheel: str, name: str, how: str) -> pa.Table:
+    prefix = store.dataset_key(flywheel, name)
+    try:
+        return store.read_artifact_table(prefix)
+    except ArtifactNotFoundError as exc:
+        raise DataError(f"{exc}; build it first with `{how}`") from None

@@ -1,0 +1,86 @@
+"""Integration fixtures: one real Ray Serve deployment of two tiny vLLM models, shared by the modules that need it.
+
+Deploying costs minutes on CPU, so it happens once per session; ``test_serving.py``'s last test takes it down and
+asserts no Ray process is left (the fixture's own teardown is the safety net when that module does not run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ARENA = str(Path(sys.executable).parent / "arena")
+RAY_PROCESS = re.compile(r"ray::|raylet|gcs_server|ServeReplica|default_worker")
+
+
+def ray_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if RAY_PROCESS.search(line) and "ps -eo" not in line]
+
+
+def replica_pid(app_deployment: str) -> int:
+    for line in ray_processes():
+        if f"ServeReplica:{app_deployment}" in line:
+            return int(line.split()[0])
+    raise AssertionError(f"no replica process for {app_deployment}: {ray_processes()}")
+
+
+class Serving:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.config = root / "arena.yaml"
+        engine = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25}"
+        self.config.write_text(
+            textwrap.dedent(f"""\
+            flywheel: serving-test
+            storage: {{root: file://artifacts}}
+            models:
+              target:
+                name: tiny-a
+                source: {{kind: served, path: ./models/a, tiny: {{arch: llama, seed: 0}}, engine: {engine}}}
+              competitors:
+                - name: tiny-b
+                  source: {{kind: served, path: ./models/b, tiny: {{arch: qwen2, seed: 1}}, engine: {engine}}}
+              judge:
+                name: tiny-b
+                source: {{kind: served, path: ./models/b, tiny: {{arch: qwen2, seed: 1}}, engine: {engine}}}
+            serving: {{port: {self.port}, deploy_timeout_s: 540}}
+            """)
+        )
+        self.env = {
+            **os.environ,
+            "ARENA_RAY_STATE": str(root / "ray"),
+            "ARENA_RAY_TMP": tempfile.mkdtemp(prefix="ar-", dir="/tmp"),  # Unix socket paths must stay short
+            "ARENA_RAY_PORT": str(free_port()),
+        }
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def arena(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ARENA, "--config", str(self.config), *args], capture_output=True, text=True, env=self.env, timeout=timeout
+        )
+
+
+@pytest.fixture(scope="session")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    if ray_processes():
+        pytest.skip(f"Ray processes already run on this machine; the no-leftovers check needs none: {ray_processes()}")
+    s = Serving(tmp_path_factory.mktemp("serving"))
+    res = s.arena("serve", "up")
+    try:
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert res.stdout.strip().endswith(s.url)
+        yield s
+    finally:
+        s.arena("serve", "down")
