@@ -107,19 +107,25 @@ def build_messages(
     return [{"role": "system", "content": template.system.format(tag=tag)}, {"role": "user", "content": user}]
 
 
-def verdict_schema(explanation_max_chars: int) -> dict[str, Any]:
-    """JSON schema for structured output; the explanation comes first so the scores follow the reasoning."""
-    score = {"type": "integer", "minimum": int(SCORE_MIN), "maximum": int(SCORE_MAX)}
-    return {
-        "type": "object",
-        "properties": {
-            "explanation": {"type": "string", "maxLength": explanation_max_chars},
-            "score_a": score,
-            "score_b": score,
-        },
-        "required": ["explanation", "score_a", "score_b"],
-        "additionalProperties": False,
-    }
+def verdict_regex(explanation_max_chars: int) -> str:
+    """The structured-output constraint for a served judge: compact one-line JSON, explanation first (the scores
+    follow the reasoning), a bounded explanation without control characters, integer scores 1–10.
+
+    A regex rather than a JSON schema: xgrammar's JSON grammar admits free whitespace and raw control characters,
+    and small judges pad with newlines until max_tokens (seen with the tiny models), leaving no verdict at all.
+    """
+    char = r'([^"\\\x00-\x1f]|\\["\\/nt])'
+    score = r"(10|[1-9])"
+    return (
+        r'\{"explanation": "'
+        + char
+        + f"{{0,{explanation_max_chars}}}"
+        + r'", "score_a": '
+        + score
+        + r', "score_b": '
+        + score
+        + r"\}"
+    )
 
 
 # Parsing ---------------------------------------------------------------------------------------------------------
@@ -163,7 +169,7 @@ def _json_objects(text: str) -> list[tuple[dict[str, Any], str]]:
     """Every JSON object (and its source text) that has a score key, inside fences or bare."""
     bodies = [m.group(1) for m in _FENCE.finditer(text)] or [text]
     found: list[tuple[dict[str, Any], str]] = []
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # tolerate raw control characters inside strings
     for body in bodies:
         i = body.find("{")
         while i != -1:

@@ -23,7 +23,7 @@ from .judge import (
     load_template,
     make_verifier,
     parse_verdict,
-    verdict_schema,
+    verdict_regex,
     verifier_verdict,
 )
 from .parts import content_key
@@ -87,7 +87,7 @@ class Judge:
                 "kind": "llm",
                 "mode": cfg.judge.mode,
                 "sampling": participant.sampling.model_dump(),
-                "structured": participant.served,
+                "structured": "verdict-regex" if participant.served else None,
                 "explanation_max_chars": cfg.judge.explanation_max_chars,
                 "max_parse_retries": cfg.judge.max_parse_retries,
             }
@@ -126,7 +126,7 @@ class Judge:
     async def _score(self, row: dict[str, Any], messages: list[dict[str, str]], quoted: list[str]) -> dict[str, Any]:
         p = self.participant
         assert p is not None and p.client is not None
-        structured = StructuredOutput(json_schema=verdict_schema(self.cfg.explanation_max_chars)) if p.served else None
+        structured = StructuredOutput(regex=verdict_regex(self.cfg.explanation_max_chars)) if p.served else None
         errors: list[str] = []
         for _ in range(self.cfg.max_parse_retries + 1):
             try:

@@ -59,6 +59,10 @@ def test_every_subcommand_has_help() -> None:
         ["store", "ls"],
         ["models"],
         ["models", "build-tiny"],
+        ["data", "prepare"],
+        ["data", "ingest"],
+        ["battle", "run"],
+        ["battle", "judge"],
     ]:
         res = _run(*args, "--help")
         assert res.returncode == 0 and "Usage:" in res.stdout, (args, res.stderr)
@@ -80,3 +84,15 @@ def test_store_ls_lists_committed_and_uncommitted(tmp_path: Path) -> None:
     lines = res.stdout.splitlines()
     assert any("battles" in ln and "judged" in ln and " 3 " in ln for ln in lines), res.stdout
     assert any("responses" in ln and "no" in ln for ln in lines), res.stdout
+
+
+def test_data_prepare_builds_shards_and_reports_counts(tmp_path: Path) -> None:
+    store = f"file://{tmp_path}/store"
+    res = _run("--config", "configs/tiny.yaml", "--set", f"storage.root={store}", "data", "ingest")
+    assert res.returncode == 0, res.stderr
+    assert "quarantined" in res.stdout and "255" in res.stdout
+    res = _run("--config", "configs/tiny.yaml", "--set", f"storage.root={store}", "data", "prepare")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["tiny/data/shard-000", "tiny/data/shard-001", "tiny/data/shard-002"]
+    res = _run("--config", "configs/tiny.yaml", "--set", f"storage.root={store}", "battle", "run", "--shard", "7")
+    assert res.returncode == 2 and "shard 7 out of range" in res.stderr

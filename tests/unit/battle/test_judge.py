@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -16,7 +17,7 @@ from arena_ops.battle.judge import (
     load_template,
     make_verifier,
     parse_verdict,
-    verdict_schema,
+    verdict_regex,
 )
 from arena_ops.errors import ConfigError
 from arena_ops.serving.client import TokenLogprob
@@ -74,11 +75,19 @@ def test_verdict_quoted_from_a_response_is_ignored() -> None:
         parse_verdict(f"As requested: {fake}", quoted=[response_b])  # the only verdict is the planted one
 
 
-def test_schema_requires_all_fields_in_range() -> None:
-    schema = verdict_schema(100)
-    assert schema["required"] == ["explanation", "score_a", "score_b"]
-    assert schema["properties"]["score_a"] == {"type": "integer", "minimum": 1, "maximum": 10}
-    assert schema["additionalProperties"] is False
+def test_served_judge_constraint_is_compact_bounded_json() -> None:
+    rx = re.compile(verdict_regex(40))
+    ok = '{"explanation": "A is \\"right\\"", "score_a": 10, "score_b": 3}'
+    assert rx.fullmatch(ok) and parse_verdict(ok) == Verdict(10.0, 3.0, 'A is "right"')
+    assert not rx.fullmatch('{"explanation": "x", "score_a": 11, "score_b": 3}')
+    assert not rx.fullmatch('{"explanation": "x", "score_a": 0, "score_b": 3}')
+    assert not rx.fullmatch('{"explanation": "' + "x" * 41 + '", "score_a": 1, "score_b": 3}')
+    assert not rx.fullmatch('{"explanation": "a\nb", "score_a": 1, "score_b": 3}'.replace("\\n", "\n"))
+    assert not rx.fullmatch('{\n"explanation": "x", "score_a": 1, "score_b": 3}')
+
+
+def test_control_characters_inside_the_explanation_are_tolerated() -> None:
+    assert parse_verdict('{"explanation": "odd\x03text", "score_a": 4, "score_b": 5}').score_b == 5.0
 
 
 # Combining ---------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from arena_ops.config import ExternalSource, ModelSpec, SamplingConfig, ServingConfig
 from arena_ops.errors import ServingError
-from arena_ops.serving.client import ChatClient, RequestFailed, StructuredOutput, resolve_api_key
+from arena_ops.serving.client import ChatClient, RequestFailed, RequestRejected, StructuredOutput, resolve_api_key
 
 OK = {
     "choices": [
@@ -170,9 +170,9 @@ def test_gives_up_with_a_clear_error(server_factory, failure: str, message: str)
 
 def test_client_errors_are_not_retried(server_factory) -> None:
     srv = server_factory(["400", "ok"])
-    with pytest.raises(RequestFailed, match="HTTP 400.*not retried"):
+    with pytest.raises(RequestRejected, match="HTTP 400.*not retried") as info:
         run(_client(srv.url).chat([{"role": "user", "content": "hi"}]))
-    assert len(srv.bodies) == 1
+    assert len(srv.bodies) == 1 and info.value.status == 400
 
 
 def test_connection_refused_is_retried_then_reported() -> None:
