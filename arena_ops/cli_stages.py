@@ -13,7 +13,7 @@ from rich.table import Table
 
 from arena_ops.cli_common import ConfigOpt, console, load
 
-data_app = typer.Typer(help="Instruction data: ingest, clean, shard.", no_args_is_help=True)
+data_app = typer.Typer(help="Instruction data: ingest, clean, test sets, shard.", no_args_is_help=True)
 battle_app = typer.Typer(help="Battles: generate answers, judge pairs, write battle records.", no_args_is_help=True)
 
 ShardOpt = Annotated[int, typer.Option("--shard", "-s", help="Shard of the corpus (0-based).")]
@@ -68,6 +68,18 @@ def data_shard(ctx: typer.Context, config: ConfigOpt = None) -> None:
     store = _store(cfg)
     out = shard_stage(cfg, store, exclude=testset_ids(cfg, store))
     console.print(_counts_table("shards", {f"shard {k}": n for k, n in enumerate(out["sizes"])}))
+
+
+@data_app.command("testset")
+def data_testset(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Build the Diverse, Hard (judge-rated difficulty; the judge must be served) and Mix test sets.
+
+    Run it before `arena data shard`: test items and their near matches are kept out of every training shard
+    (existing shards are re-cut by `arena data prepare` when the test sets change)."""
+    from arena_ops.data.pipeline import testset_stage
+
+    cfg = load(ctx, config)
+    console.print(_counts_table("test sets", testset_stage(cfg, _store(cfg))))
 
 
 @data_app.command("prepare")

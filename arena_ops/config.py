@@ -164,12 +164,24 @@ class DataConfig(_Section):
     languages: list[str] | None = Field(
         default_factory=lambda: ["en"], description="Keep these ISO 639-1 languages (py3langid); None = step off."
     )
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model (dir or hub id); None = the packaged all-MiniLM-L6-v2."
+    )
+    decontam_top_k: int = Field(5, ge=0, description="Remove each test item's k nearest training prompts (paper: 5).")
+    decontam_min_similarity: float = Field(
+        0.75, ge=-1, le=1, description="…when their cosine similarity is at least this (0 = the paper's rule as is)."
+    )
+    decontam_ngram: int | None = Field(
+        10, ge=3, description="Also remove training prompts sharing a word n-gram with a test item; None = off."
+    )
     num_shards: int = Field(9, ge=1, description="Equal parts D0…DN-1 (paper: 9).")
     shard_seed: int = Field(0, description="Seed of the shard split.")
     testset_clusters: int = Field(8, ge=1, description="K-Means clusters for the test set (paper: 500).")
     diverse_per_cluster: int = Field(2, ge=1, description="Diverse samples per cluster (paper: 2).")
     hard_candidates_per_cluster: int = Field(4, ge=1, description="Hard candidates per cluster (paper: 20).")
     hard_size: int = Field(16, ge=1, description="Hard items kept (paper: 1,000).")
+    difficulty_template: str = Field("difficulty-v1", description="Prompt of the judge's difficulty rating.")
+    testset_seed: int = Field(0, description="Seed of K-Means and the per-cluster samples.")
 
 
 class BattleConfig(_Section):

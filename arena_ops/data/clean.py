@@ -81,7 +81,7 @@ def exact_dedup(table: pa.Table) -> tuple[pa.Table, pa.Table]:
         else:
             seen[pid] = i
             keep.append(i)
-    return _split(table, keep, gone, "exact_dup")
+    return split_rows(table, keep, gone, "exact_dup")
 
 
 def unsafe_filter(table: pa.Table, patterns: list[str] | None) -> tuple[pa.Table, pa.Table]:
@@ -96,7 +96,7 @@ def unsafe_filter(table: pa.Table, patterns: list[str] | None) -> tuple[pa.Table
             gone.append((i, f"matches unsafe pattern {hit!r}", None))
         else:
             keep.append(i)
-    return _split(table, keep, gone, "unsafe")
+    return split_rows(table, keep, gone, "unsafe")
 
 
 def length_filter(table: pa.Table, min_chars: int) -> tuple[pa.Table, pa.Table]:
@@ -106,7 +106,7 @@ def length_filter(table: pa.Table, min_chars: int) -> tuple[pa.Table, pa.Table]:
     for i, text in enumerate(first_turn(table)):
         n = len(text.strip())
         (keep.append(i) if n >= min_chars else gone.append((i, f"instruction has {n} < {min_chars} chars", None)))
-    return _split(table, keep, gone, "too_short")
+    return split_rows(table, keep, gone, "too_short")
 
 
 def prefix_dedup(table: pa.Table, n_chars: int) -> tuple[pa.Table, pa.Table]:
@@ -122,7 +122,7 @@ def prefix_dedup(table: pa.Table, n_chars: int) -> tuple[pa.Table, pa.Table]:
         else:
             seen[prefix] = pid
             keep.append(i)
-    return _split(table, keep, gone, "prefix_dup")
+    return split_rows(table, keep, gone, "prefix_dup")
 
 
 def near_dedup(table: pa.Table, threshold: float | None, num_perm: int, ngram: int) -> tuple[pa.Table, pa.Table]:
@@ -136,7 +136,7 @@ def near_dedup(table: pa.Table, threshold: float | None, num_perm: int, ngram: i
     ids = table["prompt_id"].to_pylist()
     keep = [i for i in range(len(texts)) if i not in dup_of]
     gone = [(i, f"near-duplicate (MinHash Jaccard ≥ {threshold})", ids[j]) for i, j in sorted(dup_of.items())]
-    return _split(table, keep, gone, "near_dup")
+    return split_rows(table, keep, gone, "near_dup")
 
 
 def language_filter(table: pa.Table, languages: list[str] | None) -> tuple[pa.Table, pa.Table]:
@@ -150,10 +150,10 @@ def language_filter(table: pa.Table, languages: list[str] | None) -> tuple[pa.Ta
     for i, text in enumerate(first_turn(table)):
         lang, _ = py3langid.classify(text)
         (keep.append(i) if lang in wanted else gone.append((i, f"language {lang!r} not in {sorted(wanted)}", None)))
-    return _split(table, keep, gone, "language")
+    return split_rows(table, keep, gone, "language")
 
 
-def _split(
+def split_rows(
     table: pa.Table, keep: list[int], gone: list[tuple[int, str, str | None]], step: str
 ) -> tuple[pa.Table, pa.Table]:
     if not gone:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from arena_ops.config import ArenaConfig
 from arena_ops.data.clean import clean
 from arena_ops.data.ingest import ingest
+from arena_ops.data.testset import testset_fingerprint
 from arena_ops.errors import ArtifactNotFoundError, DataError
 from arena_ops.store import ArtifactStore
 
@@ -50,17 +51,76 @@ def clean_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     return {"uri": w.uri, **result.counts}
 
 
+def testset_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
+    """Build Diverse, Hard and Mix from the clean corpus (the judge rates difficulty; it must be reachable)."""
+    import asyncio
+
+    from arena_ops.data.embed import embed
+    from arena_ops.data.testset import build_testsets, rate_difficulty, summary
+
+    candidates = _read(store, cfg.flywheel, CLEAN, "arena data clean")
+    tables = build_testsets(
+        cfg,
+        candidates,
+        embed=lambda texts: embed(texts, cfg.data.embedding_model),
+        rate=lambda texts: asyncio.run(rate_difficulty(cfg, texts)),
+    )
+    counts = summary(tables)
+    for name in ("diverse", "hard", "mix"):
+        with store.artifact_at(store.dataset_key(cfg.flywheel, f"testset-{name}"), meta=counts) as w:
+            w.write_table("data.parquet", tables[name])
+            if name == "hard":
+                w.write_table("candidates.parquet", tables["hard_candidates"])
+    return counts
+
+
 def shard_stage(cfg: ArenaConfig, store: ArtifactStore, exclude: set[str] | None = None) -> dict[str, Any]:
-    """Split the clean table into ``data.num_shards`` seeded parts; ``exclude`` = prompt ids never to train on."""
+    """Split the clean table into ``data.num_shards`` seeded parts.
+
+    Test-set items (``exclude``, by default every committed test set) never reach a shard, and the rest is
+    decontaminated against them (embedding top-k + n-gram overlap); removals go to ``{flywheel}/data/decontam``.
+    """
     table = _read(store, cfg.flywheel, CLEAN, "arena data clean")
-    parts = split(table, cfg.data.num_shards, cfg.data.shard_seed, exclude or set())
+    if exclude is None:
+        exclude = testset_ids(cfg, store)
+    fingerprint = testset_fingerprint(exclude)
+    removed = 0
+    if exclude:
+        table, gone = _decontaminate(cfg, store, table, exclude)
+        removed = gone.num_rows
+        with store.artifact_at(store.dataset_key(cfg.flywheel, "decontam"), meta={"removed": removed}) as w:
+            w.write_table("removed.parquet", gone)
+    parts = split(table, cfg.data.num_shards, cfg.data.shard_seed, exclude)
     for k, part in enumerate(parts):
-        meta = {"shard": k, "num_shards": len(parts), "seed": cfg.data.shard_seed, "rows": part.num_rows}
+        meta = {
+            "shard": k,
+            "num_shards": len(parts),
+            "seed": cfg.data.shard_seed,
+            "rows": part.num_rows,
+            "testset_fingerprint": fingerprint,
+        }
         with store.artifact_at(store.dataset_key(cfg.flywheel, shard_name(k)), meta=meta) as w:
             w.write_table("data.parquet", part)
     sizes = [p.num_rows for p in parts]
     log.info("wrote %d shards of sizes %s", len(parts), sizes)
-    return {"shards": len(parts), "sizes": sizes, "excluded": table.num_rows - sum(sizes)}
+    return {"shards": len(parts), "sizes": sizes, "test_items": table.num_rows - sum(sizes), "decontam": removed}
+
+
+def _decontaminate(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, test_ids: set[str]):  # noqa: ANN202
+    from arena_ops.data.decontam import decontaminate
+    from arena_ops.data.embed import embed
+
+    is_test = np.array([pid in test_ids for pid in table["prompt_id"].to_pylist()], dtype=bool)
+    test, train = table.filter(pa.array(is_test)), table.filter(pa.array(~is_test))
+    kept, gone = decontaminate(
+        train,
+        test,
+        embed=(lambda texts: embed(texts, cfg.data.embedding_model)) if cfg.data.decontam_top_k else None,
+        top_k=cfg.data.decontam_top_k,
+        min_similarity=cfg.data.decontam_min_similarity,
+        ngram=cfg.data.decontam_ngram,
+    )
+    return pa.concat_tables([kept, test]), gone
 
 
 def split(table: pa.Table, n: int, seed: int, exclude: set[str]) -> list[pa.Table]:
@@ -78,14 +138,18 @@ def split(table: pa.Table, n: int, seed: int, exclude: set[str]) -> list[pa.Tabl
 def ensure_shards(cfg: ArenaConfig, store: ArtifactStore) -> list[str]:
     """Build whatever of corpus → clean → shards is missing; returns the shard prefixes. Cheap when all exist."""
     prefixes = [store.dataset_key(cfg.flywheel, shard_name(k)) for k in range(cfg.data.num_shards)]
+    exclude = testset_ids(cfg, store)
+    fingerprint = testset_fingerprint(exclude)
     if all(store.is_committed(p) for p in prefixes):
-        return prefixes
+        if store.manifest(prefixes[0]).meta.get("testset_fingerprint") == fingerprint:
+            return prefixes
+        log.info("test sets changed since the shards were cut: re-sharding")
     if not store.is_committed(store.dataset_key(cfg.flywheel, CORPUS)):
         log.info("building the corpus from data.sources")
         ingest_stage(cfg, store)
     if not store.is_committed(store.dataset_key(cfg.flywheel, CLEAN)):
         clean_stage(cfg, store)
-    shard_stage(cfg, store, exclude=testset_ids(cfg, store))
+    shard_stage(cfg, store, exclude=exclude)
     return prefixes
 
 
@@ -99,7 +163,7 @@ def read_shard(cfg: ArenaConfig, store: ArtifactStore, k: int) -> pa.Table:
 def testset_ids(cfg: ArenaConfig, store: ArtifactStore) -> set[str]:
     """Prompt ids of every committed test set of this flywheel (excluded from training shards)."""
     ids: set[str] = set()
-    for name in ("testset-diverse", "testset-hard"):
+    for name in ("testset-diverse", "testset-hard"):  # Mix is their union
         prefix = store.dataset_key(cfg.flywheel, name)
         if store.is_committed(prefix):
             ids.update(store.read_artifact_table(prefix)["prompt_id"].to_pylist())
