@@ -118,19 +118,7 @@ def summary_uri(run: BattleRun) -> str:
 
 def test_killed_midway_then_rerun_gives_the_full_table_without_duplicates(serving: Serving, tmp_path: Path) -> None:
     path = write_config(serving, tmp_path, sample_limit=10, extra="")
-    cmd = [
-        ARENA,
-        "battle",
-        "run",
-        "--config",
-        str(path),
-        "--shard",
-        "0",
-        "--iteration",
-        "1",
-        "--set",
-        "battle.chunk_size=2",
-    ]
+    cmd = [ARENA, "--set", "battle.chunk_size=2", "battle", "run", "--config", str(path), "--shard", "0", "-i", "1"]
     run = open_run(load_config(path), iteration=1)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=serving.env, text=True)
     try:
