@@ -232,6 +232,31 @@ class StageHyperparams(_Section):
     max_length: int = Field(4096, ge=16, description="Sequence length.")
     beta: float | None = Field(None, description="DPO beta or RL KL coefficient, where the stage has one.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (tests, smoke runs).")
+    lr_scheduler_type: str = Field("linear", description="transformers scheduler name (linear, cosine, constant…).")
+    warmup_steps: int = Field(0, ge=0, description="Steps spent warming up the learning rate.")
+
+
+# One class per stage so that a partial override (`training.dpo: {max_steps: 2}`) keeps the paper's defaults.
+class SFTHyperparams(StageHyperparams):
+    learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate (paper: 5e-6).")
+    epochs: float = Field(3, gt=0, description="Training epochs (paper: 3).")
+
+
+class DPOHyperparams(StageHyperparams):
+    learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (paper: 5e-7).")
+    epochs: float = Field(2, gt=0, description="Training epochs (paper: 2).")
+    beta: float | None = Field(0.3, description="DPO beta (paper: 0.3).")
+
+
+class RMHyperparams(StageHyperparams):
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate (paper: 1e-6).")
+    epochs: float = Field(1, gt=0, description="Training epochs (paper: 1).")
+
+
+class RLHyperparams(StageHyperparams):
+    learning_rate: float = Field(1e-7, gt=0, description="Peak learning rate (paper: 1e-7).")
+    epochs: float = Field(1, gt=0, description="Training epochs (paper: 1).")
+    beta: float | None = Field(0.4, description="KL coefficient to the reference model (paper: 0.4).")
 
 
 class DeepSpeedConfig(_Section):
@@ -262,20 +287,10 @@ class TrainingConfig(_Section):
     accumulate: bool = Field(True, description="DPO/RL data accumulate across iterations (paper's D2∪D5∪D8).")
     rl_algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL 1.16 has no PPOTrainer.")
     lora: bool = Field(False, description="Train LoRA adapters instead of full weights.")
-    sft: StageHyperparams = Field(
-        default_factory=lambda: StageHyperparams(learning_rate=5e-6, epochs=3), description="SFT (paper: 3 ep, 5e-6)."
-    )
-    dpo: StageHyperparams = Field(
-        default_factory=lambda: StageHyperparams(learning_rate=5e-7, epochs=2, beta=0.3),
-        description="DPO (paper: 2 ep, 5e-7, beta 0.3).",
-    )
-    rm: StageHyperparams = Field(
-        default_factory=lambda: StageHyperparams(learning_rate=1e-6, epochs=1), description="Reward model (1e-6)."
-    )
-    rl: StageHyperparams = Field(
-        default_factory=lambda: StageHyperparams(learning_rate=1e-7, epochs=1, beta=0.4),
-        description="RL (paper's PPO: 1e-7, KL 0.4).",
-    )
+    sft: SFTHyperparams = Field(default_factory=SFTHyperparams, description="SFT (paper: 3 epochs, lr 5e-6).")
+    dpo: DPOHyperparams = Field(default_factory=DPOHyperparams, description="DPO (paper: 2 epochs, 5e-7, beta 0.3).")
+    rm: RMHyperparams = Field(default_factory=RMHyperparams, description="Reward model (paper: 1 epoch, 1e-6).")
+    rl: RLHyperparams = Field(default_factory=RLHyperparams, description="RL (paper's PPO: 1 epoch, 1e-7, KL 0.4).")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="ZeRO settings.")
     launcher: LauncherConfig = Field(default_factory=LauncherConfig, description="Where training jobs run.")
 

@@ -49,3 +49,7 @@ class DataError(ArenaError):
 
 class BattleError(ArenaError):
     """Generation or judging could not complete (after retries); the message says which units failed."""
+
+
+class TrainingError(ArenaError):
+    """Training data cannot be built, a config is invalid, or a launched job failed (with its log tail)."""

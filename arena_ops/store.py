@@ -170,6 +170,27 @@ class ArtifactStore:
             Path(tmp).write_bytes(data)
         return FileEntry(key, hashlib.sha256(data).hexdigest(), len(data))
 
+    def put_file(self, key: str, local_path: str | os.PathLike[str]) -> FileEntry:
+        """Publish a local file (streamed, never read whole into memory: model weights)."""
+        digest, size = _sha256_file(str(local_path))
+        with self._staged(key) as tmp:
+            shutil.copyfile(local_path, tmp)
+        return FileEntry(key, digest, size)
+
+    def get_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
+        """Download one object to a local file (streamed)."""
+        try:
+            pafs.copy_files(
+                self._full(key),
+                str(local_path),
+                source_filesystem=self._fs,
+                destination_filesystem=pafs.LocalFileSystem(),
+            )
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"{self.key_uri(key)}: no such object") from exc
+        except OSError as exc:
+            raise self._wrap(exc, key) from exc
+
     def get_bytes(self, key: str) -> bytes:
         try:
             with self._fs.open_input_stream(self._full(key)) as f:
@@ -363,6 +384,14 @@ class ArtifactWriter:
 
     def put_bytes(self, name: str, data: bytes) -> FileEntry:
         return self._record(name, self.store.put_bytes(self._key(name), data))
+
+    def put_file(self, name: str, local_path: str | os.PathLike[str]) -> FileEntry:
+        return self._record(name, self.store.put_file(self._key(name), local_path))
+
+    def put_dir(self, local_dir: str | os.PathLike[str]) -> list[FileEntry]:
+        """Every file under ``local_dir`` at the same relative path (a model checkpoint)."""
+        root = Path(local_dir)
+        return [self.put_file(p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*")) if p.is_file()]
 
     @property
     def uri(self) -> str:

@@ -61,6 +61,7 @@ def local_model_dir(model: ServedModel, storage: StorageConfig) -> str:
     path = model.path
     if path.startswith("s3://"):
         return _download(path, storage)
+    path = path.removeprefix("file://")  # a checkpoint in a local-directory artifact store
     if not path.startswith("/"):
         return path  # a Hugging Face id
     if not Path(path).exists():

@@ -1,0 +1,1 @@
+"""Training: pair-judge data selection, TRL stages under DeepSpeed, job launchers, the model registry."""

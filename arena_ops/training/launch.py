@@ -1,0 +1,195 @@
+"""DeepSpeed configs and job launchers: ``local`` (a subprocess, 1…N processes) and ``ray_job`` (Ray Jobs API).
+
+A job that fails raises :class:`TrainingError` with the tail of its log. The Airflow worker never imports torch or
+DeepSpeed: training always runs in the launched process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from arena_ops.config import DeepSpeedConfig, LauncherConfig
+from arena_ops.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 60
+
+
+def deepspeed_config(ds: DeepSpeedConfig, grad_accum: int, micro_batch: int) -> dict[str, Any]:
+    """A ZeRO config; precision and clipping are "auto" so the HF Trainer fills them consistently."""
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.zero_stage >= 2:
+        zero.update({"overlap_comm": False, "contiguous_gradients": True})
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if ds.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def validate_deepspeed_config(config: dict[str, Any]) -> None:
+    """DeepSpeed's own parser, before anything is launched: unknown keys or bad values fail here."""
+    concrete = json.loads(json.dumps(config).replace('"auto"', "false"))
+    concrete["gradient_clipping"] = 1.0
+    try:
+        from deepspeed.runtime.config import DeepSpeedConfig as _DSConfig
+
+        _DSConfig(concrete, mpu=None)
+    except Exception as exc:  # DeepSpeed raises assorted types for bad configs
+        raise TrainingError(f"invalid DeepSpeed config: {type(exc).__name__}: {exc}\n{json.dumps(config)}") from exc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_command(job_file: Path, num_processes: int, ds_config: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a local launch (1 process: plain python with a torch.distributed env)."""
+    env = dict(os.environ)
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "arena-flywheel" / "torch_extensions"))
+    entry = [sys.executable, "-m", "arena_ops.training.stages", str(job_file)]
+    if num_processes == 1:
+        # DeepSpeed needs a distributed env even for one process (else it looks for mpi4py).
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        return entry, env
+    accelerate = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        "--cpu" if env.get("ARENA_TRAIN_CPU", "1") == "1" else "",
+    ]
+    accelerate = [a for a in accelerate if a]
+    if ds_config is not None:
+        accelerate += ["--use_deepspeed", "--deepspeed_config_file", str(ds_config)]
+    return [*accelerate, "-m", "arena_ops.training.stages", str(job_file)], env
+
+
+def run_local(job_file: Path, log_file: Path, num_processes: int, ds_config: Path | None, timeout_s: float) -> None:
+    cmd, env = local_command(job_file, num_processes, ds_config)
+    log.info("launching: %s (log: %s)", shlex.join(cmd), log_file)
+    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    with open(log_file, "w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                tail.append(line.rstrip("\n"))
+                if time.monotonic() > deadline:
+                    raise TrainingError(f"training job exceeded {timeout_s:.0f}s")
+            proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+    if proc.returncode != 0:
+        raise TrainingError(
+            f"training job failed (exit {proc.returncode}); log {log_file}; last lines:\n" + "\n".join(tail)
+        )
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_ray_job(
+    launcher: LauncherConfig,
+    job_file: Path,
+    work_dir: Path,
+    ds_config: Path | None,
+    timeout_s: float,
+    poll_s: float = 2.0,
+) -> str:
+    """Submit to a Ray cluster through the Jobs API, stream its logs, cancel it if we are interrupted.
+
+    ``work_dir`` (job spec, dataset, DeepSpeed config) travels as the job's ``working_dir``; the cluster's image must
+    have arena-flywheel installed. Returns the job id.
+    """
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    if not launcher.ray_address:
+        raise TrainingError("training.launcher.ray_address is required for kind ray_job (e.g. http://head:8265)")
+    client = JobSubmissionClient(launcher.ray_address)
+    rel = [f"./{job_file.name}"]
+    if launcher.num_processes > 1:
+        ds = ["--use_deepspeed", "--deepspeed_config_file", f"./{ds_config.name}"] if ds_config else []
+        cmd = [
+            "python",
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            str(launcher.num_processes),
+            *ds,
+            "-m",
+            "arena_ops.training.stages",
+            *rel,
+        ]
+    else:
+        cmd = [
+            "env",
+            "RANK=0",
+            "LOCAL_RANK=0",
+            "WORLD_SIZE=1",
+            "MASTER_ADDR=127.0.0.1",
+            "MASTER_PORT=29511",
+            "python",
+            "-m",
+            "arena_ops.training.stages",
+            *rel,
+        ]
+    job_id = client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"working_dir": str(work_dir)})
+    log.info("submitted Ray job %s to %s", job_id, launcher.ray_address)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            status = client.get_job_status(job_id)
+            if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                break
+            if time.monotonic() > deadline:
+                raise TrainingError(f"Ray job {job_id} exceeded {timeout_s:.0f}s")
+            time.sleep(poll_s)
+    except BaseException:
+        client.stop_job(job_id)
+        raise
+    logs = client.get_job_logs(job_id)
+    (work_dir / "train.log").write_text(logs)
+    if status != JobStatus.SUCCEEDED:
+        tail = "\n".join(logs.splitlines()[-LOG_TAIL_LINES:])
+        raise TrainingError(f"Ray job {job_id} ended {status}; last lines:\n{tail}")
+    return job_id

@@ -1,0 +1,189 @@
+"""TRL training stages; the module entry point of every launched training job.
+
+    python -m arena_ops.training.stages job.json          # or under `accelerate launch` / `deepspeed`
+
+``job.json`` (written by :mod:`arena_ops.training.launch`) names the stage, the base model directory, the dataset
+(a local Parquet file in TRL's conversational format), the output directory, hyperparameters and the DeepSpeed config
+file. Stages: ``sft`` (SFTTrainer), ``dpo`` (DPOTrainer), ``rm`` (RewardTrainer) and ``rl`` — GRPO or RLOO with the
+reward model as reward. The paper used PPO; TRL 1.16 has no PPOTrainer, and GRPO/RLOO are its maintained on-policy
+RL trainers (both keep the KL penalty to the reference model, the paper's 0.4, as ``beta``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _common_args(job: dict[str, Any]) -> dict[str, Any]:
+    hp = job["hyperparams"]
+    args: dict[str, Any] = {
+        "output_dir": job["output_dir"],
+        "learning_rate": hp["learning_rate"],
+        "num_train_epochs": hp["epochs"],
+        "per_device_train_batch_size": hp["per_device_batch_size"],
+        "gradient_accumulation_steps": hp["gradient_accumulation_steps"],
+        "max_steps": hp.get("max_steps") or -1,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "seed": job.get("seed", 0),
+        "bf16": job.get("bf16", False),
+        "use_cpu": job.get("device", "cpu") == "cpu",
+        "lr_scheduler_type": hp.get("lr_scheduler_type", "linear"),
+        "warmup_steps": hp.get("warmup_steps", 0),
+        "dataloader_num_workers": 0,
+    }
+    if job.get("deepspeed_config"):
+        args["deepspeed"] = job["deepspeed_config"]
+    return args
+
+
+def _dataset(path: str):  # -> datasets.Dataset
+    from datasets import load_dataset
+
+    return load_dataset("parquet", data_files=path, split="train")
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one stage; saves the model and tokenizer to ``output_dir`` and returns the metrics."""
+    import torch
+    import trl
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    stage, hp = job["stage"], job["hyperparams"]
+    tokenizer = AutoTokenizer.from_pretrained(job["model"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = _dataset(job["dataset"])
+    common = _common_args(job)
+    dtype = torch.bfloat16 if job.get("bf16") else torch.float32
+    if stage == "sft":
+        model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
+        args = trl.SFTConfig(**common, max_length=hp["max_length"])
+        trainer: Any = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    elif stage == "dpo":
+        model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
+        args = trl.DPOConfig(**common, max_length=hp["max_length"], beta=hp.get("beta") or 0.1)
+        trainer = trl.DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    elif stage == "rm":
+        model = AutoModelForSequenceClassification.from_pretrained(job["model"], num_labels=1, dtype=dtype)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        args = trl.RewardConfig(**common, max_length=hp["max_length"])
+        trainer = trl.RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    elif stage == "rl":
+        model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
+        rl_kwargs = {
+            "beta": hp.get("beta") or 0.0,
+            "num_generations": job.get("num_generations", 2),
+            "max_completion_length": job.get("max_completion_length", 32),
+        }
+        cls, cfg_cls = (
+            (trl.GRPOTrainer, trl.GRPOConfig)
+            if job.get("rl_algorithm", "grpo") == "grpo"
+            else (trl.RLOOTrainer, trl.RLOOConfig)
+        )
+        common["per_device_train_batch_size"] = max(common["per_device_train_batch_size"], rl_kwargs["num_generations"])
+        args = cfg_cls(**common, **rl_kwargs)
+        reward = AutoModelForSequenceClassification.from_pretrained(job["reward_model"], num_labels=1)
+        reward_tok = AutoTokenizer.from_pretrained(job["reward_model"])
+        if reward_tok.pad_token is None:
+            reward_tok.pad_token = reward_tok.eos_token
+        reward.config.pad_token_id = reward_tok.pad_token_id
+        trainer = cls(
+            model=model,
+            reward_funcs=reward,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            reward_processing_classes=reward_tok,
+        )
+    else:
+        raise ValueError(f"unknown stage {stage!r}; expected sft, dpo, rm or rl")
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    trainer.save_model(job["output_dir"])
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(job["output_dir"])
+    steps = max(int(result.global_step), 1)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    metrics = {
+        "stage": stage,
+        "steps": int(result.global_step),
+        "train_loss": float(result.training_loss),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "seconds": round(seconds, 3),
+        "seconds_per_step": round(seconds / steps, 4),
+        "examples": len(dataset),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+    if trainer.accelerator.is_main_process:
+        Path(job["output_dir"], "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def materialise_model(uri: str, storage: dict[str, Any]) -> str:
+    """A local directory for a base model given as a local path, ``file://`` or ``s3://`` URI (or a hub id)."""
+    if uri.startswith("s3://"):
+        from arena_ops.config import EngineConfig, StorageConfig
+        from arena_ops.serving.app import ServedModel, local_model_dir
+
+        return local_model_dir(ServedModel("base", uri, EngineConfig()), StorageConfig.model_validate(storage))
+    return uri.removeprefix("file://")
+
+
+def _store(job: dict[str, Any]):  # -> ArtifactStore
+    from arena_ops.config import StorageConfig
+    from arena_ops.store import ArtifactStore
+
+    return ArtifactStore.from_config(StorageConfig.model_validate(job["storage"]))
+
+
+def publish(job: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Commit the trained model to the store as ``{flywheel}/iter={i}/model/{stage}``; its manifest is the
+    registry entry (base model, dataset, hyperparameters, metrics)."""
+    store = _store(job)
+    a = job["artifact"]
+    entry = {
+        "iteration": a["iteration"],
+        "stage": job["stage"],
+        "base_model": job["base_model"],
+        "dataset": job["dataset_uri"],
+        "launcher": job.get("launcher"),
+        "hyperparams": job["hyperparams"],
+        "fingerprint": job["fingerprint"],
+        "metrics": metrics,
+    }
+    with store.artifact(a["flywheel"], a["iteration"], "model", job["stage"], meta=entry) as w:
+        w.put_dir(job["output_dir"])
+        w.write_json("registry.json", entry)
+    return w.uri
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tempfile
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit("usage: python -m arena_ops.training.stages JOB.json")
+    job = json.loads(Path(argv[0]).read_text())
+    scratch = Path(tempfile.mkdtemp(prefix="arena-train-"))
+    job.setdefault("output_dir", str(scratch / "out"))
+    job["model"] = materialise_model(job["base_model"], job["storage"])
+    if job.get("reward_model"):
+        job["reward_model"] = materialise_model(job["reward_model"], job["storage"])
+    job["dataset"] = str(scratch / "data.parquet")
+    _store(job).get_file(job["dataset_key"], job["dataset"])
+    metrics = run(job)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"metrics": metrics, "model_uri": publish(job, metrics)}))
+
+
+if __name__ == "__main__":
+    main()
