@@ -14,6 +14,9 @@ from rich.table import Table
 from arena_ops.cli_common import ConfigOpt, console, load
 
 data_app = typer.Typer(help="Instruction data: ingest, clean, test sets, shard.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Training: build datasets from battles, run TRL stages, list the registry.", no_args_is_help=True
+)
 battle_app = typer.Typer(help="Battles: generate answers, judge pairs, write battle records.", no_args_is_help=True)
 
 ShardOpt = Annotated[int, typer.Option("--shard", "-s", help="Shard of the corpus (0-based).")]
@@ -165,3 +168,77 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"{s['tokens_generated']} tokens generated, {s['judge_tokens']} judge tokens" + (f"; {wall}" if wall else "")
     )
     console.print(f"battle table: {s['uri']}")
+
+
+# train -------------------------------------------------------------------------------------------------------------
+
+
+@train_app.command("build-data")
+def train_build_data(ctx: typer.Context, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """SFT / DPO / RM / RL datasets from the iteration's battles (pair-judge selection with margins K)."""
+    from arena_ops.training.build import build_training_data
+
+    cfg = load(ctx, config)
+    rep = build_training_data(cfg, _store(cfg), iteration)
+    console.print(
+        _counts_table(
+            f"training data, iteration {iteration}",
+            {k: v["rows"] for k, v in rep.items() if isinstance(v, dict) and "rows" in v},
+        )
+    )
+
+
+def _train(ctx: typer.Context, stage: str, iteration: int, config) -> None:  # noqa: ANN001
+    from arena_ops.training.run import train_stage
+
+    cfg = load(ctx, config)
+    with console.status(f"training {stage} (launcher: {cfg.training.launcher.kind})…"):
+        entry = train_stage(cfg, _store(cfg), iteration, stage)
+    if entry.get("skipped"):
+        console.print(f"{stage}: skipped ({entry['skipped']})")
+        return
+    m = entry.get("metrics", {})
+    console.print(
+        f"{stage}: {m.get('steps')} steps, loss {m.get('first_loss')} → {m.get('last_loss')}, "
+        f"{m.get('seconds_per_step')} s/step" + (" (already trained; reused)" if entry.get("reused") else "")
+    )
+    console.print(f"model: {entry['model_uri']}")
+
+
+@train_app.command("sft")
+def train_sft(ctx: typer.Context, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """Supervised fine-tuning on the winners' answers where the target lost (TRL SFTTrainer, DeepSpeed)."""
+    _train(ctx, "sft", iteration, config)
+
+
+@train_app.command("dpo")
+def train_dpo(ctx: typer.Context, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """DPO on chosen/rejected pairs, from this round's SFT model when there is one."""
+    _train(ctx, "dpo", iteration, config)
+
+
+@train_app.command("rm")
+def train_rm(ctx: typer.Context, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """Reward model on battle pairs (TRL RewardTrainer)."""
+    _train(ctx, "rm", iteration, config)
+
+
+@train_app.command("rl")
+def train_rl(ctx: typer.Context, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """RL with the reward model as reward (GRPO or RLOO; TRL 1.16 has no PPO)."""
+    _train(ctx, "rl", iteration, config)
+
+
+@train_app.command("registry")
+def train_registry(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Every registered model: iteration, stage, base, dataset, metrics, URI."""
+    from arena_ops.training.run import registry
+
+    cfg = load(ctx, config)
+    table = Table(title=f"model registry: {cfg.flywheel}")
+    for col in ("iteration", "stage", "steps", "last loss", "model"):
+        table.add_column(col)
+    for e in registry(cfg, _store(cfg)):
+        m = e.get("metrics") or {}
+        table.add_row(str(e["iteration"]), e["stage"], str(m.get("steps")), str(m.get("last_loss")), e["model_uri"])
+    console.print(table)

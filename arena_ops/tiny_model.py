@@ -36,7 +36,7 @@ _CORPUS = [
 def build_tiny_chat_model(
     out_dir: str | Path,
     arch: Literal["llama", "qwen2"] = "llama",
-    vocab_size: int = 512,
+    vocab_size: int = 2048,
     hidden_size: int = 64,
     num_layers: int = 2,
     head_dim: int = 32,
@@ -87,6 +87,13 @@ def build_tiny_chat_model(
     return out
 
 
+def _template_texts() -> list[str]:
+    """The judge and difficulty prompts: with them in the corpus the tiny tokenizer packs judge prompts several
+    times tighter, so they fit the tiny models' 2048-token context."""
+    root = Path(__file__).parent
+    return [p.read_text() for p in sorted([*root.glob("battle/templates/*.yaml"), *root.glob("data/templates/*.yaml")])]
+
+
 def _train_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -100,7 +107,7 @@ def _train_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(_CORPUS * 4 + _template_texts(), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="<unk>",

@@ -9,8 +9,9 @@ K = 3.0 means "the winner scored three points higher on the 1–10 scale" as in 
 - RM: every decisive battle with a margin ≥ K_dpo, winner's response chosen, loser's rejected.
 - RL: the prompts (a reward model or the judge scores the policy's own samples).
 
-Rows use TRL's conversational formats (``messages``; ``prompt``/``chosen``/``rejected``), so the Parquet files load
-with ``datasets.load_dataset("parquet", …)`` straight into the trainers.
+Rows use TRL's conversational formats (``prompt``/``completion`` for SFT, so the loss falls on the answer only;
+``prompt``/``chosen``/``rejected`` for DPO and RM), so the Parquet files load with ``datasets.load_dataset("parquet",
+…)`` straight into the trainers.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ from typing import Any
 
 import pyarrow as pa
 
+_MSG = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 SFT_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
-        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("prompt", _MSG),
+        ("completion", _MSG),
         ("source_model", pa.string()),
         ("margin", pa.float64()),
         ("battle_ids", pa.list_(pa.string())),
         ("iteration", pa.int64()),
     ]
 )
-_MSG = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 PAIR_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
@@ -90,11 +92,11 @@ def build_sft(ctx: BattleContext, target: str, k: float) -> pa.Table:
     rows = []
     for pid, (margin, model, bids) in sorted(best.items()):
         prompt, answers = ctx.prompts[pid], ctx.answers[pid, model]
-        msgs = _conversation(prompt, answers) + [{"role": "assistant", "content": answers[-1]}]
         rows.append(
             {
                 "prompt_id": pid,
-                "messages": msgs,
+                "prompt": _conversation(prompt, answers),
+                "completion": [{"role": "assistant", "content": answers[-1]}],
                 "source_model": model,
                 "margin": margin,
                 "battle_ids": bids,

@@ -1,0 +1,125 @@
+"""Every TRL stage runs a few real steps under DeepSpeed ZeRO on CPU (launched as a job), its parameters change,
+and the model is registered in the store; a 2-process launch works; a failing job surfaces its log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from safetensors.numpy import load_file
+
+from arena_ops.config import ArenaConfig, load_config
+from arena_ops.errors import TrainingError
+from arena_ops.store import ArtifactStore
+from arena_ops.training.launch import deepspeed_config, validate_deepspeed_config
+from arena_ops.training.run import registry, stage_base, train_stage
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+U = lambda t: [{"role": "user", "content": t}]  # noqa: E731
+A = lambda t: [{"role": "assistant", "content": t}]  # noqa: E731
+QA = [("What is 2 plus 2?", "4", "5"), ("Capital of France?", "Paris", "Rome"), ("Colour of the sky?", "Blue", "Green")]
+
+
+def setup(tmp_path: Path, base: Path, **overrides: object) -> tuple[ArenaConfig, ArtifactStore]:
+    steps = {"max_steps": 2, "max_length": 128, "per_device_batch_size": 1}
+    cfg = load_config(
+        REPO / "configs/tiny.yaml",
+        {
+            "storage.root": f"file://{tmp_path}/store",
+            "models.target.source.path": str(base),
+            "training.sft": steps,
+            "training.dpo": steps,
+            "training.rm": steps,
+            "training.rl": steps,
+            **overrides,
+        },
+    )
+    store = ArtifactStore.from_config(cfg.storage)
+    tables = {
+        "sft": pa.table(
+            {"prompt_id": ["a", "b", "c"], "prompt": [U(q) for q, _, _ in QA], "completion": [A(g) for _, g, _ in QA]}
+        ),
+        "dpo": pa.table(
+            {
+                "prompt_id": ["a", "b", "c"],
+                "prompt": [U(q) for q, _, _ in QA],
+                "chosen": [A(g) for _, g, _ in QA],
+                "rejected": [A(b) for _, _, b in QA],
+            }
+        ),
+        "rl": pa.table({"prompt_id": ["a", "b", "c"], "prompt": [U(q) for q, _, _ in QA]}),
+    }
+    tables["rm"] = tables["dpo"]
+    for name, t in tables.items():
+        with store.artifact(cfg.flywheel, 0, "train-data", name, meta={}) as w:
+            w.write_table("data.parquet", t)
+    return cfg, store
+
+
+def weights(model_uri: str) -> dict:
+    return load_file(str(Path(model_uri.removeprefix("file://")) / "model.safetensors"))
+
+
+def changed(before: dict, after: dict) -> bool:
+    shared = [k for k in before if k in after and before[k].shape == after[k].shape]
+    return bool(shared) and any(not (before[k] == after[k]).all() for k in shared)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from arena_ops.tiny_model import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("base") / "tiny", arch="llama", seed=0)
+
+
+def test_every_stage_trains_under_zero_and_registers(base: Path, tmp_path: Path) -> None:
+    cfg, store = setup(tmp_path, base, **{"training.deepspeed.zero_stage": 2})
+    original = load_file(str(base / "model.safetensors"))
+    sft = train_stage(cfg, store, 0, "sft")
+    assert sft["metrics"]["steps"] == 2 and changed(original, weights(sft["model_uri"]))
+    assert stage_base(cfg, store, 0, "dpo") == sft["model_uri"]  # DPO continues from this round's SFT
+    dpo = train_stage(cfg, store, 0, "dpo")
+    assert dpo["base_model"] == sft["model_uri"] and changed(weights(sft["model_uri"]), weights(dpo["model_uri"]))
+    rm = train_stage(cfg, store, 0, "rm")
+    assert rm["metrics"]["steps"] == 2 and "score.weight" in weights(rm["model_uri"])
+    rl = train_stage(cfg, store, 0, "rl")
+    assert rl["base_model"] == dpo["model_uri"] and changed(weights(dpo["model_uri"]), weights(rl["model_uri"]))
+    assert [e["stage"] for e in registry(cfg, store)] == ["sft", "dpo", "rm", "rl"]
+    entry = registry(cfg, store)[0]
+    assert entry["dataset"].endswith("train-data/sft/data.parquet") and entry["hyperparams"]["max_steps"] == 2
+    # Same inputs again: the registered model is reused, nothing is launched.
+    assert train_stage(cfg, store, 0, "sft").get("reused") is True
+
+
+def test_zero3_with_offload_and_two_processes(base: Path, tmp_path: Path) -> None:
+    cfg, store = setup(
+        tmp_path,
+        base,
+        **{
+            "training.deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True},
+            "training.launcher.num_processes": 2,
+        },
+    )
+    sft = train_stage(cfg, store, 0, "sft")
+    assert sft["metrics"]["world_size"] == 2 and sft["metrics"]["steps"] == 2
+    assert changed(load_file(str(base / "model.safetensors")), weights(sft["model_uri"]))
+
+
+def test_failing_job_surfaces_its_log(base: Path, tmp_path: Path) -> None:
+    cfg, store = setup(tmp_path, tmp_path / "no-such-model")
+    with pytest.raises(TrainingError, match=r"training job failed \(exit 1\).*last lines:(.|\n)*no-such-model"):
+        train_stage(cfg, store, 0, "sft")
+
+
+def test_deepspeed_config_is_validated_before_launch() -> None:
+    from arena_ops.config import DeepSpeedConfig
+
+    ds = deepspeed_config(DeepSpeedConfig(zero_stage=3, offload_params=True), grad_accum=2, micro_batch=1)
+    validate_deepspeed_config(ds)
+    with pytest.raises(TrainingError, match="invalid DeepSpeed config"):
+        validate_deepspeed_config({**ds, "zero_optimization": {"stage": 7}})
+    assert json.dumps(ds)

@@ -1,0 +1,83 @@
+"""The pair-judge selection rules on hand-made battle tables: exactly the rows the paper's rules pick."""
+
+from __future__ import annotations
+
+import pytest
+
+from arena_ops.training.data import BattleContext, build_dpo, build_rl, build_rm, build_sft, report
+
+PROMPTS = {
+    "p1": {"turns": ["Q1"], "system": None},
+    "p2": {"turns": ["Q2"], "system": None},
+    "p3": {"turns": ["Q3a", "Q3b"], "system": "Be kind."},
+}
+MODELS = ("target", "strong", "weak")
+ANSWERS = {(p, m): [f"{m}-{p}-t{t}" for t in range(len(PROMPTS[p]["turns"]))] for p in PROMPTS for m in MODELS}
+
+
+def battle(bid: str, pid: str, a: str, b: str, score_a: float, score_b: float) -> dict:
+    """``score_a``/``score_b`` are per-game means; the record holds sums over the two games."""
+    winner = "tie" if score_a == score_b else ("model_a" if score_a > score_b else "model_b")
+    return {
+        "battle_id": bid,
+        "prompt_id": pid,
+        "model_a": a,
+        "model_b": b,
+        "winner": winner,
+        "score_a": 2 * score_a,
+        "score_b": 2 * score_b,
+    }
+
+
+BATTLES = [
+    battle("b1", "p1", "target", "strong", 4, 8),  # target loses by 4 → SFT at K=3 and K=1
+    battle("b2", "p1", "target", "weak", 6, 5),  # target wins
+    battle("b3", "p2", "target", "strong", 6, 8),  # loses by 2 → SFT only at K=1
+    battle("b4", "p2", "weak", "target", 7, 6.5),  # loses by 0.5 to weak
+    battle("b5", "p3", "strong", "target", 9, 3),  # loses by 6 (multi-turn)
+    battle("b6", "p3", "weak", "target", 3, 3),  # tie
+]
+CTX = BattleContext(BATTLES, PROMPTS, ANSWERS, iteration=2)
+
+
+def test_sft_takes_losses_by_at_least_k_with_the_best_winner() -> None:
+    rows = {r["prompt_id"]: r for r in build_sft(CTX, "target", k=3.0).to_pylist()}
+    assert set(rows) == {"p1", "p3"}
+    assert rows["p1"]["source_model"] == "strong" and rows["p1"]["margin"] == 4 and rows["p1"]["battle_ids"] == ["b1"]
+    assert rows["p1"]["prompt"] == [{"role": "user", "content": "Q1"}]
+    assert rows["p1"]["completion"] == [{"role": "assistant", "content": "strong-p1-t0"}]
+    # Multi-turn: the winner's own earlier answer stays in the history; the system prompt leads.
+    assert [m["content"] for m in rows["p3"]["prompt"]] == ["Be kind.", "Q3a", "strong-p3-t0", "Q3b"]
+    assert rows["p3"]["completion"][0]["content"] == "strong-p3-t1"
+    loose = {r["prompt_id"]: r for r in build_sft(CTX, "target", k=1.0).to_pylist()}
+    assert set(loose) == {"p1", "p2", "p3"} and loose["p2"]["source_model"] == "strong"
+    assert all(r["iteration"] == 2 for r in loose.values())
+
+
+def test_dpo_pairs_best_against_worst_across_models() -> None:
+    rows = {r["prompt_id"]: r for r in build_dpo(CTX, k=2.0).to_pylist()}
+    # p1: strong 8, weak 5, target mean(4, 6) = 5 → strong vs (target|weak: tie at 5 → by name: weak last).
+    assert rows["p1"]["chosen_model"] == "strong" and rows["p1"]["rejected_model"] == "weak"
+    assert rows["p1"]["margin"] == pytest.approx(3.0)
+    assert rows["p1"]["chosen"] == [{"role": "assistant", "content": "strong-p1-t0"}]
+    # p2: strong 8, weak 7, target mean(6, 6.5) = 6.25 → margin 1.75 < 2 → no pair.
+    assert "p2" not in rows
+    assert rows["p3"]["chosen_model"] == "strong" and rows["p3"]["rejected_model"] in ("target", "weak")
+    assert sorted(rows["p1"]["battle_ids"]) == ["b1", "b2"]
+
+
+def test_rm_pairs_every_decisive_battle_over_the_margin() -> None:
+    rows = build_rm(CTX, k=2.0).to_pylist()
+    assert sorted(r["battle_ids"][0] for r in rows) == ["b1", "b3", "b5"]
+    b1 = next(r for r in rows if r["battle_ids"] == ["b1"])
+    assert (b1["chosen_model"], b1["rejected_model"]) == ("strong", "target")
+
+
+def test_rl_prompts_are_the_single_turn_prompts() -> None:
+    assert build_rl(CTX)["prompt_id"].to_pylist() == ["p1", "p2"]
+
+
+def test_report_counts_and_margins_per_model() -> None:
+    rep = report({"sft": build_sft(CTX, "target", 1.0), "dpo": build_dpo(CTX, 2.0)})
+    assert rep["sft"]["rows"] == 3 and rep["sft"]["per_model"]["strong"] == {"rows": 3, "mean_margin": 4.0}
+    assert rep["dpo"]["rows"] == 2
