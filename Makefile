@@ -44,7 +44,7 @@ $(STAMP):
 	@touch $@
 
 test: setup  ## lint, then run the test suite (installs first)
-	$(PY) -m ruff check arena_ops tests benchmarks
+	$(PY) -m ruff check arena_ops dags tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only

@@ -328,6 +328,11 @@ class AirflowConfig(_Section):
     schedule: str | None = Field("0 2 * * *", description="Cron of the nightly round; None = manual only.")
     catchup: bool = Field(False, description="Schedule missed intervals on unpause.")
     retries: int = Field(2, ge=0, description="Task retries (exponential backoff).")
+    start_date: str = Field(
+        "2026-01-01", description="First logical date; a scheduled run's iteration = whole days since this date."
+    )
+    judge_chunks: int = Field(4, ge=1, description="Judging is mapped over this many parallel tasks.")
+    train_poke_s: float = Field(60.0, gt=0, description="How often the reschedule-mode sensor checks a training job.")
 
 
 class ArenaConfig(_Section):

@@ -105,8 +105,12 @@ class BattleRun:
 
     # Generation ------------------------------------------------------------------------------------------------
 
-    async def generate(self, progress: Progress | None = None) -> dict[str, int]:
-        participants = [Participant.open(s, self.cfg) for s in self.specs]
+    async def generate(self, progress: Progress | None = None, only: str | None = None) -> dict[str, int]:
+        """Answers of every model (or of model ``only``: Airflow maps generation over models)."""
+        specs = [s for s in self.specs if only is None or s.name == only]
+        if only is not None and not specs:
+            raise BattleError(f"model {only!r} does not battle in run {self.run} (models: {self.plan.models})")
+        participants = [Participant.open(s, self.cfg) for s in specs]
         try:
             for p in participants:
                 p.check_recorded(self.plan.prompts)
@@ -155,10 +159,14 @@ class BattleRun:
     def battle_id(self, pid: str, a: str, b: str, keys: dict[tuple[str, str], str], judge: Judge) -> str:
         return content_key("battle", pid, a, keys[pid, a], b, keys[pid, b], judge.hash)
 
-    async def judge(self, progress: Progress | None = None) -> dict[str, int]:
+    async def judge(self, progress: Progress | None = None, chunk: tuple[int, int] | None = None) -> dict[str, int]:
+        """Judge every game (or chunk ``(i, n)``: the i-th of n disjoint slices; Airflow maps judging over chunks)."""
         judge = self.open_judge()
         try:
             games = self.games(judge)
+            if chunk is not None:
+                i, n = chunk
+                games = [g for g in games if int(g.key, 16) % n == i]
             done = self.judgments.done_keys()
             todo = [g for g in games if g.key not in done]
             if todo and judge.participant is not None and judge.participant.client is not None:

@@ -106,9 +106,12 @@ def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None
     """
     from ray import serve
 
+    models = served_models(cfg, target_path)
+    if not models:
+        log.info("no served models in the config (recorded/external only): nothing to deploy")
+        return serving_base_url(cfg.serving)
     connect(cfg)
     serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
-    models = served_models(cfg, target_path)
     targets = [*model_targets(cfg, models, _cpu_bind(cfg)), router_target(cfg, models)]
     prints = {model_app_name(m.name): _fingerprint(m) for m in models}
     prints[ROUTER_APP] = _fingerprint((cfg.serving.port, cfg.serving.route_prefix, sorted(m.name for m in models)))

@@ -75,6 +75,7 @@ def local_command(job_file: Path, num_processes: int, ds_config: Path | None) ->
         # DeepSpeed needs a distributed env even for one process (else it looks for mpi4py).
         env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         return entry, env
+    on_cpu = json.loads(job_file.read_text()).get("device", "cpu") == "cpu"
     accelerate = [
         sys.executable,
         "-m",
@@ -85,9 +86,8 @@ def local_command(job_file: Path, num_processes: int, ds_config: Path | None) ->
         "1",
         "--main_process_port",
         str(free_port()),
-        "--cpu" if env.get("ARENA_TRAIN_CPU", "1") == "1" else "",
+        *(["--cpu"] if on_cpu else []),
     ]
-    accelerate = [a for a in accelerate if a]
     if ds_config is not None:
         accelerate += ["--use_deepspeed", "--deepspeed_config_file", str(ds_config)]
     return [*accelerate, "-m", "arena_ops.training.stages", str(job_file)], env
@@ -128,24 +128,18 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_ray_job(
-    launcher: LauncherConfig,
-    job_file: Path,
-    work_dir: Path,
-    ds_config: Path | None,
-    timeout_s: float,
-    poll_s: float = 2.0,
-) -> str:
-    """Submit to a Ray cluster through the Jobs API, stream its logs, cancel it if we are interrupted.
-
-    ``work_dir`` (job spec, dataset, DeepSpeed config) travels as the job's ``working_dir``; the cluster's image must
-    have arena-flywheel installed. Returns the job id.
-    """
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def _ray_client(launcher: LauncherConfig):  # -> JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient
 
     if not launcher.ray_address:
         raise TrainingError("training.launcher.ray_address is required for kind ray_job (e.g. http://head:8265)")
-    client = JobSubmissionClient(launcher.ray_address)
+    return JobSubmissionClient(launcher.ray_address)
+
+
+def submit_ray_job(launcher: LauncherConfig, job_file: Path, work_dir: Path, ds_config: Path | None) -> str:
+    """Submit to a Ray cluster through the Jobs API; ``work_dir`` (job spec, DeepSpeed config) travels as the job's
+    ``working_dir``. The cluster's image must have arena-flywheel installed. Returns the job id."""
+    client = _ray_client(launcher)
     rel = [f"./{job_file.name}"]
     if launcher.num_processes > 1:
         ds = ["--use_deepspeed", "--deepspeed_config_file", f"./{ds_config.name}"] if ds_config else []
@@ -175,21 +169,74 @@ def run_ray_job(
         ]
     job_id = client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"working_dir": str(work_dir)})
     log.info("submitted Ray job %s to %s", job_id, launcher.ray_address)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            status = client.get_job_status(job_id)
-            if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-                break
-            if time.monotonic() > deadline:
-                raise TrainingError(f"Ray job {job_id} exceeded {timeout_s:.0f}s")
-            time.sleep(poll_s)
-    except BaseException:
-        client.stop_job(job_id)
-        raise
+    return job_id
+
+
+def poll_ray_job(launcher: LauncherConfig, job_id: str, work_dir: Path) -> bool:
+    """True when the job succeeded, False while it runs; raises with the log tail when it failed or was stopped."""
+    from ray.job_submission import JobStatus
+
+    client = _ray_client(launcher)
+    status = client.get_job_status(job_id)
+    if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        return False
     logs = client.get_job_logs(job_id)
     (work_dir / "train.log").write_text(logs)
     if status != JobStatus.SUCCEEDED:
         tail = "\n".join(logs.splitlines()[-LOG_TAIL_LINES:])
         raise TrainingError(f"Ray job {job_id} ended {status}; last lines:\n{tail}")
+    return True
+
+
+def run_ray_job(
+    launcher: LauncherConfig,
+    job_file: Path,
+    work_dir: Path,
+    ds_config: Path | None,
+    timeout_s: float,
+    poll_s: float = 2.0,
+) -> str:
+    """Submit, wait, cancel the job if we are interrupted or time out."""
+    job_id = submit_ray_job(launcher, job_file, work_dir, ds_config)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not poll_ray_job(launcher, job_id, work_dir):
+            if time.monotonic() > deadline:
+                raise TrainingError(f"Ray job {job_id} exceeded {timeout_s:.0f}s")
+            time.sleep(poll_s)
+    except (KeyboardInterrupt, TrainingError) as exc:
+        if not isinstance(exc, TrainingError) or "exceeded" in str(exc):
+            _ray_client(launcher).stop_job(job_id)
+        raise
     return job_id
+
+
+def start_local(job_file: Path, log_file: Path, num_processes: int, ds_config: Path | None) -> int:
+    """Start a local job detached from this process (it outlives an Airflow worker slot); the exit status lands in
+    ``exit_code`` beside the log. Returns the pid."""
+    cmd, env = local_command(job_file, num_processes, ds_config)
+    exit_file = shlex.quote(str(log_file.parent / "exit_code"))
+    wrapper = f"{shlex.join(cmd)} > {shlex.quote(str(log_file))} 2>&1; echo $? > {exit_file}"
+    proc = subprocess.Popen(
+        ["sh", "-c", wrapper],
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log.info("started training job pid %d: %s (log: %s)", proc.pid, shlex.join(cmd), log_file)
+    return proc.pid
+
+
+def poll_local(work_dir: Path) -> bool:
+    code_file = work_dir / "exit_code"
+    if not code_file.exists():
+        return False
+    code = int(code_file.read_text().strip() or 1)
+    if code != 0:
+        lines = (work_dir / "train.log").read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        raise TrainingError(
+            f"training job failed (exit {code}); log {work_dir / 'train.log'}; last lines:\n" + "\n".join(lines)
+        )
+    return True

@@ -17,7 +17,16 @@ from arena_ops.errors import TrainingError
 from arena_ops.store import ArtifactStore
 
 from .build import STAGE as DATA_STAGE
-from .launch import deepspeed_config, run_local, run_ray_job, validate_deepspeed_config
+from .launch import (
+    deepspeed_config,
+    poll_local,
+    poll_ray_job,
+    run_local,
+    run_ray_job,
+    start_local,
+    submit_ray_job,
+    validate_deepspeed_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +52,7 @@ def round_target(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> str:
     if policies:
         return policies[-1]["model_uri"]
     src = cfg.models.target.source
-    if not isinstance(src, ServedSource):
-        raise TrainingError(f"the target {cfg.models.target.name!r} must be a served model to be trained")
-    return src.path
+    return src.path if isinstance(src, ServedSource) else ""  # recorded/external targets are not trained
 
 
 def stage_base(cfg: ArenaConfig, store: ArtifactStore, iteration: int, stage: str) -> str:
@@ -60,10 +67,9 @@ def stage_base(cfg: ArenaConfig, store: ArtifactStore, iteration: int, stage: st
     return round_target(cfg, store, iteration)
 
 
-def train_stage(
-    cfg: ArenaConfig, store: ArtifactStore, iteration: int, stage: str, timeout_s: float = 6 * 3600
-) -> dict[str, Any]:
-    """Train ``stage`` of round ``iteration``; a rerun with the same inputs returns the registered model."""
+def prepare_stage(cfg: ArenaConfig, store: ArtifactStore, iteration: int, stage: str) -> dict[str, Any]:
+    """Resolve base model and dataset and write the job files. Returns a handle: ``{"done": entry}`` when there is
+    nothing to train (no rows, or this exact job is already registered), else ``{"work": dir, …}`` to launch."""
     if stage not in DATASET_OF:
         raise TrainingError(f"unknown stage {stage!r}; expected one of {list(DATASET_OF)}")
     t = cfg.training
@@ -74,13 +80,12 @@ def train_stage(
     data_manifest = store.manifest(data_prefix)
     if data_manifest.rows == 0:
         log.info("%s: no training rows in iteration %d; stage skipped", stage, iteration)
-        return {"stage": stage, "iteration": iteration, "skipped": "no training rows"}
-    base = stage_base(cfg, store, iteration, stage)
+        return {"done": {"stage": stage, "iteration": iteration, "skipped": "no training rows"}}
     ds = deepspeed_config(t.deepspeed, hp["gradient_accumulation_steps"], hp["per_device_batch_size"])
     validate_deepspeed_config(ds)
     job: dict[str, Any] = {
         "stage": stage,
-        "base_model": base,
+        "base_model": stage_base(cfg, store, iteration, stage),
         "dataset_key": f"{data_prefix}/data.parquet",
         "dataset_uri": store.key_uri(f"{data_prefix}/data.parquet"),
         "hyperparams": hp,
@@ -89,6 +94,8 @@ def train_stage(
         "rl_algorithm": t.rl_algorithm,
         "seed": 0,
         "launcher": t.launcher.kind,
+        "device": _device(cfg),
+        "bf16": _device(cfg) == "gpu",
     }
     if stage == "rl":
         rm = next((e for e in registry(cfg, store) if e["iteration"] == iteration and e["stage"] == "rm"), None)
@@ -101,22 +108,59 @@ def train_stage(
     model_prefix = store.artifact_key(cfg.flywheel, iteration, "model", stage)
     if store.is_committed(model_prefix) and store.manifest(model_prefix).meta.get("fingerprint") == job["fingerprint"]:
         log.info("%s of iteration %d is already trained with these inputs", stage, iteration)
-        return {**store.manifest(model_prefix).meta, "model_uri": store.key_uri(model_prefix), "reused": True}
+        return {"done": {**store.manifest(model_prefix).meta, "model_uri": store.key_uri(model_prefix), "reused": True}}
     work = Path(tempfile.mkdtemp(prefix=f"arena-{stage}-"))
+    job["deepspeed_config"] = "ds_config.json" if t.launcher.kind == "ray_job" else str(work / "ds_config.json")
     (work / "job.json").write_text(json.dumps(job, indent=2))
     (work / "ds_config.json").write_text(json.dumps(ds, indent=2))
+    return {"work": str(work), "stage": stage, "iteration": iteration, "model_prefix": model_prefix}
+
+
+def finish_stage(store: ArtifactStore, handle: dict[str, Any]) -> dict[str, Any]:
+    """The registry entry of a finished job (it commits the model itself)."""
+    if "done" in handle:
+        return handle["done"]
+    prefix = handle["model_prefix"]
+    if not store.is_committed(prefix):
+        raise TrainingError(f"the {handle['stage']} job finished but committed no model at {store.key_uri(prefix)}")
+    return {**store.manifest(prefix).meta, "model_uri": store.key_uri(prefix), "log": f"{handle['work']}/train.log"}
+
+
+def train_stage(
+    cfg: ArenaConfig, store: ArtifactStore, iteration: int, stage: str, timeout_s: float = 6 * 3600
+) -> dict[str, Any]:
+    """Train ``stage`` of round ``iteration`` and wait; a rerun with the same inputs returns the registered model."""
+    handle = prepare_stage(cfg, store, iteration, stage)
+    if "done" in handle:
+        return handle["done"]
+    work, t = Path(handle["work"]), cfg.training
     if t.launcher.kind == "ray_job":
-        job["deepspeed_config"] = "ds_config.json"  # relative to the job's working_dir on the cluster
-        (work / "job.json").write_text(json.dumps(job, indent=2))
         run_ray_job(t.launcher, work / "job.json", work, work / "ds_config.json", timeout_s)
     else:
-        job["deepspeed_config"] = str(work / "ds_config.json")
-        (work / "job.json").write_text(json.dumps(job, indent=2))
         run_local(work / "job.json", work / "train.log", t.launcher.num_processes, work / "ds_config.json", timeout_s)
-    if not store.is_committed(model_prefix):
-        raise TrainingError(f"the {stage} job finished but committed no model at {store.key_uri(model_prefix)}")
-    entry = store.manifest(model_prefix).meta
-    return {**entry, "model_uri": store.key_uri(model_prefix), "log": str(work / "train.log")}
+    return finish_stage(store, handle)
+
+
+def submit_stage(cfg: ArenaConfig, handle: dict[str, Any]) -> dict[str, Any]:
+    """Start a prepared job without waiting (Airflow submits, then a reschedule-mode sensor polls)."""
+    if "done" in handle:
+        return handle
+    work, t = Path(handle["work"]), cfg.training
+    if t.launcher.kind == "ray_job":
+        return {**handle, "ray_job_id": submit_ray_job(t.launcher, work / "job.json", work, work / "ds_config.json")}
+    return {
+        **handle,
+        "pid": start_local(work / "job.json", work / "train.log", t.launcher.num_processes, work / "ds_config.json"),
+    }
+
+
+def poll_stage(cfg: ArenaConfig, handle: dict[str, Any]) -> bool:
+    """True when the submitted job has finished successfully; raises TrainingError (with the log tail) on failure."""
+    if "done" in handle:
+        return True
+    if "ray_job_id" in handle:
+        return poll_ray_job(cfg.training.launcher, handle["ray_job_id"], Path(handle["work"]))
+    return poll_local(Path(handle["work"]))
 
 
 def stages_for_round(cfg: ArenaConfig, plan: list[str] | None = None) -> list[str]:
@@ -126,3 +170,8 @@ def stages_for_round(cfg: ArenaConfig, plan: list[str] | None = None) -> list[st
     if "rl" in out:
         out.insert(out.index("rl"), "rm")
     return out
+
+
+def _device(cfg: ArenaConfig) -> str:
+    src = cfg.models.target.source
+    return src.engine.device if isinstance(src, ServedSource) else "cpu"
