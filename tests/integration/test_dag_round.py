@@ -1,0 +1,114 @@
+"""`dag.test()` of a whole `arena_flywheel_round` on CPU: real vLLM tiny models on Ray Serve (the session deployment),
+real TRL SFT step under DeepSpeed, artifacts in an S3-protocol store (moto on loopback). A second run of the same
+iteration changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arena_ops.config import load_config
+from arena_ops.store import ArtifactStore
+from tests.integration.conftest import Serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+RUN_DAG = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from airflow.utils import db
+db.resetdb()
+import arena_flywheel_round as m
+run = m.dag.test(run_conf=json.loads(sys.argv[2]))
+tis = run.get_task_instances()
+states = {ti.task_id + ("" if ti.map_index < 0 else f"[{ti.map_index}]"): str(ti.state) for ti in tis}
+print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
+"""
+
+
+def long_enough(response: str, reference: str | None, row: dict) -> bool:
+    return len(response) >= 12
+
+
+def round_config(serving: Serving, tmp_path: Path, s3_server: str, bucket: str) -> Path:
+    cfg = yaml.safe_load(serving.config.read_text())
+    root = serving.config.parent
+    for spec in [cfg["models"]["target"], *cfg["models"]["competitors"], cfg["models"]["judge"]]:
+        spec["source"]["path"] = str((root / spec["source"]["path"]).resolve())
+    cfg["models"]["target"]["sampling"] = {"temperature": 0.8, "max_tokens": 2}
+    cfg["models"]["competitors"][0]["sampling"] = {"temperature": 0.8, "max_tokens": 24}
+    cfg.update(
+        flywheel="dagtest",
+        storage={"root": f"s3://{bucket}/arena", "s3": {"endpoint_url": s3_server}},
+        data={"sources": [str(REPO / "configs/datasets/mt_bench_questions.jsonl")], "num_shards": 4},
+        battle={"sample_limit": 2, "concurrency": 4, "chunk_size": 4},
+        # A checkable judge makes the outcome certain (the target's 2-token answers lose), so SFT data exists;
+        # the LLM judge on Ray Serve is covered by test_battle.py.
+        judge={"kind": "verifier", "verifier": "python", "verifier_fn": "tests.integration.test_dag_round.long_enough"},
+        training={
+            "stages": ["sft"],
+            "k_sft_first": 0.0,
+            "sft": {"learning_rate": 1.0e-4, "epochs": 1, "max_steps": 1, "max_length": 512},
+        },
+        airflow={"schedule": None, "judge_chunks": 2, "train_poke_s": 2, "retries": 1},
+    )
+    path = tmp_path / "round.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_dag(serving: Serving, tmp_path: Path, config: Path, conf: dict) -> dict:
+    env = {
+        **serving.env,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "ARENA_CONFIG": str(config),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", RUN_DAG, str(REPO / "dags"), json.dumps(conf)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    assert res.returncode == 0 and lines, res.stdout[-3000:] + res.stderr[-5000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def test_round_dag_end_to_end_and_idempotent(serving: Serving, tmp_path: Path, s3_server: str, s3_bucket: str) -> None:
+    config = round_config(serving, tmp_path, s3_server, s3_bucket)
+    first = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
+    assert first["state"] == "success", first["tasks"]
+    assert first["tasks"]["wait_sft"] == "success" and first["tasks"]["submit_dpo"] == "success"
+    assert {k for k in first["tasks"] if k.startswith("generate[")} == {"generate[0]", "generate[1]"}
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    cfg = load_config(config)
+    store = ArtifactStore.from_config(cfg.storage)
+    battles = store.manifest(store.artifact_key("dagtest", 0, "battles", "shard-000"))
+    assert battles.meta["battles"] + battles.meta["invalid"] == 2
+    model = store.manifest(store.artifact_key("dagtest", 0, "model", "sft"))
+    assert model.meta["metrics"]["steps"] == 1
+    report = json.loads(store.get_bytes(store.artifact_key("dagtest", 0, "report", "round") + "/report.json"))
+    assert report["battles"]["battles"] == battles.meta["battles"] and report["training"][0]["stage"] == "sft"
+    parts = (store.list_artifacts("dagtest", 0, "responses"), store.list_artifacts("dagtest", 0, "judgments"))
+
+    second = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
+    assert second["state"] == "success", second["tasks"]
+    assert (store.list_artifacts("dagtest", 0, "responses"), store.list_artifacts("dagtest", 0, "judgments")) == parts
+    again = store.manifest(store.artifact_key("dagtest", 0, "battles", "shard-000"))
+    assert again.file("data.parquet").sha256 == battles.file("data.parquet").sha256
+    assert store.manifest(store.artifact_key("dagtest", 0, "model", "sft")).committed_at == model.committed_at
