@@ -29,7 +29,9 @@ LOG_TAIL_LINES = 60
 
 
 def deepspeed_config(ds: DeepSpeedConfig, grad_accum: int, micro_batch: int) -> dict[str, Any]:
-    """A ZeRO config; precision and clipping are "auto" so the HF Trainer fills them consistently."""
+    """A ZeRO config. Batch sizes, precision and clipping are "auto": the HF Trainer fills them from its arguments
+    (RL trainers raise the per-device batch to a multiple of the generations per prompt, so fixed values would
+    disagree); ``grad_accum`` and ``micro_batch`` are what validation checks the rest against."""
     zero: dict[str, Any] = {"stage": ds.zero_stage}
     if ds.zero_stage >= 2:
         zero.update({"overlap_comm": False, "contiguous_gradients": True})
@@ -38,8 +40,10 @@ def deepspeed_config(ds: DeepSpeedConfig, grad_accum: int, micro_batch: int) -> 
     if ds.offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": False}
     return {
-        "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": grad_accum,
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "_arena_validate": {"micro_batch": micro_batch, "grad_accum": grad_accum},
         "gradient_clipping": "auto",
         "bf16": {"enabled": "auto"},
         "fp16": {"enabled": "auto"},
@@ -50,8 +54,16 @@ def deepspeed_config(ds: DeepSpeedConfig, grad_accum: int, micro_batch: int) -> 
 
 def validate_deepspeed_config(config: dict[str, Any]) -> None:
     """DeepSpeed's own parser, before anything is launched: unknown keys or bad values fail here."""
-    concrete = json.loads(json.dumps(config).replace('"auto"', "false"))
-    concrete["gradient_clipping"] = 1.0
+    hints = config.get("_arena_validate", {"micro_batch": 1, "grad_accum": 1})
+    concrete = json.loads(
+        json.dumps({k: v for k, v in config.items() if k != "_arena_validate"}).replace('"auto"', "false")
+    )
+    concrete.update(
+        gradient_clipping=1.0,
+        train_micro_batch_size_per_gpu=hints["micro_batch"],
+        gradient_accumulation_steps=hints["grad_accum"],
+    )
+    concrete.pop("train_batch_size", None)
     try:
         from deepspeed.runtime.config import DeepSpeedConfig as _DSConfig
 

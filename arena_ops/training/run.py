@@ -112,7 +112,8 @@ def prepare_stage(cfg: ArenaConfig, store: ArtifactStore, iteration: int, stage:
     work = Path(tempfile.mkdtemp(prefix=f"arena-{stage}-"))
     job["deepspeed_config"] = "ds_config.json" if t.launcher.kind == "ray_job" else str(work / "ds_config.json")
     (work / "job.json").write_text(json.dumps(job, indent=2))
-    (work / "ds_config.json").write_text(json.dumps(ds, indent=2))
+    ds_file = {k: v for k, v in ds.items() if k != "_arena_validate"}
+    (work / "ds_config.json").write_text(json.dumps(ds_file, indent=2))
     return {"work": str(work), "stage": stage, "iteration": iteration, "model_prefix": model_prefix}
 
 

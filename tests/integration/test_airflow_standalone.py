@@ -1,0 +1,206 @@
+"""Under `airflow standalone` (SQLite, LocalExecutor; started and stopped here): a round triggered through the REST
+API with conf succeeds, the Elo DAG fires from the battles Asset, and a 2-date backfill creates two runs whose
+iterations come from their logical dates. A cheap flywheel (recorded models, a verifier judge, no training) keeps
+each round to seconds of work: the point here is the scheduling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+class Standalone:
+    def __init__(self, home: Path, config: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "ARENA_CONFIG": str(config),
+            "PYTHONPATH": str(REPO),
+        }
+        self.home = home
+        self._log = open(home / "standalone.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [AIRFLOW, "standalone"],
+            env=self.env,
+            cwd=home,
+            start_new_session=True,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_healthy(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.http.get("/api/v2/monitor/health").status_code == 200 and self._passwords():
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, (self.home / "standalone.log").read_text()[-3000:]
+            time.sleep(2)
+        raise AssertionError("airflow standalone not healthy: " + (self.home / "standalone.log").read_text()[-3000:])
+
+    def _passwords(self) -> dict:
+        f = self.home / "simple_auth_manager_passwords.json.generated"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def login(self) -> None:
+        user, password = next(iter(self._passwords().items()))
+        token = self.http.post("/auth/token", json={"username": user, "password": password}).json()["access_token"]
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def wait_for_dags(self, dag_ids: list[str], timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ids = {d["dag_id"] for d in self.http.get("/api/v2/dags").json().get("dags", [])}
+            if set(dag_ids) <= ids:
+                return
+            time.sleep(2)
+        raise AssertionError(f"DAGs {dag_ids} not parsed; have {ids}")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.http.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100}).json()["dag_runs"]
+
+    def wait_run(self, dag_id: str, run_id: str, timeout_s: float = 300) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(3)
+        raise AssertionError(f"{dag_id}/{run_id} still {run['state']} after {timeout_s}s")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+
+
+def cheap_config(root: Path) -> Path:
+    prompts = [
+        {"id": f"q{i}", "instruction": f"What is {i} times 3? Reply with the number.", "output": str(3 * i)}
+        for i in range(6)
+    ]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    for name, wrong in (("alpha", False), ("beta", True)):
+        (root / f"{name}.jsonl").write_text(
+            "".join(
+                json.dumps({"prompt_id": p["id"], "response": "0" if wrong else p["output"]}) + "\n" for p in prompts
+            )
+        )
+    cfg = root / "arena.yaml"
+    cfg.write_text(
+        textwrap.dedent("""\
+        flywheel: standalone
+        storage: {root: file://store}
+        models:
+          target: {name: alpha, source: {kind: recorded, path: alpha.jsonl}}
+          competitors: [{name: beta, source: {kind: recorded, path: beta.jsonl}}]
+          judge: {name: beta, source: {kind: recorded, path: beta.jsonl}}
+        data: {sources: [prompts.jsonl], num_shards: 2, prefix_dedup_chars: 0, minhash_threshold: null}
+        judge: {kind: verifier, verifier: exact}
+        training: {stages: []}
+        rating: {bootstrap_rounds: 20}
+        airflow: {schedule: "0 2 * * *", start_date: "2026-01-01", retries: 1, judge_chunks: 2, train_poke_s: 2}
+        """)
+    )
+    return cfg
+
+
+@pytest.fixture
+def airflow(tmp_path: Path) -> Iterator[tuple[Standalone, Path]]:
+    config = cheap_config(tmp_path)
+    home = tmp_path / "airflow"
+    home.mkdir()
+    af = Standalone(home, config)
+    try:
+        af.wait_healthy()
+        af.login()
+        af.wait_for_dags(["arena_flywheel_round", "arena_elo"])
+        yield af, config
+    finally:
+        af.stop()
+
+
+def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> None:
+    af, config = airflow
+    for dag_id in ("arena_flywheel_round", "arena_elo"):
+        assert af.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+    store = config.parent / "store" / "standalone"
+
+    res = af.http.post(
+        "/api/v2/dags/arena_flywheel_round/dagRuns",
+        json={"logical_date": None, "conf": {"iteration": 40, "config_path": str(config)}},
+    )
+    assert res.status_code == 200, res.text
+    run = af.wait_run("arena_flywheel_round", res.json()["dag_run_id"])
+    assert run["state"] == "success", run
+    assert (store / "iter=40" / "report" / "round" / "_MANIFEST.json").exists()
+
+    deadline = time.monotonic() + 180  # the battles Asset event schedules arena_elo
+    while time.monotonic() < deadline and not any(r["state"] == "success" for r in af.runs("arena_elo")):
+        time.sleep(3)
+    elo_runs = af.runs("arena_elo")
+    assert any(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in elo_runs), elo_runs
+    board = json.loads((store / "leaderboard" / "leaderboard.json").read_text())
+    assert {row["model"] for row in board} >= {"alpha@40", "beta"}
+
+    res = subprocess.run(
+        [
+            AIRFLOW,
+            "backfill",
+            "create",
+            "--dag-id",
+            "arena_flywheel_round",
+            "--from-date",
+            "2026-01-05",
+            "--to-date",
+            "2026-01-06T23:00:00",
+        ],
+        env=af.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        backfilled = [r for r in af.runs("arena_flywheel_round") if r["run_type"] == "backfill"]
+        if len(backfilled) == 2 and all(r["state"] in ("success", "failed") for r in backfilled):
+            break
+        time.sleep(5)
+    assert len(backfilled) == 2 and all(r["state"] == "success" for r in backfilled), backfilled
+    for r in backfilled:
+        day = datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00")).date()
+        iteration = (day - date(2026, 1, 1)).days
+        assert iteration in (4, 5) and (store / f"iter={iteration}" / "report" / "round" / "_MANIFEST.json").exists()
