@@ -192,15 +192,18 @@ class BattleRun:
             pid = prompt["prompt_id"]
             for a, b in self.plan.pairs[pid]:
                 bid = self.battle_id(pid, a, b, keys, judge)
+                base = self._identity(pid, a, b, bid, keys, judge)
                 errors = [f"no answer from {m}: {rejected[pid, m]}" for m in (a, b) if (pid, m) in rejected]
                 if errors:
-                    records.append(self._unjudged(pid, a, b, bid, keys, judge, "; ".join(errors)))
+                    records.append(
+                        {**base, "winner": "invalid", "judgment_keys": [], "invalid_reason": "; ".join(errors)}
+                    )
                     continue
                 g1 = by_key.get(content_key("judgment", bid, 1))
                 g2 = by_key.get(content_key("judgment", bid, 2))
                 if g1 is None or g2 is None:
                     raise BattleError(f"run {self.run}: battle {bid} ({a} vs {b} on {pid}) is not judged; judge first")
-                records.append(self._record(pid, a, b, bid, keys, answers, g1, g2))
+                records.append(self._record(base, answers, g1, g2))
         table = pa.Table.from_pylist(records, schema=BATTLE_RECORD_SCHEMA)
         valid = table.filter(pa.compute.not_equal(table["winner"], "invalid"))
         invalid = table.filter(pa.compute.equal(table["winner"], "invalid"))
@@ -215,21 +218,27 @@ class BattleRun:
         # Only the hash and name are needed to rebuild battle ids; no client is opened.
         return Judge(self.cfg, Participant.identity(self.cfg.models.judge))
 
-    def _record(self, pid, a, b, bid, keys, answers, g1, g2) -> dict[str, Any]:  # noqa: ANN001
-        rec: dict[str, Any] = {
+    def _identity(self, pid: str, a: str, b: str, bid: str, keys: dict, judge: Judge) -> dict[str, Any]:
+        return {
             "battle_id": bid,
             "prompt_id": pid,
             "iteration": self.iteration,
             "run": self.run,
             "model_a": a,
             "model_b": b,
-            "judge": g1["judge"],
-            "judge_hash": g1["judge_hash"],
-            "template": g1["template"],
-            "len_a": float(sum(map(len, answers[pid, a]))),
-            "len_b": float(sum(map(len, answers[pid, b]))),
+            "judge": judge.name,
+            "judge_hash": judge.hash,
+            "template": judge.template.version,
             "response_key_a": keys[pid, a],
             "response_key_b": keys[pid, b],
+        }
+
+    def _record(self, base: dict[str, Any], answers: dict, g1: dict, g2: dict) -> dict[str, Any]:
+        pid, a, b = base["prompt_id"], base["model_a"], base["model_b"]
+        rec: dict[str, Any] = {
+            **base,
+            "len_a": float(sum(map(len, answers[pid, a]))),
+            "len_b": float(sum(map(len, answers[pid, b]))),
             "judgment_keys": [g1["key"], g2["key"]],
             "g1_score_a": g1["score_a"],
             "g1_score_b": g1["score_b"],
@@ -250,24 +259,6 @@ class BattleRun:
             self.cfg.judge.tie_margin,
         )
         return {**rec, "winner": winner, "score_a": ta, "score_b": tb}
-
-    def _unjudged(self, pid, a, b, bid, keys, judge: Judge, reason: str) -> dict[str, Any]:  # noqa: ANN001
-        return {
-            "battle_id": bid,
-            "prompt_id": pid,
-            "iteration": self.iteration,
-            "run": self.run,
-            "model_a": a,
-            "model_b": b,
-            "winner": "invalid",
-            "judge": judge.name,
-            "judge_hash": judge.hash,
-            "template": judge.template.version,
-            "response_key_a": keys[pid, a],
-            "response_key_b": keys[pid, b],
-            "judgment_keys": [],
-            "invalid_reason": reason,
-        }
 
     def _answers(
         self,

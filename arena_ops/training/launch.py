@@ -35,6 +35,8 @@ def deepspeed_config(ds: DeepSpeedConfig, grad_accum: int, micro_batch: int) -> 
     zero: dict[str, Any] = {"stage": ds.zero_stage}
     if ds.zero_stage >= 2:
         zero.update({"overlap_comm": False, "contiguous_gradients": True})
+    if ds.zero_stage == 3:  # save_model() then writes one consolidated checkpoint, not per-rank shards
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
     if ds.offload_params:
@@ -98,10 +100,12 @@ def local_command(job_file: Path, num_processes: int, ds_config: Path | None) ->
         "1",
         "--main_process_port",
         str(free_port()),
-        *(["--cpu"] if on_cpu else []),
     ]
     if ds_config is not None:
+        # accelerate refuses --cpu next to --use_deepspeed; the Trainer's use_cpu puts DeepSpeed on CPU (gloo).
         accelerate += ["--use_deepspeed", "--deepspeed_config_file", str(ds_config)]
+    elif on_cpu:
+        accelerate.append("--cpu")
     return [*accelerate, "-m", "arena_ops.training.stages", str(job_file)], env
 
 
