@@ -225,28 +225,37 @@ LOGPROB_REGEX = r'\{"score_a": ([1-9]|10), "score_b": ([1-9]|10)\}'
 def expected_scores(tokens: Sequence[Any]) -> Verdict:
     """Probability-weighted mean score at the first token of each score (``tokens``: client TokenLogprob list).
 
-    Only top-logprob entries that read as integers 1–10 count, renormalised over their mass. A "1" that the
-    model would have continued to "10" is counted as 1: tokenisers that split "10" make this approximation.
+    The score token is the first token holding a digit after ``"score_a":`` (tokenisers may glue the space or the
+    colon to the digit). Only top-logprob alternatives that read as integers 1–10 (after stripping the same glue)
+    count, renormalised over their mass. A "1" that would have continued to "10" counts as 1: tokenisers that split
+    "10" make this an approximation.
     """
-    text, scores = "", {}
+    text, scores, pending = "", {}, None
     for tok in tokens:
-        for key in ("score_a", "score_b"):
-            if key not in scores and text.endswith(f'"{key}": '):
-                scores[key] = _expectation(tok.top or {tok.token: tok.logprob}, key)
+        if pending is None:
+            for key in ("score_a", "score_b"):
+                if key not in scores and re.search(rf'"{key}"\s*:?\s*$', text):
+                    pending = key
+        if pending is not None and any(ch.isdigit() for ch in tok.token):
+            scores[pending] = _expectation(tok.top or {tok.token: tok.logprob}, pending)
+            pending = None
         text += tok.token
     if len(scores) != 2:
         raise VerdictParseError(f"logprob reply {text[:120]!r} lacks score positions")
     return Verdict(scores["score_a"], scores["score_b"], "")
 
 
+_SCORE_TOKEN = re.compile(r"[\s:]*(\d+)\s*")
+
+
 def _expectation(top: dict[str, float], key: str) -> float:
     mass = total = 0.0
     for tok, lp in top.items():
-        s = tok.strip()
-        if s.isdigit() and SCORE_MIN <= int(s) <= SCORE_MAX:
+        m = _SCORE_TOKEN.fullmatch(tok)
+        if m and SCORE_MIN <= int(m.group(1)) <= SCORE_MAX:
             p = math.exp(lp)
             mass += p
-            total += p * int(s)
+            total += p * int(m.group(1))
     if mass == 0:
         raise VerdictParseError(f"{key}: no score token among the top logprobs {sorted(top)[:10]}")
     return total / mass

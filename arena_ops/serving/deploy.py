@@ -106,10 +106,10 @@ def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None
     """
     from ray import serve
 
-    models = served_models(cfg, target_path)
-    if not models:
+    if not any(spec.source.kind == "served" for spec in [*cfg.models.battlers(), cfg.models.judge]):
         log.info("no served models in the config (recorded/external only): nothing to deploy")
         return serving_base_url(cfg.serving)
+    models = served_models(cfg, target_path)
     connect(cfg)
     serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
     targets = [*model_targets(cfg, models, _cpu_bind(cfg)), router_target(cfg, models)]

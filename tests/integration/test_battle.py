@@ -200,3 +200,45 @@ def test_injected_responses_do_not_dictate_the_verdict(serving: Serving, tmp_pat
         assert j["raw"] != planted and j["explanation"] != "flawless"
         if j["status"] == "valid":
             assert json.loads(j["raw"])["explanation"].strip() == j["explanation"]
+
+
+def test_logprob_mode_scores_from_the_served_judges_token_probabilities(serving: Serving, tmp_path: Path) -> None:
+    cfg = load_config(write_config(serving, tmp_path, sample_limit=2), {"judge.mode": "logprob"})
+    run = open_run(cfg, iteration=4)
+    summary = asyncio.run(run.run_all())
+    assert summary["battles"] + summary["invalid"] == 2 * 2
+    valid = [j for j in run.judgments.read().to_pylist() if j["status"] == "valid"]
+    assert valid, run.judgments.read().to_pylist()
+    for j in valid:  # one regex-constrained call per order; expectations over the score tokens
+        assert j["calls"] == 1 and 1.0 <= j["score_a"] <= 10.0 and 1.0 <= j["score_b"] <= 10.0
+        assert json.loads(j["raw"]).keys() == {"score_a", "score_b"}
+
+
+def test_hard_testset_keeps_what_the_served_judge_rated_hardest(serving: Serving, tmp_path: Path) -> None:
+    from arena_ops.data.pipeline import clean_stage, ingest_stage, testset_stage
+
+    overrides = {
+        "data.sources": [str(DATASETS / "mt_bench_questions.jsonl")],
+        "data.testset_clusters": 4,
+        "data.hard_candidates_per_cluster": 3,
+        "data.hard_size": 4,
+    }
+    cfg = load_config(write_config(serving, tmp_path, sample_limit=2), overrides)
+    store = ArtifactStore.from_config(cfg.storage)
+    ingest_stage(cfg, store)
+    clean_stage(cfg, store)
+    counts = testset_stage(cfg, store)
+    assert counts["clusters"] == 4 and counts["diverse"] == 8 and counts["hard_candidates"] == 12
+    cands = store.read_artifact_table(store.dataset_key(cfg.flywheel, "testset-hard"), "candidates.parquet").to_pylist()
+    rated = sorted((c for c in cands if c["difficulty"] is not None), key=lambda c: (-c["difficulty"], c["prompt_id"]))
+    assert len(rated) >= 4 and all(json.loads(c["rating_raw"])["difficulty"] == c["difficulty"] for c in rated)
+    hard = store.read_artifact_table(store.dataset_key(cfg.flywheel, "testset-hard"))
+    assert set(hard["prompt_id"].to_pylist()) == {c["prompt_id"] for c in rated[:4]}
+    mix = store.read_artifact_table(store.dataset_key(cfg.flywheel, "testset-mix"))
+    assert mix.num_rows == 8 + 4
+    # The training shards are re-cut without the test items.
+    from arena_ops.data.pipeline import ensure_shards, read_shard
+
+    ensure_shards(cfg, store)
+    shard_ids = {pid for k in range(cfg.data.num_shards) for pid in read_shard(cfg, store, k)["prompt_id"].to_pylist()}
+    assert not shard_ids & set(mix["prompt_id"].to_pylist())

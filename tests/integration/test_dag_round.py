@@ -34,30 +34,43 @@ print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
 """
 
 
-def long_enough(response: str, reference: str | None, row: dict) -> bool:
-    return len(response) >= 12
-
-
 def round_config(serving: Serving, tmp_path: Path, s3_server: str, bucket: str) -> Path:
+    """The session deployment's tiny-a as target against recorded correct answers, judged by a regex verifier on a
+    task with checkable answers: the target's losses are certain, so the round has SFT data to train on. (The LLM
+    judge on Ray Serve is covered by test_battle.py.)"""
+    problems = [(a, b) for a in range(1, 5) for b in range(1, 3)]
+    (tmp_path / "tasks.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"add-{a}-{b}", "instruction": f"What is {a} plus {b}?", "output": rf"^\s*{a + b}(?!\d)"})
+            + "\n"
+            for a, b in problems
+        )
+    )
+    (tmp_path / "oracle.jsonl").write_text(
+        "".join(json.dumps({"prompt_id": f"add-{a}-{b}", "response": str(a + b)}) + "\n" for a, b in problems)
+    )
     cfg = yaml.safe_load(serving.config.read_text())
     root = serving.config.parent
-    for spec in [cfg["models"]["target"], *cfg["models"]["competitors"], cfg["models"]["judge"]]:
+    for spec in [cfg["models"]["target"], cfg["models"]["judge"]]:
         spec["source"]["path"] = str((root / spec["source"]["path"]).resolve())
-    cfg["models"]["target"]["sampling"] = {"temperature": 0.8, "max_tokens": 2}
-    cfg["models"]["competitors"][0]["sampling"] = {"temperature": 0.8, "max_tokens": 24}
+    cfg["models"]["target"]["sampling"] = {"temperature": 0.0, "max_tokens": 4}
+    cfg["models"]["competitors"] = [
+        {"name": "oracle", "source": {"kind": "recorded", "path": str(tmp_path / "oracle.jsonl")}}
+    ]
     cfg.update(
         flywheel="dagtest",
         storage={"root": f"s3://{bucket}/arena", "s3": {"endpoint_url": s3_server}},
-        data={"sources": [str(REPO / "configs/datasets/mt_bench_questions.jsonl")], "num_shards": 4},
-        battle={"sample_limit": 2, "concurrency": 4, "chunk_size": 4},
-        # A checkable judge makes the outcome certain (the target's 2-token answers lose), so SFT data exists;
-        # the LLM judge on Ray Serve is covered by test_battle.py.
-        judge={"kind": "verifier", "verifier": "python", "verifier_fn": "tests.integration.test_dag_round.long_enough"},
-        training={
-            "stages": ["sft"],
-            "k_sft_first": 0.0,
-            "sft": {"learning_rate": 1.0e-4, "epochs": 1, "max_steps": 1, "max_length": 512},
+        data={
+            "sources": [str(tmp_path / "tasks.jsonl")],
+            "num_shards": 1,
+            "min_instruction_chars": 0,
+            "prefix_dedup_chars": 0,
+            "minhash_threshold": None,
+            "languages": None,
         },
+        battle={"sample_limit": 4, "concurrency": 4, "chunk_size": 4},
+        judge={"kind": "verifier", "verifier": "regex"},
+        training={"stages": ["sft"], "sft": {"learning_rate": 1.0e-4, "epochs": 1, "max_steps": 1, "max_length": 256}},
         airflow={"schedule": None, "judge_chunks": 2, "train_poke_s": 2, "retries": 1},
     )
     path = tmp_path / "round.yaml"
@@ -85,13 +98,19 @@ def run_dag(serving: Serving, tmp_path: Path, config: Path, conf: dict) -> dict:
     )
     lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
     assert res.returncode == 0 and lines, res.stdout[-3000:] + res.stderr[-5000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    out = json.loads(lines[-1][len("RESULT ") :])
+    if out["state"] != "success":  # surface the failing task's traceback
+        log = res.stdout + res.stderr
+        (tmp_path / "dag.log").write_text(log)
+        start = log.find("Traceback")
+        pytest.fail(f"{out['tasks']}\n{log[start - 300 : start + 6000] if start >= 0 else log[-6000:]}")
+    return out
 
 
 def test_round_dag_end_to_end_and_idempotent(serving: Serving, tmp_path: Path, s3_server: str, s3_bucket: str) -> None:
     config = round_config(serving, tmp_path, s3_server, s3_bucket)
     first = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
-    assert first["state"] == "success", first["tasks"]
+    assert first["state"] == "success", (first["tasks"], first.get("log"))
     assert first["tasks"]["wait_sft"] == "success" and first["tasks"]["submit_dpo"] == "success"
     assert {k for k in first["tasks"] if k.startswith("generate[")} == {"generate[0]", "generate[1]"}
 
@@ -99,7 +118,7 @@ def test_round_dag_end_to_end_and_idempotent(serving: Serving, tmp_path: Path, s
     cfg = load_config(config)
     store = ArtifactStore.from_config(cfg.storage)
     battles = store.manifest(store.artifact_key("dagtest", 0, "battles", "shard-000"))
-    assert battles.meta["battles"] + battles.meta["invalid"] == 2
+    assert battles.meta["battles"] + battles.meta["invalid"] == 4
     model = store.manifest(store.artifact_key("dagtest", 0, "model", "sft"))
     assert model.meta["metrics"]["steps"] == 1
     report = json.loads(store.get_bytes(store.artifact_key("dagtest", 0, "report", "round") + "/report.json"))
@@ -107,7 +126,7 @@ def test_round_dag_end_to_end_and_idempotent(serving: Serving, tmp_path: Path, s
     parts = (store.list_artifacts("dagtest", 0, "responses"), store.list_artifacts("dagtest", 0, "judgments"))
 
     second = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
-    assert second["state"] == "success", second["tasks"]
+    assert second["state"] == "success", (second["tasks"], second.get("log"))
     assert (store.list_artifacts("dagtest", 0, "responses"), store.list_artifacts("dagtest", 0, "judgments")) == parts
     again = store.manifest(store.artifact_key("dagtest", 0, "battles", "shard-000"))
     assert again.file("data.parquet").sha256 == battles.file("data.parquet").sha256

@@ -123,3 +123,70 @@ def test_deepspeed_config_is_validated_before_launch() -> None:
     with pytest.raises(TrainingError, match="invalid DeepSpeed config"):
         validate_deepspeed_config({**ds, "zero_optimization": {"stage": 7}})
     assert json.dumps(ds)
+
+
+@pytest.fixture
+def ray_jobs_cluster(tmp_path: Path):
+    """A throwaway Ray head with the dashboard (Jobs API) on loopback, in its own process group."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    dash = free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    cmd = [
+        ray_bin,
+        "start",
+        "--head",
+        "--block",
+        f"--port={free_port()}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--include-dashboard=true",
+        "--num-cpus=2",
+        f"--temp-dir={tempfile.mkdtemp(prefix='rj-', dir='/tmp')}",
+        "--disable-usage-stats",
+    ]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/api/version", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "ray start exited"
+            time.sleep(1)
+        yield url, env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ray_job_launcher_trains_and_registers(base: Path, tmp_path: Path, ray_jobs_cluster, monkeypatch) -> None:
+    url, env = ray_jobs_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    cfg, store = setup(tmp_path, base, **{"training.launcher": {"kind": "ray_job", "ray_address": url}})
+    sft = train_stage(cfg, store, 0, "sft", timeout_s=600)
+    assert sft["launcher"] == "ray_job" and sft["metrics"]["steps"] == 2
+    assert changed(load_file(str(base / "model.safetensors")), weights(sft["model_uri"]))
+    assert "train_metrics" in Path(sft["log"]).read_text() or Path(sft["log"]).stat().st_size > 0

@@ -172,6 +172,16 @@ def test_expected_scores_weight_score_tokens() -> None:
     assert v.score_b == 3
 
 
+def test_expected_scores_with_glued_tokens() -> None:
+    toks = [TokenLogprob(t, 0.0) for t in ['{"score_a"', ":"]]
+    toks.append(TokenLogprob(" 7", math.log(0.5), {" 7": math.log(0.5), " 9": math.log(0.5), " x": -1.0}))
+    toks += [TokenLogprob(t, 0.0) for t in [', "score_b"']]
+    toks.append(TokenLogprob(": 2", 0.0, {": 2": 0.0}))
+    toks.append(TokenLogprob("}", 0.0))
+    v = expected_scores(toks)
+    assert (v.score_a, v.score_b) == (8.0, 2.0)
+
+
 def test_expected_scores_need_both_positions() -> None:
     with pytest.raises(VerdictParseError, match="lacks score positions"):
         expected_scores([TokenLogprob('{"score_a": 5}', 0.0)])
