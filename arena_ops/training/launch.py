@@ -183,7 +183,15 @@ def submit_ray_job(launcher: LauncherConfig, job_file: Path, work_dir: Path, ds_
             "arena_ops.training.stages",
             *rel,
         ]
-    job_id = client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"working_dir": str(work_dir)})
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"working_dir": str(work_dir)})
+            break
+        except RuntimeError as exc:  # a fresh head's job agent needs a moment: "No available agent to submit job"
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise TrainingError(f"Ray job submission to {launcher.ray_address} failed: {exc}") from exc
+            time.sleep(3)
     log.info("submitted Ray job %s to %s", job_id, launcher.ray_address)
     return job_id
 
