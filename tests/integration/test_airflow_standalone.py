@@ -37,11 +37,13 @@ class Standalone:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "ARENA_CONFIG": str(config),
             "PYTHONPATH": str(REPO),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",  # standalone runs `airflow …`
         }
         self.home = home
         self._log = open(home / "standalone.log", "w")  # noqa: SIM115 - closed in stop()
@@ -175,24 +177,20 @@ def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> No
     board = json.loads((store / "leaderboard" / "leaderboard.json").read_text())
     assert {row["model"] for row in board} >= {"alpha@40", "beta"}
 
-    res = subprocess.run(
-        [
-            AIRFLOW,
-            "backfill",
-            "create",
-            "--dag-id",
-            "arena_flywheel_round",
-            "--from-date",
-            "2026-01-05",
-            "--to-date",
-            "2026-01-06T23:00:00",
-        ],
-        env=af.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    # Through the REST API (`airflow backfill create` writes SQLite beside the running scheduler: "database is locked").
+    res = af.http.post(
+        "/api/v2/backfills",
+        json={
+            "dag_id": "arena_flywheel_round",
+            "from_date": "2026-01-05T00:00:00Z",
+            "to_date": "2026-01-06T23:00:00Z",
+            "run_backwards": False,
+            "dag_run_conf": {},
+            "reprocess_behavior": "none",
+            "max_active_runs": 1,
+        },
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.status_code == 200, res.text
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         backfilled = [r for r in af.runs("arena_flywheel_round") if r["run_type"] == "backfill"]
