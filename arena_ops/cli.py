@@ -37,6 +37,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(battle_app, name="battle")
 app.add_typer(train_app, name="train")
 
+
 @app.callback()
 def _root(
     ctx: typer.Context,

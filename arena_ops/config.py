@@ -161,6 +161,9 @@ class DataConfig(_Section):
     )
     minhash_num_perm: int = Field(128, ge=16, description="MinHash permutations.")
     minhash_ngram: int = Field(3, ge=1, description="Word n-gram shingle size.")
+    minhash_engine: Literal["numpy", "datasketch"] = Field(
+        "numpy", description="Vectorised numpy MinHash-LSH, or datasketch (see benchmarks/bench_dedup.py)."
+    )
     languages: list[str] | None = Field(
         default_factory=lambda: ["en"], description="Keep these ISO 639-1 languages (py3langid); None = step off."
     )

@@ -50,7 +50,10 @@ def clean(table: pa.Table, cfg: DataConfig) -> Cleaned:
         ("unsafe", lambda t: unsafe_filter(t, cfg.unsafe_patterns)),
         ("too_short", lambda t: length_filter(t, cfg.min_instruction_chars)),
         ("prefix_dup", lambda t: prefix_dedup(t, cfg.prefix_dedup_chars)),
-        ("near_dup", lambda t: near_dedup(t, cfg.minhash_threshold, cfg.minhash_num_perm, cfg.minhash_ngram)),
+        (
+            "near_dup",
+            lambda t: near_dedup(t, cfg.minhash_threshold, cfg.minhash_num_perm, cfg.minhash_ngram, cfg.minhash_engine),
+        ),
         ("language", lambda t: language_filter(t, cfg.languages)),
     ]
     for name, step in steps:
@@ -125,14 +128,16 @@ def prefix_dedup(table: pa.Table, n_chars: int) -> tuple[pa.Table, pa.Table]:
     return split_rows(table, keep, gone, "prefix_dup")
 
 
-def near_dedup(table: pa.Table, threshold: float | None, num_perm: int, ngram: int) -> tuple[pa.Table, pa.Table]:
+def near_dedup(
+    table: pa.Table, threshold: float | None, num_perm: int, ngram: int, engine: str = "numpy"
+) -> tuple[pa.Table, pa.Table]:
     """MinHash-LSH over word n-gram shingles of the whole conversation; keep the first of each near-dup group."""
     if threshold is None or table.num_rows < 2:
         return table, _empty_removed()
     from arena_ops.data.minhash import near_duplicates
 
     texts = [" ".join(t) for t in table["turns"].to_pylist()]
-    dup_of = near_duplicates(texts, threshold=threshold, num_perm=num_perm, ngram=ngram)
+    dup_of = near_duplicates(texts, threshold=threshold, num_perm=num_perm, ngram=ngram, engine=engine)
     ids = table["prompt_id"].to_pylist()
     keep = [i for i in range(len(texts)) if i not in dup_of]
     gone = [(i, f"near-duplicate (MinHash Jaccard ≥ {threshold})", ids[j]) for i, j in sorted(dup_of.items())]

@@ -185,6 +185,17 @@ def main(argv: list[str] | None = None) -> None:
     metrics = run(job)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"metrics": metrics, "model_uri": publish(job, metrics)}))
+    _shutdown_distributed()
+
+
+def _shutdown_distributed() -> None:
+    # Every rank waits for rank 0's upload, then the process group is torn down explicitly: left to interpreter exit,
+    # a 2-process CPU run sometimes aborted ("terminate called without an active exception") after success.
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

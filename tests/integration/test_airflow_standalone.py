@@ -178,18 +178,21 @@ def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> No
     assert {row["model"] for row in board} >= {"alpha@40", "beta"}
 
     # Through the REST API (`airflow backfill create` writes SQLite beside the running scheduler: "database is locked").
-    res = af.http.post(
-        "/api/v2/backfills",
-        json={
-            "dag_id": "arena_flywheel_round",
-            "from_date": "2026-01-05T00:00:00Z",
-            "to_date": "2026-01-06T23:00:00Z",
-            "run_backwards": False,
-            "dag_run_conf": {},
-            "reprocess_behavior": "none",
-            "max_active_runs": 1,
-        },
-    )
+    backfill = {
+        "dag_id": "arena_flywheel_round",
+        "from_date": "2026-01-05T00:00:00Z",
+        "to_date": "2026-01-06T23:00:00Z",
+        "run_backwards": False,
+        "dag_run_conf": {},
+        "reprocess_behavior": "none",
+        "max_active_runs": 1,
+    }
+    deadline = time.monotonic() + 120
+    while True:  # SQLite refuses backfill creation while the scheduler holds a write lock (503): try again
+        res = af.http.post("/api/v2/backfills", json=backfill)
+        if res.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert res.status_code == 200, res.text
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
