@@ -27,22 +27,27 @@ print("RESULT " + json.dumps({"state": str(run.state)}))
 """
 
 
-def run_dag(dag_module: str, conf: dict, env: dict[str, str]) -> None:
+def run_dag(dag_module: str, conf: dict, env: dict[str, str], log_dir: Path) -> None:
     t0 = time.perf_counter()
-    print(f"== {dag_module} {json.dumps(conf)}", flush=True)
-    res = subprocess.run(
-        [sys.executable, "-c", RUN, str(REPO / "dags"), dag_module, json.dumps(conf)],
-        env=env,
-        cwd=REPO,
-        text=True,
-        capture_output=True,
-    )
-    lines = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
+    log_file = log_dir / f"{dag_module}.log"
+    print(f"== {dag_module} {json.dumps(conf)} (task logs: {log_file})", flush=True)
+    with open(log_file, "w") as log:
+        res = subprocess.run(
+            [sys.executable, "-c", RUN, str(REPO / "dags"), dag_module, json.dumps(conf)],
+            env=env,
+            cwd=REPO,
+            text=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    text = log_file.read_text(errors="replace")
+    lines = [x for x in text.splitlines() if x.startswith("RESULT ")]
     state = json.loads(lines[-1][7:])["state"] if lines else "crashed"
     print(f"== {dag_module}: {state} in {time.perf_counter() - t0:.0f}s", flush=True)
     if res.returncode != 0 or state != "success":
-        sys.stderr.write(res.stdout[-4000:] + res.stderr[-8000:])
-        sys.exit(f"{dag_module} failed; full logs above")
+        start = text.find("Traceback")
+        sys.stderr.write(text[start : start + 6000] if start >= 0 else text[-6000:])
+        sys.exit(f"{dag_module} failed; full log: {log_file}")
 
 
 def main() -> None:
@@ -66,8 +71,8 @@ def main() -> None:
     iteration = iteration_for(cfg, store, None, None)  # the next round of this flywheel
     start = time.perf_counter()
     try:
-        run_dag("arena_flywheel_round", {"config_path": config, "iteration": iteration}, env)
-        run_dag("arena_elo", {}, env)  # dag.test() does not fire Asset-scheduled DAGs: run it explicitly
+        run_dag("arena_flywheel_round", {"config_path": config, "iteration": iteration}, env, airflow_home)
+        run_dag("arena_elo", {}, env, airflow_home)  # dag.test() does not fire Asset-scheduled DAGs: run it explicitly
     finally:
         subprocess.run(
             [sys.executable, "-m", "arena_ops.cli", "--config", config, "serve", "down"], env=env, capture_output=True
