@@ -156,28 +156,11 @@ def airflow(tmp_path: Path) -> Iterator[tuple[Standalone, Path]]:
 
 def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> None:
     af, config = airflow
-    for dag_id in ("arena_flywheel_round", "arena_elo"):
-        assert af.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
     store = config.parent / "store" / "standalone"
 
-    res = af.http.post(
-        "/api/v2/dags/arena_flywheel_round/dagRuns",
-        json={"logical_date": None, "conf": {"iteration": 40, "config_path": str(config)}},
-    )
-    assert res.status_code == 200, res.text
-    run = af.wait_run("arena_flywheel_round", res.json()["dag_run_id"])
-    assert run["state"] == "success", run
-    assert (store / "iter=40" / "report" / "round" / "_MANIFEST.json").exists()
-
-    deadline = time.monotonic() + 180  # the battles Asset event schedules arena_elo
-    while time.monotonic() < deadline and not any(r["state"] == "success" for r in af.runs("arena_elo")):
-        time.sleep(3)
-    elo_runs = af.runs("arena_elo")
-    assert any(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in elo_runs), elo_runs
-    board = json.loads((store / "leaderboard" / "leaderboard.json").read_text())
-    assert {row["model"] for row in board} >= {"alpha@40", "beta"}
-
-    # Through the REST API (`airflow backfill create` writes SQLite beside the running scheduler: "database is locked").
+    # The backfill is created first, while the DAG is paused and the scheduler idle: on SQLite, creating it beside a
+    # busy scheduler is refused (503 "Database is locked"), and a retried creation crashed the scheduler (rows of
+    # the rolled-back attempt vanished under it). Through REST, not `airflow backfill create`, for the same reason.
     backfill = {
         "dag_id": "arena_flywheel_round",
         "from_date": "2026-01-05T00:00:00Z",
@@ -187,14 +170,21 @@ def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> No
         "reprocess_behavior": "none",
         "max_active_runs": 1,
     }
-    deadline = time.monotonic() + 120
-    while True:  # SQLite refuses backfill creation while the scheduler holds a write lock (503): try again
-        res = af.http.post("/api/v2/backfills", json=backfill)
-        if res.status_code != 503 or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+    res = af.http.post("/api/v2/backfills", json=backfill)
     assert res.status_code == 200, res.text
-    deadline = time.monotonic() + 400
+    for dag_id in ("arena_flywheel_round", "arena_elo"):
+        assert af.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+
+    res = af.http.post(
+        "/api/v2/dags/arena_flywheel_round/dagRuns",
+        json={"logical_date": None, "conf": {"iteration": 40, "config_path": str(config)}},
+    )
+    assert res.status_code == 200, res.text
+    run = af.wait_run("arena_flywheel_round", res.json()["dag_run_id"], timeout_s=480)
+    assert run["state"] == "success", run
+    assert (store / "iter=40" / "report" / "round" / "_MANIFEST.json").exists()
+
+    deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
         backfilled = [r for r in af.runs("arena_flywheel_round") if r["run_type"] == "backfill"]
         if len(backfilled) == 2 and all(r["state"] in ("success", "failed") for r in backfilled):
@@ -205,3 +195,14 @@ def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> No
         day = datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00")).date()
         iteration = (day - date(2026, 1, 1)).days
         assert iteration in (4, 5) and (store / f"iter={iteration}" / "report" / "round" / "_MANIFEST.json").exists()
+
+    def board() -> set[str]:
+        path = store / "leaderboard" / "leaderboard.json"
+        return {row["model"] for row in json.loads(path.read_text())} if path.exists() else set()
+
+    deadline = time.monotonic() + 240  # each round's battles Asset event schedules arena_elo
+    while time.monotonic() < deadline and not {"alpha@40", "alpha@4", "alpha@5", "beta"} <= board():
+        time.sleep(3)
+    elo_runs = af.runs("arena_elo")
+    assert any(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in elo_runs), elo_runs
+    assert {"alpha@40", "alpha@4", "alpha@5", "beta"} <= board()
