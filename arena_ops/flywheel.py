@@ -98,7 +98,7 @@ def serve(rnd: Round, target: str | None = None) -> str:
     return up(cfg, target_path=target or rnd["target"] or None)
 
 
-def _battle_run(rnd: Round, run: str | None = None, prompts_key: str | None = None, pairing: str | None = None):
+def battle_run(rnd: Round, run: str | None = None, prompts_key: str | None = None, pairing: str | None = None):
     from arena_ops.battle.run import BattleRun, plan
     from arena_ops.data.pipeline import read_shard, shard_name
 
@@ -111,23 +111,23 @@ def _battle_run(rnd: Round, run: str | None = None, prompts_key: str | None = No
 
 
 def battle_models(rnd: Round) -> list[str]:
-    return _battle_run(rnd).plan.models
+    return battle_run(rnd).plan.models
 
 
 def generate(rnd: Round, model: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    out = asyncio.run(_battle_run(rnd).generate(only=model))
+    out = asyncio.run(battle_run(rnd).generate(only=model))
     return {**out, "model": model, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def judge(rnd: Round, chunk: int, chunks: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    out = asyncio.run(_battle_run(rnd).judge(chunk=(chunk, chunks)))
+    out = asyncio.run(battle_run(rnd).judge(chunk=(chunk, chunks)))
     return {**out, "chunk": chunk, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def battles(rnd: Round, wall_s: dict[str, float] | None = None) -> dict[str, Any]:
-    return _battle_run(rnd).build(wall_s)
+    return battle_run(rnd).build(wall_s)
 
 
 def training_data(rnd: Round) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def evaluate(rnd: Round, testset: str = "testset-mix") -> dict[str, Any]:
     if target:
         nxt["overrides"] = {**rnd["overrides"], "models.target.source.path": target}
     serve(nxt, target)
-    run = _battle_run(nxt, run="eval-mix", prompts_key=testset)
+    run = battle_run(nxt, run="eval-mix", prompts_key=testset)
     return asyncio.run(run.run_all())
 
 

@@ -28,11 +28,11 @@ with DAG(
     def evaluate(params: dict | None = None) -> dict:
         import asyncio
 
-        from arena_ops.flywheel import _battle_run, resolve_round, serve
+        from arena_ops.flywheel import battle_run, resolve_round, serve
 
         rnd = resolve_round(params["config_path"], params["iteration"], competitors=params["competitors"])
         serve(rnd)
-        run = _battle_run(
+        run = battle_run(
             rnd,
             run=f"eval-{params['testset'].removeprefix('testset-')}",
             prompts_key=params["testset"],
