@@ -23,7 +23,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 comma := ,
 STAMP := $(VENV)/.arena-setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help setup test test-fast demo demo-model lint clean
+.PHONY: help setup browser test test-fast demo demo-model lint clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -43,9 +43,17 @@ $(STAMP):
 	@rm -f $(VENV)/.arena-setup-*
 	@touch $@
 
-test: setup  ## lint, then run the test suite (installs first)
-	$(PY) -m ruff check arena_ops dags tests benchmarks
+test: setup browser  ## lint, then run the test suite (installs first)
+	$(PY) -m ruff check arena_ops dags plugins tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The UI end-to-end test drives Debian's Chromium (Playwright's own browser download is not reachable here).
+CHROMIUM ?= /usr/bin/chromium
+browser:  ## install Debian's chromium for the UI end-to-end test, if it is missing (needs root or sudo)
+	@test -x $(CHROMIUM) || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+		|| { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }; }
+	@$(CHROMIUM) --version
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ from arena_ops.store import ArtifactStore
 log = logging.getLogger(__name__)
 
 Round = dict[str, Any]
+EVAL_PREFIX = "eval-"  # battle runs on a test set (``eval-mix``) rather than a training shard
 
 
 def load(rnd: Round) -> tuple[ArenaConfig, ArtifactStore]:
@@ -150,7 +151,7 @@ def evaluate(rnd: Round, testset: str = "testset-mix") -> dict[str, Any]:
     if target:
         nxt["overrides"] = {**rnd["overrides"], "models.target.source.path": target}
     serve(nxt, target)
-    run = battle_run(nxt, run="eval-mix", prompts_key=testset)
+    run = battle_run(nxt, run=EVAL_PREFIX + testset.removeprefix("testset-"), prompts_key=testset)
     return asyncio.run(run.run_all())
 
 
@@ -232,14 +233,33 @@ def elo_update(config_path: str, overrides: dict[str, Any] | None = None) -> dic
             tables.append(_version_target(t, cfg.models.target.name, it))
     if not tables:
         return {"skipped": "no battle records yet"}
-    battles = validate_battles(pa.concat_tables(tables, promote_options="permissive"), source="store battles")
+    raw = pa.concat_tables(tables, promote_options="permissive")
+    battles = validate_battles(raw, source="store battles")
     r = cfg.rating
-    lb = compute_leaderboard(
-        battles.table, rounds=r.bootstrap_rounds, seed=r.seed, ci_level=r.ci_level, anchor=parse_anchor(r.anchor)
-    )
+
+    def rate(table: Any) -> Any:
+        return compute_leaderboard(
+            table, rounds=r.bootstrap_rounds, seed=r.seed, ci_level=r.ci_level, anchor=parse_anchor(r.anchor)
+        )
+
+    lb = rate(battles.table)
     prefix = f"{cfg.flywheel}/leaderboard"
     for name, data in leaderboard_files(lb).items():
         store.put_bytes(f"{prefix}/{name}", data)
+    scopes = [{"scope": "all", "label": "All battles", "battles": battles.table.num_rows, "key": prefix}]
+    # One board per test set (its evaluation runs, ``eval-*``): the paper's offline leaderboard is the Mix board.
+    runs = pc.unique(raw["run"]).to_pylist() if "run" in raw.column_names else []
+    for run in sorted(r for r in runs if r and r.startswith(EVAL_PREFIX)):
+        subset = validate_battles(raw.filter(pc.equal(raw["run"], run)), source=f"store battles, run {run}").table
+        if len(set(subset["model_a"].to_pylist()) | set(subset["model_b"].to_pylist())) < 2:
+            continue
+        key = f"{prefix}/{run}"
+        for name, data in leaderboard_files(rate(subset)).items():
+            store.put_bytes(f"{key}/{name}", data)
+        scopes.append(
+            {"scope": run, "label": f"Test set {run.removeprefix(EVAL_PREFIX)}", "battles": subset.num_rows, "key": key}
+        )
+    store.write_json(f"{prefix}/scopes.json", scopes)
     iterations = sorted(set(pc.unique(battles.table["iteration"]).to_pylist()) - {None})
     history = _history(cfg, store, lb.records(), iterations[-1] if iterations else 0)
     store.write_json(f"{prefix}/history.json", history)
@@ -247,6 +267,7 @@ def elo_update(config_path: str, overrides: dict[str, Any] | None = None) -> dic
         "uri": store.key_uri(prefix),
         "battles": battles.table.num_rows,
         "models": len(lb.records()),
+        "scopes": [s["scope"] for s in scopes],
         "quarantined": battles.quarantine.num_rows,
     }
 

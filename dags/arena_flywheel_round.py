@@ -149,9 +149,11 @@ with DAG(
     def report(rnd: dict, battles: dict, data: dict, trained: list, evaluation: dict) -> dict:
         from arena_ops.flywheel import report
 
+        ctx = get_current_context()
         return report(
             rnd,
             {
+                "dag_run": {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"]},
                 "battles": battles,
                 "wall_s": battles.get("wall_s"),
                 "training_data": data,

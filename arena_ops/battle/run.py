@@ -66,6 +66,18 @@ BATTLE_RECORD_SCHEMA = pa.schema(
 )
 
 
+TRANSCRIPT_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("model", pa.string()),
+        ("response_key", pa.string()),
+        ("system", pa.string()),
+        ("turns", pa.list_(pa.string())),  # the user's turns
+        ("answers", pa.list_(pa.string())),  # the model's answer to each turn; null when the server rejected it
+    ]
+)
+
+
 @dataclass
 class BattlePlan:
     prompts: list[dict[str, Any]]
@@ -212,7 +224,26 @@ class BattleRun:
             w.write_table("data.parquet", valid.drop_columns(["invalid_reason"]))
             w.write_table("invalid.parquet", invalid)
             w.write_json("summary.json", summary)
+            w.write_table("transcripts.parquet", self._transcripts(answers, keys))
         return {"uri": w.uri, **summary}
+
+    def _transcripts(self, answers: dict, keys: dict) -> pa.Table:
+        """Each battle's conversation (the prompt and every model's answers), so that a reader of the battle table
+        (the UI's battle browser) needs no other artifact. Small beside the response parts it is drawn from."""
+        rows = [
+            {
+                "prompt_id": pr["prompt_id"],
+                "model": m,
+                "response_key": keys[pr["prompt_id"], m],
+                "system": pr.get("system"),
+                "turns": list(pr["turns"]),
+                "answers": answers.get((pr["prompt_id"], m)),
+            }
+            for pr in self.plan.prompts
+            for m in self.plan.models
+            if (pr["prompt_id"], m) in keys
+        ]
+        return pa.Table.from_pylist(rows, schema=TRANSCRIPT_SCHEMA)
 
     def _judge_identity(self) -> Judge:
         # Only the hash and name are needed to rebuild battle ids; no client is opened.

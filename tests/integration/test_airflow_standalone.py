@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
@@ -25,6 +26,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+EVERY_ROUND = {"alpha@40", "alpha@4", "alpha@5", "beta"}
+ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", REPO / ".arena" / "test-artifacts"))
+CHROMIUM = os.environ.get("ARENA_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make test` installs it
+# As root and on a machine without outside network: no sandbox, and none of Chromium's background connections.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class Standalone:
@@ -36,6 +51,7 @@ class Standalone:
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -114,11 +130,13 @@ def cheap_config(root: Path) -> Path:
         for i in range(6)
     ]
     (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    for name, wrong in (("alpha", False), ("beta", True)):
+    answers = {
+        "alpha": lambda i: prompts[i]["output"],
+        "beta": lambda i: HOSTILE,  # wrong, and markup that must stay text in the UI
+    }
+    for name, answer in answers.items():
         (root / f"{name}.jsonl").write_text(
-            "".join(
-                json.dumps({"prompt_id": p["id"], "response": "0" if wrong else p["output"]}) + "\n" for p in prompts
-            )
+            "".join(json.dumps({"prompt_id": p["id"], "response": answer(i)}) + "\n" for i, p in enumerate(prompts))
         )
     cfg = root / "arena.yaml"
     cfg.write_text(
@@ -139,48 +157,62 @@ def cheap_config(root: Path) -> Path:
     return cfg
 
 
-@pytest.fixture
-def airflow(tmp_path: Path) -> Iterator[tuple[Standalone, Path]]:
-    config = cheap_config(tmp_path)
-    home = tmp_path / "airflow"
+@dataclass
+class Flywheel:
+    af: Standalone
+    config: Path
+    store: Path
+    manual_run: str  # the REST-triggered round (iteration 40)
+
+
+@pytest.fixture(scope="module")
+def flywheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flywheel]:
+    """One `airflow standalone` for the module: a backfill created, both DAGs unpaused, one round triggered by REST.
+    The scheduling test and the UI test then look at what it did."""
+    root = tmp_path_factory.mktemp("standalone")
+    config = cheap_config(root)
+    home = root / "airflow"
     home.mkdir()
     af = Standalone(home, config)
     try:
         af.wait_healthy()
         af.login()
         af.wait_for_dags(["arena_flywheel_round", "arena_elo"])
-        yield af, config
+        # The backfill is created first, while the DAG is paused and the scheduler idle: on SQLite, creating it
+        # beside a busy scheduler is refused (503 "Database is locked"), and a retried creation crashed the scheduler
+        # (rows of the rolled-back attempt vanished under it). Through REST, not `airflow backfill create`, for the
+        # same reason.
+        backfill = {
+            "dag_id": "arena_flywheel_round",
+            "from_date": "2026-01-05T00:00:00Z",
+            "to_date": "2026-01-06T23:00:00Z",
+            "run_backwards": False,
+            "dag_run_conf": {},
+            "reprocess_behavior": "none",
+            "max_active_runs": 1,
+        }
+        res = af.http.post("/api/v2/backfills", json=backfill)
+        assert res.status_code == 200, res.text
+        for dag_id in ("arena_flywheel_round", "arena_elo"):
+            assert af.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        res = af.http.post(
+            "/api/v2/dags/arena_flywheel_round/dagRuns",
+            json={"logical_date": None, "conf": {"iteration": 40, "config_path": str(config)}},
+        )
+        assert res.status_code == 200, res.text
+        yield Flywheel(af, config, root / "store" / "standalone", res.json()["dag_run_id"])
     finally:
         af.stop()
 
 
-def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> None:
-    af, config = airflow
-    store = config.parent / "store" / "standalone"
+def board(store: Path) -> set[str]:
+    path = store / "leaderboard" / "leaderboard.json"
+    return {row["model"] for row in json.loads(path.read_text())} if path.exists() else set()
 
-    # The backfill is created first, while the DAG is paused and the scheduler idle: on SQLite, creating it beside a
-    # busy scheduler is refused (503 "Database is locked"), and a retried creation crashed the scheduler (rows of
-    # the rolled-back attempt vanished under it). Through REST, not `airflow backfill create`, for the same reason.
-    backfill = {
-        "dag_id": "arena_flywheel_round",
-        "from_date": "2026-01-05T00:00:00Z",
-        "to_date": "2026-01-06T23:00:00Z",
-        "run_backwards": False,
-        "dag_run_conf": {},
-        "reprocess_behavior": "none",
-        "max_active_runs": 1,
-    }
-    res = af.http.post("/api/v2/backfills", json=backfill)
-    assert res.status_code == 200, res.text
-    for dag_id in ("arena_flywheel_round", "arena_elo"):
-        assert af.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
 
-    res = af.http.post(
-        "/api/v2/dags/arena_flywheel_round/dagRuns",
-        json={"logical_date": None, "conf": {"iteration": 40, "config_path": str(config)}},
-    )
-    assert res.status_code == 200, res.text
-    run = af.wait_run("arena_flywheel_round", res.json()["dag_run_id"], timeout_s=480)
+def test_rest_trigger_asset_and_backfill(flywheel: Flywheel) -> None:
+    af, store = flywheel.af, flywheel.store
+    run = af.wait_run("arena_flywheel_round", flywheel.manual_run, timeout_s=480)
     assert run["state"] == "success", run
     assert (store / "iter=40" / "report" / "round" / "_MANIFEST.json").exists()
 
@@ -196,13 +228,58 @@ def test_rest_trigger_asset_and_backfill(airflow: tuple[Standalone, Path]) -> No
         iteration = (day - date(2026, 1, 1)).days
         assert iteration in (4, 5) and (store / f"iter={iteration}" / "report" / "round" / "_MANIFEST.json").exists()
 
-    def board() -> set[str]:
-        path = store / "leaderboard" / "leaderboard.json"
-        return {row["model"] for row in json.loads(path.read_text())} if path.exists() else set()
-
     deadline = time.monotonic() + 240  # each round's battles Asset event schedules arena_elo
-    while time.monotonic() < deadline and not {"alpha@40", "alpha@4", "alpha@5", "beta"} <= board():
+    while time.monotonic() < deadline and not board(store) >= EVERY_ROUND:
         time.sleep(3)
     elo_runs = af.runs("arena_elo")
     assert any(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in elo_runs), elo_runs
-    assert {"alpha@40", "alpha@4", "alpha@5", "beta"} <= board()
+    assert board(store) >= EVERY_ROUND
+
+
+def test_arena_ui_in_browser(flywheel: Flywheel) -> None:
+    """The Arena plugin inside the real Airflow UI: its endpoints refuse anonymous callers; a user who logs in on
+    Airflow's own login page sees the leaderboard in the Arena view, opens a battle, and hostile markup in a
+    response stays text. Screenshots go to $ARENA_TEST_ARTIFACTS (default .arena/test-artifacts)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    af, store = flywheel.af, flywheel.store
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline and not {"alpha@40", "beta"} <= board(store):
+        time.sleep(3)
+    assert {"alpha@40", "beta"} <= board(store), "the Elo DAG never rated the triggered round"
+
+    anon = httpx.Client(base_url=af.url, timeout=30)
+    for path in ("/arena/", "/arena/api/flywheels", "/arena/api/leaderboard?flywheel=standalone", "/arena/battles"):
+        assert anon.get(path).status_code == 401, path
+        assert anon.get(path, cookies={"_token": "not-a-jwt"}).status_code in (401, 403), path
+    rows = af.http.get("/arena/api/leaderboard", params={"flywheel": "standalone"}).json()["rows"]  # bearer token
+    assert {"alpha@40", "beta"} <= {r["model"] for r in rows}
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    user, password = next(iter(af._passwords().items()))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{af.url}/plugin/arena")
+            page.get_by_label("Username").fill(user)
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/plugin/arena", timeout=60_000)
+            arena = page.frame_locator("iframe")
+            expect(arena.locator("#leaderboard tbody tr[data-model='alpha@40']")).to_be_visible(timeout=60_000)
+            expect(arena.locator("#leaderboard tbody tr[data-model='beta']")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "arena-ui.png"))
+
+            arena.get_by_role("link", name="beta", exact=True).first.click()  # beta's battles
+            arena.locator("input[name=prompt]").fill("times 3")
+            arena.get_by_role("button", name="Filter").click()
+            arena.locator("#battles a").first.click()
+            response = arena.locator("pre.response", has_text="window.__pwned")
+            expect(response).to_have_text(HOSTILE)
+            frame = next(f for f in page.frames if "/arena/battles/" in f.url)
+            assert frame.evaluate("window.__pwned") is None  # neither the script nor the onerror ran
+            expect(arena.locator("#scores")).to_contain_text("verifier")
+            page.screenshot(path=str(ARTIFACTS / "arena-battle.png"))
+        finally:
+            browser.close()

@@ -1,0 +1,197 @@
+"""The Arena UI: a small FastAPI app (HTML pages + the JSON they are drawn from) that the Airflow plugin mounts.
+
+Pages are rendered on the server with Jinja2 autoescaping — responses, explanations and prompts are untrusted text
+and are only ever inserted as escaped text, never as markup or script. No JavaScript is needed: sorting and
+filtering are query parameters, so every view is a plain link.
+
+Authentication is not optional: :func:`create_app` takes the dependency that resolves the user and attaches it to
+every route (the API docs routes, which would bypass it, are switched off). The Airflow plugin passes
+:func:`arena_ops.ui.auth.airflow_user`, the same JWT the Airflow UI uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from arena_ops.store import ArtifactStore
+from arena_ops.ui import charts
+from arena_ops.ui.data import VERDICTS, ArenaReader, BattleFilter, NotFound
+
+URL_PREFIX = "/arena"
+SORTABLE = ("rank", "model", "rating", "ci_low", "ci_high", "wins", "losses", "ties", "battles")
+PAGE_SIZE = 50
+
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_templates.filters["q"] = lambda s: quote(str(s), safe="")  # one path segment (run ids carry ':' and '+')
+_templates.globals["heat_color"] = charts.heat_color
+
+
+def _reader(request: Request) -> ArenaReader:
+    return ArenaReader(request.app.state.store())
+
+
+Reader = Annotated[ArenaReader, Depends(_reader)]
+
+
+def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., Any]) -> FastAPI:
+    """``store`` is called per request (the plugin caches it); ``require_user`` guards every route."""
+    app = FastAPI(
+        title="Arena",
+        dependencies=[Depends(require_user)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    app.state.store = store
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Any:
+        if request.url.path.startswith(f"{request.scope.get('root_path', '')}/api/"):
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        return HTMLResponse(_render("error.html", request, message=str(exc)), status_code=404)
+
+    # JSON ----------------------------------------------------------------------------------------------------------
+
+    @app.get("/api/flywheels")
+    def api_flywheels(r: Reader) -> list[dict[str, Any]]:
+        return [{"flywheel": f, "scopes": r.scopes(f)} for f in r.flywheels()]
+
+    @app.get("/api/leaderboard")
+    def api_leaderboard(r: Reader, flywheel: str, scope: str = "all") -> dict[str, Any]:
+        return r.leaderboard(flywheel, scope)
+
+    @app.get("/api/win-rates")
+    def api_win_rates(r: Reader, flywheel: str, scope: str = "all") -> dict[str, Any]:
+        return r.win_rates(flywheel, scope)
+
+    @app.get("/api/history")
+    def api_history(r: Reader, flywheel: str) -> dict[str, Any]:
+        return r.history(flywheel)
+
+    @app.get("/api/rounds")
+    def api_rounds(r: Reader, flywheel: str) -> list[dict[str, Any]]:
+        return r.rounds(flywheel)
+
+    @app.get("/api/battles")
+    def api_battles(
+        r: Reader,
+        flywheel: str,
+        f: Annotated[BattleFilter, Depends(_battle_filter)],
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = PAGE_SIZE,
+    ) -> dict[str, Any]:
+        return r.battles(flywheel, f, offset, limit)
+
+    @app.get("/api/battles/{iteration}/{run}/{battle_id}")
+    def api_battle(r: Reader, flywheel: str, iteration: int, run: str, battle_id: str) -> dict[str, Any]:
+        return r.battle(flywheel, iteration, run, battle_id)
+
+    # HTML ----------------------------------------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(
+        request: Request,
+        r: Reader,
+        flywheel: str | None = None,
+        scope: str = "all",
+        sort: str = "rank",
+        order: str = "asc",
+    ) -> str:
+        flywheels = r.flywheels()
+        if not flywheels:
+            return _render("empty.html", request, store=r.store.uri)
+        flywheel = flywheel or flywheels[0]
+        scopes = r.scopes(flywheel)
+        if not scopes:
+            return _render("empty.html", request, store=r.store.uri, flywheel=flywheel, flywheels=flywheels)
+        if sort not in SORTABLE or order not in ("asc", "desc"):
+            raise HTTPException(422, f"sort must be one of {SORTABLE} and order asc|desc")
+        board = r.leaderboard(flywheel, scope)
+        rows = sorted(board["rows"], key=lambda row: (row[sort], row["model"]), reverse=order == "desc")
+        hist = r.history(flywheel)
+        return _render(
+            "index.html",
+            request,
+            flywheel=flywheel,
+            flywheels=flywheels,
+            scope=scope,
+            scopes=scopes,
+            board=board,
+            rows=rows,
+            sort=sort,
+            order=order,
+            columns=SORTABLE,
+            elo_chart=charts.elo_ci(board["rows"]),
+            history_chart=charts.history(hist["entries"], hist["target"]),
+            heat=r.win_rates(flywheel, scope),
+            rounds=r.rounds(flywheel),
+        )
+
+    @app.get("/battles", response_class=HTMLResponse)
+    def battles_page(
+        request: Request,
+        r: Reader,
+        flywheel: str,
+        f: Annotated[BattleFilter, Depends(_battle_filter)],
+        page: Annotated[int, Query(ge=1)] = 1,
+    ) -> str:
+        found = r.battles(flywheel, f, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        query = {k: v for k, v in vars(f).items() if v not in (None, "")}
+        return _render(
+            "battles.html",
+            request,
+            flywheel=flywheel,
+            found=found,
+            f=f,
+            page=page,
+            pages=max(1, -(-found["total"] // PAGE_SIZE)),
+            verdicts=VERDICTS,
+            query=lambda **extra: urlencode({"flywheel": flywheel, **query, **extra}),
+        )
+
+    @app.get("/battles/{iteration}/{run}/{battle_id}", response_class=HTMLResponse)
+    def battle_page(request: Request, r: Reader, flywheel: str, iteration: int, run: str, battle_id: str) -> str:
+        b = r.battle(flywheel, iteration, run, battle_id)
+        return _render("battle.html", request, flywheel=flywheel, b=b, r=b["record"])
+
+    return app
+
+
+def _battle_filter(
+    model_a: str | None = None,
+    model_b: str | None = None,
+    verdict: str | None = None,
+    prompt: str | None = None,
+    iteration: str | None = None,  # str: the filter form submits an empty field for "any"
+    run: str | None = None,
+) -> BattleFilter:
+    def blank(v: str | None) -> str | None:
+        return v if v and v.strip() else None  # an empty form field means "any"
+
+    it = blank(iteration)
+    if it is not None and not it.strip().isdigit():
+        raise HTTPException(422, f"iteration must be a non-negative integer, got {iteration!r}")
+    return BattleFilter(
+        blank(model_a), blank(model_b), blank(verdict), blank(prompt), int(it) if it else None, blank(run)
+    )
+
+
+def _render(template: str, request: Request, **context: Any) -> str:
+    root = request.scope.get("root_path", "")  # "/arena", or deeper behind a proxy: links stay relative to it
+    airflow_root = root.removesuffix(URL_PREFIX)
+    return _templates.get_template(template).render(app_root=root, airflow_root=airflow_root, **context)

@@ -1,0 +1,237 @@
+"""What the Arena UI shows, read from the artifact store. Nothing here fits or bootstraps: the Elo DAG wrote the
+leaderboards, the rounds wrote their battle tables and reports; this module only reads, filters and pages them.
+
+Every name that becomes part of a store key (flywheel, scope, run) is checked against what the store lists first,
+so a request cannot point the reader outside the flywheel's artifacts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from arena_ops.errors import ArenaError
+from arena_ops.store import ArtifactStore
+
+VERDICTS = ("model_a", "model_b", "tie", "tie_bothbad", "invalid")
+_LIST_COLUMNS = ["battle_id", "prompt_id", "iteration", "run", "model_a", "model_b", "winner", "score_a", "score_b"]
+_VERSIONED = re.compile(r"^(?P<name>.+)@(?P<iteration>\d+)$")
+
+
+class NotFound(ArenaError):
+    """The flywheel, scope, run or battle asked for does not exist in the store."""
+
+
+@dataclass(frozen=True)
+class BattleFilter:
+    model_a: str | None = None  # with model_b: that pair in either order; alone: any battle of that model
+    model_b: str | None = None
+    verdict: str | None = None  # one of VERDICTS, or a model name = battles that model won
+    prompt: str | None = None  # substring of the prompt id or of the first user turn (case-insensitive)
+    iteration: int | None = None
+    run: str | None = None
+
+
+class ArenaReader:
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    # Names ----------------------------------------------------------------------------------------------------------
+
+    def flywheels(self) -> list[str]:
+        return [
+            f
+            for f in self.store.list_flywheels()
+            if self.store.exists(f"{f}/leaderboard/leaderboard.json") or self.store.list_iterations(f)
+        ]
+
+    def _flywheel(self, flywheel: str) -> str:
+        if flywheel not in self.flywheels():
+            raise NotFound(f"no flywheel {flywheel!r} in {self.store.uri} (have {self.flywheels()})")
+        return flywheel
+
+    def scopes(self, flywheel: str) -> list[dict[str, Any]]:
+        """The leaderboards of a flywheel: ``all`` battles, then one per test set (see ``flywheel.elo_update``)."""
+        prefix = f"{self._flywheel(flywheel)}/leaderboard"
+        if self.store.exists(f"{prefix}/scopes.json"):
+            return [
+                {k: s[k] for k in ("scope", "label", "battles")} for s in self.store.read_json(f"{prefix}/scopes.json")
+            ]
+        if self.store.exists(f"{prefix}/leaderboard.json"):  # written before per-test-set boards existed
+            return [{"scope": "all", "label": "All battles", "battles": None}]
+        return []
+
+    def _scope_key(self, flywheel: str, scope: str) -> str:
+        if scope not in {s["scope"] for s in self.scopes(flywheel)}:
+            raise NotFound(f"flywheel {flywheel!r} has no leaderboard {scope!r}")
+        return f"{flywheel}/leaderboard" + ("" if scope == "all" else f"/{scope}")
+
+    # Leaderboards --------------------------------------------------------------------------------------------------
+
+    def leaderboard(self, flywheel: str, scope: str = "all") -> dict[str, Any]:
+        key = self._scope_key(flywheel, scope)
+        params = self.store.read_json(f"{key}/params.json") if self.store.exists(f"{key}/params.json") else {}
+        rows = self.store.read_json(f"{key}/leaderboard.json")
+        return {"flywheel": flywheel, "scope": scope, "ci_level": params.get("ci_level", 0.95), "rows": rows}
+
+    def win_rates(self, flywheel: str, scope: str = "all") -> dict[str, Any]:
+        """Empirical win rate of the row model against the column model (ties count half), models in board order;
+        ``None`` where the pair never met."""
+        key = self._scope_key(flywheel, scope)
+        models = [r["model"] for r in self.store.read_json(f"{key}/leaderboard.json")]
+        index = {m: k for k, m in enumerate(models)}
+        matrix: list[list[float | None]] = [[None] * len(models) for _ in models]
+        for r in self.store.read_table(f"{key}/win_rates.parquet").to_pylist():
+            value = r["empirical"]
+            if r["model_a"] in index and r["model_b"] in index and value == value:  # NaN = never met
+                matrix[index[r["model_a"]]][index[r["model_b"]]] = round(float(value), 4)
+        return {"flywheel": flywheel, "scope": scope, "models": models, "matrix": matrix}
+
+    def history(self, flywheel: str) -> dict[str, Any]:
+        """Round-over-round ratings, and the target's series: at each recomputation, the rating of the newest
+        target version (``name@i``) it had seen."""
+        key = f"{self._flywheel(flywheel)}/leaderboard/history.json"
+        entries = self.store.read_json(key) if self.store.exists(key) else []
+        target: list[dict[str, Any]] = []
+        for e in entries:
+            versions = [
+                (int(m["iteration"]), m["name"], name) for name in e["ratings"] if (m := _VERSIONED.match(name))
+            ]
+            if versions:
+                it, base, name = max(versions)
+                target.append(
+                    {"iteration": e["iteration"], "model": name, "target": base, "rating": e["ratings"][name]}
+                )
+        return {"flywheel": flywheel, "entries": entries, "target": target}
+
+    # Rounds --------------------------------------------------------------------------------------------------------
+
+    def rounds(self, flywheel: str) -> list[dict[str, Any]]:
+        """Per iteration, newest first: its battle runs (with their summaries) and the round report's DAG run."""
+        out = []
+        for it in reversed(self.store.list_iterations(self._flywheel(flywheel))):
+            runs = []
+            for run in self.store.list_artifacts(flywheel, it, "battles"):
+                meta = self.store.manifest(self.store.artifact_key(flywheel, it, "battles", run)).meta
+                runs.append(
+                    {
+                        "run": run,
+                        "battles": meta.get("battles"),
+                        "invalid": meta.get("invalid"),
+                        "per_model": meta.get("per_model", {}),
+                    }
+                )
+            report_key = self.store.artifact_key(flywheel, it, "report", "round")
+            report = self.store.read_json(f"{report_key}/report.json") if self.store.is_committed(report_key) else {}
+            if runs or report:
+                out.append(
+                    {
+                        "iteration": it,
+                        "runs": runs,
+                        "target": report.get("target"),
+                        "dag_run": report.get("dag_run"),
+                        "training": report.get("training") or [],
+                    }
+                )
+        return out
+
+    # Battles -------------------------------------------------------------------------------------------------------
+
+    def _battle_tables(self, flywheel: str, f: BattleFilter) -> list[tuple[int, str]]:
+        its = self.store.list_iterations(self._flywheel(flywheel))
+        if f.iteration is not None:
+            its = [i for i in its if i == f.iteration]
+        return [
+            (i, run)
+            for i in its
+            for run in self.store.list_artifacts(flywheel, i, "battles")
+            if f.run is None or run == f.run
+        ]
+
+    def battles(self, flywheel: str, f: BattleFilter, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """Battles matching ``f``, newest iteration first, with the total count for paging."""
+        matched: list[dict[str, Any]] = []
+        models: set[str] = set()
+        runs: set[str] = set()
+        for it, run in reversed(self._battle_tables(flywheel, f)):
+            runs.add(run)
+            key = self.store.artifact_key(flywheel, it, "battles", run)
+            files = ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else [])
+            for name in files:
+                table = self.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS)
+                models.update(table["model_a"].to_pylist(), table["model_b"].to_pylist())
+                table = _filter(table, f)
+                if f.prompt and table.num_rows:
+                    table = self._match_prompt(key, table, f.prompt)
+                matched.extend(table.to_pylist())
+        return {
+            "flywheel": flywheel,
+            "total": len(matched),
+            "offset": offset,
+            "limit": limit,
+            "battles": matched[offset : offset + limit],
+            "models": sorted(models),
+            "runs": sorted(runs),
+        }
+
+    def _match_prompt(self, key: str, table: pa.Table, needle: str) -> pa.Table:
+        hit = pc.match_substring(table["prompt_id"], needle, ignore_case=True)
+        if self.store.exists(f"{key}/transcripts.parquet"):
+            tr = self.store.read_table(f"{key}/transcripts.parquet", columns=["prompt_id", "turns"])
+            first = pc.list_element(tr["turns"], 0)
+            ids = pc.filter(tr["prompt_id"], pc.match_substring(first, needle, ignore_case=True))
+            hit = pc.or_(hit, pc.is_in(table["prompt_id"], value_set=pc.unique(ids)))
+        return table.filter(hit)
+
+    def battle(self, flywheel: str, iteration: int, run: str, battle_id: str) -> dict[str, Any]:
+        """One battle: its record (both games' scores and explanations) and both conversations."""
+        if run not in self.store.list_artifacts(self._flywheel(flywheel), iteration, "battles"):
+            raise NotFound(f"flywheel {flywheel!r} has no battle run {run!r} in iteration {iteration}")
+        key = self.store.artifact_key(flywheel, iteration, "battles", run)
+        record = None
+        for name in ("data.parquet", "invalid.parquet"):
+            table = self.store.read_table(f"{key}/{name}")
+            rows = table.filter(pc.equal(table["battle_id"], battle_id)).to_pylist()
+            if rows:
+                record = rows[0]
+                break
+        if record is None:
+            raise NotFound(f"no battle {battle_id!r} in {flywheel}/iter={iteration}/battles/{run}")
+        sides: dict[str, Any] = {"a": None, "b": None}
+        if self.store.exists(f"{key}/transcripts.parquet"):
+            tr = self.store.read_table(f"{key}/transcripts.parquet")
+            for row in tr.filter(pc.equal(tr["prompt_id"], record["prompt_id"])).to_pylist():
+                for side in ("a", "b"):
+                    if row["response_key"] == record[f"response_key_{side}"]:
+                        sides[side] = row
+        first = sides["a"] or sides["b"]
+        return {
+            "flywheel": flywheel,
+            "record": record,
+            "system": first["system"] if first else None,
+            "turns": first["turns"] if first else None,
+            "answers_a": sides["a"]["answers"] if sides["a"] else None,
+            "answers_b": sides["b"]["answers"] if sides["b"] else None,
+        }
+
+
+def _filter(table: pa.Table, f: BattleFilter) -> pa.Table:
+    a, b = table["model_a"], table["model_b"]
+    if f.model_a and f.model_b:
+        same = pc.and_(pc.equal(a, f.model_a), pc.equal(b, f.model_b))
+        swapped = pc.and_(pc.equal(a, f.model_b), pc.equal(b, f.model_a))
+        table = table.filter(pc.or_(same, swapped))
+    elif f.model_a or f.model_b:
+        m = f.model_a or f.model_b
+        table = table.filter(pc.or_(pc.equal(a, m), pc.equal(b, m)))
+    if f.verdict in VERDICTS:
+        table = table.filter(pc.equal(table["winner"], f.verdict))
+    elif f.verdict:  # a model name: the battles it won
+        won_a = pc.and_(pc.equal(table["model_a"], f.verdict), pc.equal(table["winner"], "model_a"))
+        won_b = pc.and_(pc.equal(table["model_b"], f.verdict), pc.equal(table["winner"], "model_b"))
+        table = table.filter(pc.or_(won_a, won_b))
+    return table

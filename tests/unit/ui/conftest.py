@@ -1,0 +1,78 @@
+"""A store seeded the way rounds seed it: real battle runs (recorded models, the exact-match verifier as judge —
+no servers), a round report with its DAG run, then the Elo step. One answer is hostile HTML."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from arena_ops.battle.run import BattleRun, plan
+from arena_ops.config import load_config
+from arena_ops.data.ingest import ingest
+from arena_ops.flywheel import elo_update
+from arena_ops.store import ArtifactStore
+
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+
+def seed(root: Path) -> Path:
+    prompts = [
+        {"id": f"q{i}", "instruction": f"What is {i} plus {i}? Reply with the number.", "output": str(2 * i)}
+        for i in range(8)
+    ]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    answers = {
+        "alpha": lambda i: str(2 * i),  # always right
+        "beta": lambda i: str(2 * i) if i % 2 else "0",  # right on odd prompts
+        "gamma": lambda i: HOSTILE if i == 0 else "7",  # wrong, once with markup
+    }
+    for name, answer in answers.items():
+        (root / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"prompt_id": f"q{i}", "response": answer(i)}) + "\n" for i in range(8))
+        )
+    config = root / "arena.yaml"
+    config.write_text(
+        textwrap.dedent("""\
+        flywheel: ui
+        storage: {root: file://store}
+        models:
+          target: {name: alpha, source: {kind: recorded, path: alpha.jsonl}}
+          competitors:
+            - {name: beta, source: {kind: recorded, path: beta.jsonl}}
+            - {name: gamma, source: {kind: recorded, path: gamma.jsonl}}
+          judge: {name: beta, source: {kind: recorded, path: beta.jsonl}}
+        judge: {kind: verifier, verifier: exact}
+        battle: {pairing: all_pairs}
+        rating: {bootstrap_rounds: 20}
+        """)
+    )
+    cfg = load_config(config)
+    store = ArtifactStore.from_config(cfg.storage)
+    table = ingest([str(root / "prompts.jsonl")]).table
+    for it, run in ((0, "shard-000"), (1, "shard-001"), (1, "eval-mix")):
+        asyncio.run(BattleRun(cfg, store, it, run, plan(cfg, table)).run_all())
+        if run.startswith("shard"):
+            with store.artifact("ui", it, "report", "round") as w:
+                w.write_json(
+                    "report.json",
+                    {
+                        "iteration": it,
+                        "target": f"alpha.jsonl#{it}",
+                        "dag_run": {
+                            "dag_id": "arena_flywheel_round",
+                            "run_id": f"manual__2026-01-0{it + 1}T00:00:00+00:00",
+                        },
+                    },
+                )
+        elo_update(str(config))
+    return config
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> ArtifactStore:
+    config = seed(tmp_path_factory.mktemp("ui-store"))
+    return ArtifactStore.from_config(load_config(config).storage)

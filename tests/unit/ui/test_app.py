@@ -1,0 +1,148 @@
+"""The Arena FastAPI app: every route refuses anonymous requests with Airflow's own auth dependency; JSON shapes;
+sorting and filtering; untrusted text is escaped in every page that shows it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from arena_ops.store import ArtifactStore
+from arena_ops.ui.app import create_app
+from arena_ops.ui.auth import airflow_user
+from tests.unit.ui.conftest import HOSTILE
+
+
+@pytest.fixture
+def client(seeded: ArtifactStore) -> TestClient:
+    app = create_app(lambda: seeded, airflow_user)
+    app.dependency_overrides[airflow_user] = lambda: "tester"  # the login itself is proven in the e2e test
+    return TestClient(app)
+
+
+def _paths(app) -> list[str]:
+    filled = {"{iteration}": "1", "{run}": "shard-001", "{battle_id}": "x"}
+    out = []
+    for route in app.routes:
+        path = route.path
+        for k, v in filled.items():
+            path = path.replace(k, v)
+        out.append(path + ("?flywheel=ui" if isinstance(route, APIRoute) else ""))
+    return out
+
+
+def test_every_route_refuses_anonymous_requests(seeded: ArtifactStore) -> None:
+    # Airflow's real dependency; with no token it refuses before it needs an auth manager. Bad tokens and a real
+    # login are checked against `airflow standalone` in tests/integration/test_airflow_standalone.py.
+    app = create_app(lambda: seeded, airflow_user)
+    anon = TestClient(app)
+    paths = _paths(app)
+    assert len(paths) >= 9
+    for path in [*paths, "/docs", "/openapi.json", "/redoc"]:
+        res = anon.get(path)
+        assert res.status_code in (401, 403, 404), (path, res.status_code)
+        assert "alpha" not in res.text, path  # nothing of the store leaks
+    assert all(anon.get(p).status_code in (401, 403) for p in paths)  # routes that exist: refused, not missing
+
+
+def test_json_shapes(client: TestClient) -> None:
+    fws = client.get("/api/flywheels").json()
+    assert fws == [
+        {
+            "flywheel": "ui",
+            "scopes": [
+                {"scope": "all", "label": "All battles", "battles": 72},
+                {"scope": "eval-mix", "label": "Test set mix", "battles": 24},
+            ],
+        }
+    ]
+    board = client.get("/api/leaderboard", params={"flywheel": "ui"}).json()
+    assert board["ci_level"] == 0.95 and [r["model"] for r in board["rows"]][-1] == "gamma"
+    assert {"model", "rating", "ci_low", "ci_high", "rank", "wins", "losses", "ties", "battles"} <= set(
+        board["rows"][0]
+    )
+    assert sum(r["battles"] for r in board["rows"]) == 2 * 72
+    mix = client.get("/api/leaderboard", params={"flywheel": "ui", "scope": "eval-mix"}).json()
+    assert {r["model"] for r in mix["rows"]} == {"alpha@1", "beta", "gamma"}
+
+    wr = client.get("/api/win-rates", params={"flywheel": "ui"}).json()
+    m = {name: k for k, name in enumerate(wr["models"])}
+    assert wr["matrix"][m["gamma"]][m["gamma"]] is None
+    assert wr["matrix"][m["alpha@1"]][m["gamma"]] == 1.0  # alpha always right, gamma never
+    assert wr["matrix"][m["alpha@0"]][m["alpha@1"]] is None  # versions of the target never meet
+
+    hist = client.get("/api/history", params={"flywheel": "ui"}).json()
+    assert [e["iteration"] for e in hist["entries"]] == [0, 1]
+    assert [t["model"] for t in hist["target"]] == ["alpha@0", "alpha@1"]
+
+    rounds = client.get("/api/rounds", params={"flywheel": "ui"}).json()
+    assert [r["iteration"] for r in rounds] == [1, 0]
+    assert {x["run"] for x in rounds[0]["runs"]} == {"shard-001", "eval-mix"}
+    assert rounds[1]["dag_run"]["run_id"] == "manual__2026-01-01T00:00:00+00:00"
+
+
+def test_battle_filters_and_paging(client: TestClient) -> None:
+    get = lambda **p: client.get("/api/battles", params={"flywheel": "ui", **p}).json()  # noqa: E731
+    assert get()["total"] == 72 and len(get(limit=10)["battles"]) == 10
+    pair = get(model_a="gamma", model_b="alpha")
+    assert pair["total"] == 24 and all({b["model_a"], b["model_b"]} == {"alpha", "gamma"} for b in pair["battles"])
+    assert get(model_a="alpha", model_b="gamma")["total"] == 24  # either order
+    won = get(verdict="beta")["battles"]
+    assert won and all(b[b["winner"]] == "beta" for b in won)
+    assert all(b["winner"] == "tie" for b in get(verdict="tie")["battles"])
+    assert {b["prompt_id"] for b in get(prompt="3 plus 3")["battles"]} == {
+        get(prompt="3 plus 3")["battles"][0]["prompt_id"]
+    }
+    assert get(prompt="3 plus 3")["total"] == 9  # 3 pairs × 3 runs
+    assert get(iteration=1, run="eval-mix")["total"] == 24
+    form = {"flywheel": "ui", "model_a": "beta", "model_b": "", "verdict": "", "prompt": "", "iteration": "", "run": ""}
+    assert client.get("/battles", params=form).status_code == 200  # the filter form's empty fields mean "any"
+    assert re.search(r"<p>48 battles", client.get("/battles", params=form).text)
+    assert client.get("/api/battles", params={"flywheel": "ui", "iteration": "x"}).status_code == 422
+    page2 = get(offset=70)
+    assert len(page2["battles"]) == 2
+    assert client.get("/api/battles", params={"flywheel": "ui", "limit": 0}).status_code == 422
+
+
+def test_unknown_names_are_404_not_paths(client: TestClient) -> None:
+    for params in ({"flywheel": "nope"}, {"flywheel": "ui", "scope": "../../etc"}, {"flywheel": "../ui"}):
+        res = client.get("/api/leaderboard", params=params)
+        assert res.status_code == 404 and "no " in res.json()["detail"]
+    assert client.get("/api/battles/1/../x", params={"flywheel": "ui"}).status_code == 404
+    assert client.get("/battles/1/shard-001/nope", params={"flywheel": "ui"}).status_code == 404
+
+
+def test_pages_render_and_sort(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    models = re.findall(r'<tr data-model="([^"]+)">', page.text)
+    assert models[-1] == "gamma" and set(models) == {"alpha@0", "alpha@1", "beta", "gamma"}
+    by_name = re.findall(r'<tr data-model="([^"]+)">', client.get("/", params={"sort": "model", "order": "desc"}).text)
+    assert by_name == sorted(models, reverse=True)
+    for marker in ('id="elo-ci"', 'id="history"', 'id="win-rates"', "runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"):
+        assert marker in page.text
+    assert client.get("/", params={"sort": "nope"}).status_code == 422
+    mix = client.get("/", params={"scope": "eval-mix"}).text
+    assert 'data-model="alpha@0"' not in mix and 'data-model="alpha@1"' in mix
+
+
+def test_untrusted_text_is_escaped(client: TestClient) -> None:
+    found = client.get(
+        "/api/battles", params={"flywheel": "ui", "model_a": "gamma", "prompt": "0 plus 0", "run": "shard-000"}
+    ).json()["battles"]
+    b = found[0]
+    detail = client.get(f"/api/battles/{b['iteration']}/{b['run']}/{b['battle_id']}", params={"flywheel": "ui"}).json()
+    side = "a" if detail["record"]["model_a"] == "gamma" else "b"
+    assert detail[f"answers_{side}"] == [HOSTILE]  # the JSON carries the text as it is
+
+    html = client.get(f"/battles/{b['iteration']}/{b['run']}/{b['battle_id']}", params={"flywheel": "ui"}).text
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html
+    assert (
+        "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&lt;img src=x onerror=&#34;window.__pwned = 2&#34;&gt;" in html
+    )
+    assert "<script" not in html.lower()  # the page itself runs no script at all
+
+    listing = client.get("/battles", params={"flywheel": "ui", "prompt": "<script>"}).text
+    assert "<script>" not in listing and 'value="&lt;script&gt;"' in listing
