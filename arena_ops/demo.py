@@ -83,7 +83,8 @@ def main() -> None:
     print(f"Round report: {store.key_uri(store.artifact_key(cfg.flywheel, iteration, 'report', 'round'))}/report.md")
     print(
         f"Demo took {time.perf_counter() - start:.0f}s. Airflow UI: AIRFLOW_HOME={airflow_home} "
-        f"AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} ARENA_CONFIG={config} .venv/bin/airflow standalone"
+        f"AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} AIRFLOW__CORE__PLUGINS_FOLDER={REPO / 'plugins'} "
+        f"ARENA_CONFIG={config} .venv/bin/airflow standalone  (the leaderboard is under Browse → Arena)"
     )
 
 
