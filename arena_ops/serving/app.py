@@ -117,9 +117,15 @@ def engine_kwargs(engine: EngineConfig) -> dict[str, Any]:
 def llm_config(model: ServedModel, storage: StorageConfig, cpu_threads_bind: str | None = None):  # -> LLMConfig
     from ray.serve.llm import LLMConfig
 
+    return LLMConfig(**llm_options(model, local_model_dir(model, storage), cpu_threads_bind))
+
+
+def llm_options(model: ServedModel, model_source: Any, cpu_threads_bind: str | None = None) -> dict[str, Any]:
+    """The ``LLMConfig`` fields of one model, as plain data: what :func:`llm_config` deploys and what
+    :func:`serve_config` declares (the Helm chart's RayService renders the same, see helm/arena-flywheel)."""
     e = model.engine
     options: dict[str, Any] = {
-        "model_loading_config": {"model_id": model.name, "model_source": local_model_dir(model, storage)},
+        "model_loading_config": {"model_id": model.name, "model_source": model_source},
         "engine_kwargs": engine_kwargs(e),
         "deployment_config": {
             "autoscaling_config": {
@@ -130,14 +136,14 @@ def llm_config(model: ServedModel, storage: StorageConfig, cpu_threads_bind: str
         },
     }
     if e.device == "cpu":
-        env = {"VLLM_CPU_KVCACHE_SPACE": str(max(1, round(e.kv_cache_gib)))}
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(max(1, int(e.kv_cache_gib + 0.5)))}  # half up, as Helm's round
         if cpu_threads_bind:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         # ray.serve.llm assumes GPUs unless told otherwise (measured: see STACK_FACTS).
         options["accelerator_config"] = {"kind": "cpu"}
         options["placement_group_config"] = {"bundles": [{"CPU": e.cpus_per_replica}]}
         options["runtime_env"] = {"env_vars": env}
-    return LLMConfig(**options)
+    return options
 
 
 ROUTER_APP = "arena-router"
@@ -180,3 +186,37 @@ def router_target(cfg: ArenaConfig, models: list[ServedModel]):  # -> RunTarget
     base = f"http://127.0.0.1:{cfg.serving.port}"
     upstreams = {m.name: base + model_route(m.name) for m in models}
     return RunTarget(Router.bind(upstreams), name=ROUTER_APP, route_prefix=cfg.serving.route_prefix)
+
+
+ROUTER_IMPORT_PATH = "arena_ops.serving.router:build_router"
+
+
+def serve_config(cfg: ArenaConfig) -> dict[str, Any]:
+    """The declarative Serve config of what :func:`arena_ops.serving.deploy.up` deploys — one ``build_openai_app``
+    application per served model plus the router — for ``serve deploy`` and a KubeRay RayService's
+    ``serveConfigV2``. Weights stay where the config says: ``s3://`` prefixes become Ray's ``bucket_uri`` (each
+    replica downloads them), Hugging Face ids and paths are passed as they are."""
+    models = served_models(cfg)
+    apps: list[dict[str, Any]] = [
+        {
+            "name": model_app_name(m.name),
+            "route_prefix": model_route(m.name),
+            "import_path": "ray.serve.llm:build_openai_app",
+            "args": {"llm_configs": [llm_options(m, _declared_source(m.path))]},
+        }
+        for m in models
+    ]
+    base = f"http://127.0.0.1:{cfg.serving.port}"
+    apps.append(
+        {
+            "name": ROUTER_APP,
+            "route_prefix": cfg.serving.route_prefix,
+            "import_path": ROUTER_IMPORT_PATH,
+            "args": {"upstreams": {m.name: base + model_route(m.name) for m in models}},
+        }
+    )
+    return {"http_options": {"host": "0.0.0.0", "port": cfg.serving.port}, "applications": apps}
+
+
+def _declared_source(path: str) -> Any:
+    return {"bucket_uri": path} if path.startswith("s3://") else path.removeprefix("file://")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -63,3 +64,9 @@ class Router:
         # A method, not a module function: Serve's ingress wrapper does not carry this module's globals.
         body = {"error": {"message": message, "type": "invalid_request_error", "code": status}}
         return JSONResponse(body, status_code=status)
+
+
+def build_router(args: dict[str, Any]) -> Any:
+    """Application builder for a declarative Serve config (``import_path: arena_ops.serving.router:build_router``,
+    ``args: {upstreams: {model: url}}``), as rendered into the Helm chart's RayService."""
+    return Router.bind(dict(args["upstreams"]))
