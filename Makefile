@@ -23,7 +23,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 comma := ,
 STAMP := $(VENV)/.arena-setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: help setup browser test test-fast demo demo-model lint clean
+.PHONY: help setup browser test test-serial test-fast demo demo-model lint clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -43,7 +43,28 @@ $(STAMP):
 	@rm -f $(VENV)/.arena-setup-*
 	@touch $@
 
-test: setup browser  ## lint, then run the test suite (installs first)
+# The suite runs in two lanes at once (2 cores): lane A holds everything on the shared Ray Serve deployment plus the
+# Ray Jobs test (both start Ray; test_serving asserts that `serve down` leaves no Ray process on the machine);
+# lane B the rest — unit, DAG, deployment, DeepSpeed, vLLM-in-process and `airflow standalone` tests, much of it
+# waiting on subprocesses and schedulers. `make test PYTEST_ARGS=…` passes options to both; `make test-serial` runs
+# one pytest over everything.
+RAY_JOB_TEST := tests/integration/test_training.py::test_ray_job_launcher_trains_and_registers
+LANE_A := tests/integration/test_battle.py tests/integration/test_dag_round.py \
+	tests/integration/test_flywheel_learning.py tests/integration/test_serving.py $(RAY_JOB_TEST)
+LANE_B := tests/unit tests/dags tests/deploy tests/gpu tests/integration/test_airflow_standalone.py \
+	tests/integration/test_training.py tests/integration/test_demo_model.py tests/integration/test_tiny_model.py
+test: setup browser  ## lint, then run the test suite in two parallel lanes (installs first)
+	$(PY) -m ruff check arena_ops dags plugins tests benchmarks
+	@mkdir -p .arena; start=$$(date +%s); \
+	$(PY) -m pytest -p no:cacheprovider $(LANE_B) --deselect $(RAY_JOB_TEST) $(PYTEST_ARGS) > .arena/test-lane-b.log 2>&1 & \
+	lane_b=$$!; \
+	$(PY) -m pytest $(LANE_A) $(PYTEST_ARGS); a=$$?; \
+	wait $$lane_b; b=$$?; \
+	echo "==================== lane B ===================="; cat .arena/test-lane-b.log; \
+	echo "lane A exit $$a, lane B exit $$b; $$(( $$(date +%s) - start )) s in all"; \
+	exit $$(( a || b ))
+
+test-serial: setup browser  ## lint, then one pytest over the whole suite
 	$(PY) -m ruff check arena_ops dags plugins tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
