@@ -319,7 +319,17 @@ class RatingConfig(_Section):
         return v
 
 
+class RayServiceRef(_Section):
+    name: str = Field(description="Name of the KubeRay RayService (the Helm chart's rayService.name).")
+    namespace: str | None = Field(None, description="Its namespace; None = the namespace of the pod running arena.")
+
+
 class ServingConfig(_Section):
+    rayservice: RayServiceRef | None = Field(
+        None,
+        description="Serving managed by this KubeRay RayService: `serve up` patches its serveConfigV2 (the new "
+        "target checkpoint) and waits for KubeRay, instead of deploying through Ray. None = arena deploys itself.",
+    )
     ray_address: str | None = Field(None, description="Ray cluster to deploy on; None starts/uses a local Ray.")
     host: str = Field("127.0.0.1", description="Ray Serve HTTP host.")
     port: int = Field(8000, ge=1, le=65535, description="Ray Serve HTTP port.")

@@ -72,7 +72,7 @@ def build_schema() -> dict[str, Any]:
                 }
             ),
             "secrets": _obj({"s3": _NONEMPTY, "modelEnv": _STR}),
-            "rayService": _ray_cluster(),
+            "rayService": _ray_cluster({"editors": {"type": "array", "items": _NONEMPTY}}),
             "rayTraining": _ray_cluster({"shmSize": _NONEMPTY}),
             "minio": _obj(
                 {

@@ -12,7 +12,7 @@ COPY --chown=airflow:root arena_ops /opt/arena/arena_ops
 RUN pip install --no-cache-dir \
         --extra-index-url https://download.pytorch.org/whl/cpu \
         "torch==2.13.0+cpu" \
-        "/opt/arena" \
+        "/opt/arena[k8s]" \
     && python -c "import arena_ops, airflow.sdk"
 
 COPY --chown=airflow:root dags /opt/airflow/dags

@@ -191,12 +191,13 @@ def router_target(cfg: ArenaConfig, models: list[ServedModel]):  # -> RunTarget
 ROUTER_IMPORT_PATH = "arena_ops.serving.router:build_router"
 
 
-def serve_config(cfg: ArenaConfig) -> dict[str, Any]:
+def serve_config(cfg: ArenaConfig, target_path: str | None = None) -> dict[str, Any]:
     """The declarative Serve config of what :func:`arena_ops.serving.deploy.up` deploys — one ``build_openai_app``
     application per served model plus the router — for ``serve deploy`` and a KubeRay RayService's
     ``serveConfigV2``. Weights stay where the config says: ``s3://`` prefixes become Ray's ``bucket_uri`` (each
-    replica downloads them), Hugging Face ids and paths are passed as they are."""
-    models = served_models(cfg)
+    replica downloads them), Hugging Face ids and paths are passed as they are. ``target_path``: this round's target
+    weights, as for ``up``."""
+    models = served_models(cfg, target_path)
     apps: list[dict[str, Any]] = [
         {
             "name": model_app_name(m.name),

@@ -109,6 +109,11 @@ def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None
     if not any(spec.source.kind == "served" for spec in [*cfg.models.battlers(), cfg.models.judge]):
         log.info("no served models in the config (recorded/external only): nothing to deploy")
         return serving_base_url(cfg.serving)
+    if cfg.serving.rayservice is not None:  # KubeRay owns the applications: ask it (see serving.kuberay)
+        from arena_ops.serving import kuberay
+
+        kuberay.apply(cfg, target_path, timeout_s=timeout_s)
+        return serving_base_url(cfg.serving)
     models = served_models(cfg, target_path)
     connect(cfg)
     serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
@@ -210,6 +215,10 @@ def _describe(app: Any) -> str:
 
 def status(cfg: ArenaConfig) -> dict[str, Any]:
     """Application and per-deployment status, without starting anything."""
+    if cfg.serving.rayservice is not None:
+        from arena_ops.serving import kuberay
+
+        return kuberay.status(cfg)
     from ray import serve
 
     connect(cfg, start=False)
@@ -237,6 +246,11 @@ def _last(value: object) -> str:
 
 def down(cfg: ArenaConfig) -> None:
     """Delete the application, shut Serve down and stop the local head if arena started it."""
+    if cfg.serving.rayservice is not None:
+        raise ServingError(
+            f"serving is managed by the RayService {cfg.serving.rayservice.name!r}: scale or delete it with Helm "
+            "(rayService.enabled=false), not `serve down`"
+        )
     import ray
     from ray import serve
 

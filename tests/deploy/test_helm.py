@@ -61,7 +61,17 @@ def test_every_manifest_is_valid_kubernetes(chart: Any, variant: str) -> None:
     _, docs = render(chart, VARIANTS[variant])
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ConfigMap", "RayService", "RayCluster", "PersistentVolumeClaim", "Deployment", "Service", "Job"]
+        [
+            "ConfigMap",
+            "RayService",
+            "RayCluster",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "Service",
+            "Job",
+            "Role",
+            "RoleBinding",
+        ]
     )
     for doc in docs:
         if doc["apiVersion"].startswith("ray.io/"):
@@ -135,8 +145,18 @@ def test_serve_config_agrees_for_cpu_engines_and_s3_weights(chart: Any) -> None:
 def test_key_fields(chart: Any) -> None:
     values, docs = render(chart, VARIANTS["ci"])
     (cm,) = by_kind(docs, "ConfigMap")
-    assert yaml.safe_load(cm["data"]["flywheel.yaml"]) == values["flywheel"]["config"]
+    mounted = yaml.safe_load(cm["data"]["flywheel.yaml"])
+    # The values' config, plus where the chart's RayService is: `serve up` patches it rather than deploying itself.
+    assert mounted.pop("serving") == {
+        "rayservice": {"name": "arena-serve", "namespace": "arena"},
+        "host": "arena-serve-serve-svc",
+    }
+    assert mounted == {k: v for k, v in values["flywheel"]["config"].items() if k != "serving"}
     ArenaConfig.model_validate(yaml.safe_load(cm["data"]["flywheel.yaml"]))  # the DAGs can load what is mounted
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert [s["name"] for s in binding["subjects"]] == ["arena-worker", "arena-scheduler"]
+    (role,) = by_kind(docs, "Role")
+    assert role["rules"][0]["resourceNames"] == ["arena-serve"] and role["rules"][0]["verbs"] == ["get", "patch"]
     for doc in by_kind(docs, "RayService") + by_kind(docs, "RayCluster"):
         spec = doc["spec"].get("rayClusterConfig", doc["spec"])
         for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:

@@ -164,3 +164,18 @@ workerGroupSpecs:
     template:
       {{- include "arena.rayPod" (list $root "worker" $c.workers $shm) | nindent 6 }}
 {{- end -}}
+
+{{/* The flywheel config as mounted: flywheel.config, plus — when the chart runs the RayService — serving.rayservice
+     (so `serve up` patches it instead of deploying through Ray) and serving.host (its Serve Service). */}}
+{{- define "arena.flywheelConfig" -}}
+{{- $config := deepCopy .Values.flywheel.config -}}
+{{- if .Values.rayService.enabled -}}
+{{- $serving := get $config "serving" | default dict -}}
+{{- $_ := set $serving "rayservice" (dict "name" .Values.rayService.name "namespace" .Release.Namespace) -}}
+{{- if not (hasKey $serving "host") -}}
+{{- $_ := set $serving "host" (printf "%s-serve-svc" .Values.rayService.name) -}}
+{{- end -}}
+{{- $_ := set $config "serving" $serving -}}
+{{- end -}}
+{{- toJson $config -}}
+{{- end -}}
