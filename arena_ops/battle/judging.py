@@ -114,7 +114,10 @@ class Judge:
                 self.verify(g.answers_first[-1], reference, g.prompt),
                 self.verify(g.answers_second[-1], reference, g.prompt),
             )
-            return [_with_verdict(row, verdict)]
+            raw = json.dumps(
+                {"explanation": verdict.explanation, "score_a": verdict.score_a, "score_b": verdict.score_b}
+            )
+            return [_with_verdict(row, verdict, raw)]
         messages = build_messages(
             self.template, g.prompt["turns"], g.answers_first, g.answers_second, g.prompt.get("system")
         )
@@ -135,7 +138,7 @@ class Judge:
                 return {**row, "status": "invalid", "raw": None, "error": f"judge rejected the request: {exc}"}
             _count(row, res)
             try:
-                return {**_with_verdict(row, parse_verdict(res.text, quoted)), "raw": res.text}
+                return _with_verdict(row, parse_verdict(res.text, quoted), res.text)
             except VerdictParseError as exc:
                 errors.append(str(exc))
                 messages = [
@@ -159,7 +162,7 @@ class Judge:
             return {**row, "status": "invalid", "raw": None, "error": f"judge rejected the request: {exc}"}
         _count(row, res)
         try:
-            return {**_with_verdict(row, expected_scores(res.logprobs or [])), "raw": res.text}
+            return _with_verdict(row, expected_scores(res.logprobs or []), res.text)
         except VerdictParseError as exc:
             return {**row, "status": "invalid", "raw": res.text, "error": str(exc)}
 
@@ -170,8 +173,8 @@ def _count(row: dict[str, Any], res: Any) -> None:
     row["calls"] += 1
 
 
-def _with_verdict(row: dict[str, Any], v: Verdict) -> dict[str, Any]:
-    raw = json.dumps({"explanation": v.explanation, "score_a": v.score_a, "score_b": v.score_b})
+def _with_verdict(row: dict[str, Any], v: Verdict, raw: str) -> dict[str, Any]:
+    """``raw``: what the judge said (a verifier, which says nothing, records its verdict as JSON)."""
     return {
         **row,
         "status": "valid",

@@ -187,4 +187,4 @@ def test_ray_job_launcher_trains_and_registers(base: Path, tmp_path: Path, ray_j
     sft = train_stage(cfg, store, 0, "sft", timeout_s=600)
     assert sft["launcher"] == "ray_job" and sft["metrics"]["steps"] == 2
     assert changed(load_file(str(base / "model.safetensors")), weights(sft["model_uri"]))
-    assert "train_metrics" in Path(sft["log"]).read_text() or Path(sft["log"]).stat().st_size > 0
+    assert sft["model_uri"] in Path(sft["log"]).read_text()  # the job's own last line, fetched from Ray Jobs
