@@ -143,6 +143,8 @@ def test_untrusted_text_is_escaped(client: TestClient) -> None:
         "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&lt;img src=x onerror=&#34;window.__pwned = 2&#34;&gt;" in html
     )
     assert "<script" not in html.lower()  # the page itself runs no script at all
+    csp = client.get("/").headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script" not in csp  # and the browser is told to run none
 
     listing = client.get("/battles", params={"flywheel": "ui", "prompt": "<script>"}).text
     assert "<script>" not in listing and 'value="&lt;script&gt;"' in listing
