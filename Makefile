@@ -18,16 +18,22 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/arena-flywheel/torch_extensions
 export HF_HUB_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-# The stamp records what was installed (a hash of pyproject.toml and this file, and the extras):
-# `make setup` reinstalls only when one of them changes, so running it twice costs one import check.
+# The environment is cached too. `.venv` becomes a link to $(VENV_HOME)/<hash of pyproject.toml>-<extras>, built once
+# per dependency set — a first install takes about 7 minutes on 2 cores even with a warm pip cache, so clean clones
+# (CI) would pay it on every run. A clone that finds the environment links it and points the editable install at
+# itself (seconds). `make setup VENV_HOME=` keeps a plain .venv. The stamp inside records what was installed.
 comma := ,
-STAMP := $(VENV)/.arena-setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
+VENV_HOME ?= $(HOME)/.cache/arena-flywheel/venvs
+DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
+STAMP := $(VENV)/.arena-setup-$(DEPS_KEY)
 
 .PHONY: help setup browser test test-serial test-fast demo demo-model lint clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev] (fast and harmless when already done)
+setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo] (fast and harmless when already done)
+	@$(PY) -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))" \
+		|| { echo "pointing the editable install at $(CURDIR)"; $(PIP) install --quiet --no-deps -e . ; }
 	@$(PY) -c "import vllm, ray.serve, airflow.sdk, trl, deepspeed, arena_ops" \
 		&& echo "setup ok: vllm, ray.serve, airflow.sdk, trl, deepspeed and arena_ops import"
 
@@ -36,12 +42,15 @@ setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev] (fast and h
 # their C++ operators ("operator torchvision::nms does not exist"), which breaks `from transformers import
 # LlamaConfig` and `from vllm import LLM`. Nothing in arena_ops needs them, so the cpu install removes them.
 $(STAMP):
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $(PIP_INDEX_ARGS) -e ".[$(EXTRAS)]" 2> >(grep -v "is ignored: it is neither" >&2)
-	@if [[ "$(EXTRAS)" == *cpu* ]]; then $(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true; fi
-	@rm -f $(VENV)/.arena-setup-*
-	@touch $@
+	@if [ -n "$(VENV_HOME)" ] && [ ! -e $(VENV) ]; then \
+		mkdir -p $(VENV_HOME)/$(DEPS_KEY) && ln -s $(VENV_HOME)/$(DEPS_KEY) $(VENV) \
+		&& echo "$(VENV) -> $(VENV_HOME)/$(DEPS_KEY)"; fi
+	@if [ -e $@ ]; then echo "reusing the environment built for this pyproject.toml"; else \
+		set -e; test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+		$(PIP) install --quiet --upgrade pip; \
+		$(PIP) install --quiet $(PIP_INDEX_ARGS) -e ".[$(EXTRAS)]" 2> >(grep -v "is ignored: it is neither" >&2); \
+		if [[ "$(EXTRAS)" == *cpu* ]]; then $(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true; fi; \
+		rm -f $(VENV)/.arena-setup-*; touch $@; fi
 
 # The suite runs in two lanes at once (2 cores): lane A holds everything on the shared Ray Serve deployment plus the
 # Ray Jobs test (both start Ray; test_serving asserts that `serve down` leaves no Ray process on the machine);
