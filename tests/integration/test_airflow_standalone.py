@@ -1,7 +1,8 @@
 """Under `airflow standalone` (SQLite, LocalExecutor; started and stopped here): a round triggered through the REST
-API with conf succeeds, the Elo DAG fires from the battles Asset, and a 2-date backfill creates two runs whose
-iterations come from their logical dates. A cheap flywheel (recorded models, a verifier judge, no training) keeps
-each round to seconds of work: the point here is the scheduling."""
+API with conf succeeds, the Elo DAG fires from the battles Asset, a 2-date backfill creates two runs whose
+iterations come from their logical dates, and the Arena UI plugin serves the leaderboard to a logged-in browser.
+A cheap flywheel (recorded models, a verifier judge, no training) keeps each round to seconds of work: the point
+here is the scheduling and the UI."""
 
 from __future__ import annotations
 
@@ -55,23 +56,32 @@ class Standalone:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            # Parsed once at start (and serialized before it, see the fixture): no re-parsing writes to SQLite later.
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "600",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "600",
             "ARENA_CONFIG": str(config),
             "PYTHONPATH": str(REPO),
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",  # standalone runs `airflow …`
         }
         self.home = home
-        self._log = open(home / "standalone.log", "w")  # noqa: SIM115 - closed in stop()
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def cli(self, *args: str) -> str:
+        """An `airflow` command on this home (before start: nothing else holds the SQLite database)."""
+        res = subprocess.run([AIRFLOW, *args], env=self.env, cwd=self.home, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"airflow {' '.join(args)}: {res.stdout[-2000:]}{res.stderr[-3000:]}"
+        return res.stdout
+
+    def start(self) -> None:
+        self._log = open(self.home / "standalone.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [AIRFLOW, "standalone"],
             env=self.env,
-            cwd=home,
+            cwd=self.home,
             start_new_session=True,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def wait_healthy(self, timeout_s: float = 240) -> None:
         deadline = time.monotonic() + timeout_s
@@ -174,25 +184,29 @@ def flywheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flywheel]:
     home = root / "airflow"
     home.mkdir()
     af = Standalone(home, config)
+    # The backfill is created before Airflow starts, when nothing else holds the SQLite database: beside the running
+    # scheduler and dag-processor SQLite refuses it (503 "Database is locked ... not supported on SQLite under
+    # concurrent access"), and a retried creation once crashed the scheduler. Postgres (docker/, helm/) has no such
+    # limit. The DAGs are serialized first so that the backfill can find them.
+    af.cli("db", "migrate")
+    af.cli("dags", "reserialize")
+    af.cli(
+        "backfill",
+        "create",
+        "--dag-id",
+        "arena_flywheel_round",
+        "--from-date",
+        "2026-01-05T00:00:00+00:00",
+        "--to-date",
+        "2026-01-06T23:00:00+00:00",
+        "--max-active-runs",
+        "1",
+    )
+    af.start()
     try:
         af.wait_healthy()
         af.login()
         af.wait_for_dags(["arena_flywheel_round", "arena_elo"])
-        # The backfill is created first, while the DAG is paused and the scheduler idle: on SQLite, creating it
-        # beside a busy scheduler is refused (503 "Database is locked"), and a retried creation crashed the scheduler
-        # (rows of the rolled-back attempt vanished under it). Through REST, not `airflow backfill create`, for the
-        # same reason.
-        backfill = {
-            "dag_id": "arena_flywheel_round",
-            "from_date": "2026-01-05T00:00:00Z",
-            "to_date": "2026-01-06T23:00:00Z",
-            "run_backwards": False,
-            "dag_run_conf": {},
-            "reprocess_behavior": "none",
-            "max_active_runs": 1,
-        }
-        res = af.http.post("/api/v2/backfills", json=backfill)
-        assert res.status_code == 200, res.text
         for dag_id in ("arena_flywheel_round", "arena_elo"):
             assert af.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
         res = af.http.post(
