@@ -46,7 +46,7 @@ $(STAMP):
 		mkdir -p $(VENV_HOME)/$(DEPS_KEY) && ln -s $(VENV_HOME)/$(DEPS_KEY) $(VENV) \
 		&& echo "$(VENV) -> $(VENV_HOME)/$(DEPS_KEY)"; fi
 	@if [ -e $@ ]; then echo "reusing the environment built for this pyproject.toml"; else \
-		set -e; test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+		set -e; test -x $(PY) || $(PYTHON) -m venv "$$(readlink -f $(VENV))"; \
 		$(PIP) install --quiet --upgrade pip; \
 		$(PIP) install --quiet $(PIP_INDEX_ARGS) -e ".[$(EXTRAS)]" 2> >(grep -v "is ignored: it is neither" >&2); \
 		if [[ "$(EXTRAS)" == *cpu* ]]; then $(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true; fi; \
