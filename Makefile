@@ -21,7 +21,8 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # The environment is cached too. `.venv` becomes a link to $(VENV_HOME)/<hash of pyproject.toml>-<extras>, built once
 # per dependency set — a first install takes about 7 minutes on 2 cores even with a warm pip cache, so clean clones
 # (CI) would pay it on every run. A clone that finds the environment links it and points the editable install at
-# itself (seconds). `make setup VENV_HOME=` keeps a plain .venv. The stamp inside records what was installed.
+# itself (seconds). The editable install points at one checkout at a time: for several worktrees side by side use
+# `make setup VENV_HOME=`, which keeps a plain .venv. The stamp inside records what was installed.
 comma := ,
 VENV_HOME ?= $(HOME)/.cache/arena-flywheel/venvs
 DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
