@@ -249,7 +249,7 @@ def elo_update(config_path: str, overrides: dict[str, Any] | None = None) -> dic
     scopes = [{"scope": "all", "label": "All battles", "battles": battles.table.num_rows, "key": prefix}]
     # One board per test set (its evaluation runs, ``eval-*``): the paper's offline leaderboard is the Mix board.
     runs = pc.unique(raw["run"]).to_pylist() if "run" in raw.column_names else []
-    for run in sorted(r for r in runs if r and r.startswith(EVAL_PREFIX)):
+    for run in sorted(x for x in runs if x and x.startswith(EVAL_PREFIX)):
         subset = validate_battles(raw.filter(pc.equal(raw["run"], run)), source=f"store battles, run {run}").table
         if len(set(subset["model_a"].to_pylist()) | set(subset["model_b"].to_pylist())) < 2:
             continue

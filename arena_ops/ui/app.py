@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from arena_ops.store import ArtifactStore
@@ -69,8 +69,6 @@ def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., A
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Any:
         if request.url.path.startswith(f"{request.scope.get('root_path', '')}/api/"):
-            from fastapi.responses import JSONResponse
-
             return JSONResponse({"detail": str(exc)}, status_code=404)
         return HTMLResponse(_render("error.html", request, message=str(exc)), status_code=404)
 
