@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from arena_ops.errors import ArenaError
 from arena_ops.store import ArtifactStore
 from arena_ops.ui import charts
 from arena_ops.ui.data import VERDICTS, ArenaReader, BattleFilter, NotFound
@@ -66,11 +67,14 @@ def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., A
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> Any:
+    @app.exception_handler(ArenaError)
+    async def arena_error(request: Request, exc: ArenaError) -> Any:
+        # NotFound → 404; anything else (a config that does not load, an unreachable store) → 500, saying what.
+        code = 404 if isinstance(exc, NotFound) else 500
         if request.url.path.startswith(f"{request.scope.get('root_path', '')}/api/"):
-            return JSONResponse({"detail": str(exc)}, status_code=404)
-        return HTMLResponse(_render("error.html", request, message=str(exc)), status_code=404)
+            return JSONResponse({"detail": str(exc)}, status_code=code)
+        title = "Not found" if code == 404 else "The Arena cannot read its store"
+        return HTMLResponse(_render("error.html", request, title=title, message=str(exc)), status_code=code)
 
     # JSON ----------------------------------------------------------------------------------------------------------
 

@@ -148,3 +148,17 @@ def test_untrusted_text_is_escaped(client: TestClient) -> None:
 
     listing = client.get("/battles", params={"flywheel": "ui", "prompt": "<script>"}).text
     assert "<script>" not in listing and 'value="&lt;script&gt;"' in listing
+
+
+def test_a_store_that_cannot_be_read_is_a_clear_500(tmp_path) -> None:
+    from arena_ops.errors import ConfigError
+
+    def broken() -> ArtifactStore:
+        raise ConfigError(f"{tmp_path}/arena.yaml: storage.root: expected a file:// or s3:// URI")
+
+    app = create_app(broken, airflow_user)
+    app.dependency_overrides[airflow_user] = lambda: "tester"
+    client = TestClient(app)
+    res = client.get("/")
+    assert res.status_code == 500 and "storage.root: expected" in res.text and "cannot read its store" in res.text
+    assert client.get("/api/flywheels").json()["detail"].endswith("expected a file:// or s3:// URI")
