@@ -111,3 +111,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     endpoint = request.getfixturevalue("s3_server")
     bucket = request.getfixturevalue("s3_bucket")
     return ArtifactStore.from_uri(f"s3://{bucket}/root", S3Config(endpoint_url=endpoint))
+
+
+# Recorded flywheels (no servers) ------------------------------------------------------------------------------------
+
+# A response that would run script if a page inserted it as markup; the UI tests check that it stays text.
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+
+def write_recorded_task(root: Path, prompts: list[dict], answers: dict) -> None:
+    """``prompts.jsonl`` (Alpaca rows with an ``id``) and one ``{model}.jsonl`` of recorded answers per model:
+    ``answers[model](i)`` answers prompt i."""
+    import json
+
+    (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    for name, answer in answers.items():
+        (root / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"prompt_id": p["id"], "response": answer(i)}) + "\n" for i, p in enumerate(prompts))
+        )

@@ -21,13 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import HOSTILE, free_port, write_recorded_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
-HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 EVERY_ROUND = {"alpha@40", "alpha@4", "alpha@5", "beta"}
 ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", REPO / ".arena" / "test-artifacts"))
 CHROMIUM = os.environ.get("ARENA_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make test` installs it
@@ -139,15 +138,14 @@ def cheap_config(root: Path) -> Path:
         {"id": f"q{i}", "instruction": f"What is {i} times 3? Reply with the number.", "output": str(3 * i)}
         for i in range(6)
     ]
-    (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    answers = {
-        "alpha": lambda i: prompts[i]["output"],
-        "beta": lambda i: HOSTILE,  # wrong, and markup that must stay text in the UI
-    }
-    for name, answer in answers.items():
-        (root / f"{name}.jsonl").write_text(
-            "".join(json.dumps({"prompt_id": p["id"], "response": answer(i)}) + "\n" for i, p in enumerate(prompts))
-        )
+    write_recorded_task(
+        root,
+        prompts,
+        {
+            "alpha": lambda i: prompts[i]["output"],
+            "beta": lambda i: HOSTILE,  # wrong, and markup that must stay text in the UI
+        },
+    )
     cfg = root / "arena.yaml"
     cfg.write_text(
         textwrap.dedent("""\

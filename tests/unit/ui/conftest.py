@@ -4,7 +4,6 @@ no servers), a round report with its DAG run, then the Elo step. One answer is h
 from __future__ import annotations
 
 import asyncio
-import json
 import textwrap
 from pathlib import Path
 
@@ -15,8 +14,7 @@ from arena_ops.config import load_config
 from arena_ops.data.ingest import ingest
 from arena_ops.flywheel import elo_update
 from arena_ops.store import ArtifactStore
-
-HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+from tests.conftest import HOSTILE, write_recorded_task
 
 
 def seed(root: Path) -> Path:
@@ -24,16 +22,15 @@ def seed(root: Path) -> Path:
         {"id": f"q{i}", "instruction": f"What is {i} plus {i}? Reply with the number.", "output": str(2 * i)}
         for i in range(8)
     ]
-    (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    answers = {
-        "alpha": lambda i: str(2 * i),  # always right
-        "beta": lambda i: str(2 * i) if i % 2 else "0",  # right on odd prompts
-        "gamma": lambda i: HOSTILE if i == 0 else "7",  # wrong, once with markup
-    }
-    for name, answer in answers.items():
-        (root / f"{name}.jsonl").write_text(
-            "".join(json.dumps({"prompt_id": f"q{i}", "response": answer(i)}) + "\n" for i in range(8))
-        )
+    write_recorded_task(
+        root,
+        prompts,
+        {
+            "alpha": lambda i: str(2 * i),  # always right
+            "beta": lambda i: str(2 * i) if i % 2 else "0",  # right on odd prompts
+            "gamma": lambda i: HOSTILE if i == 0 else "7",  # wrong, once with markup
+        },
+    )
     config = root / "arena.yaml"
     config.write_text(
         textwrap.dedent("""\

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from arena_ops.store import ArtifactStore
 from arena_ops.ui.app import create_app
 from arena_ops.ui.auth import airflow_user
-from tests.unit.ui.conftest import HOSTILE
+from tests.conftest import HOSTILE
 
 
 @pytest.fixture
