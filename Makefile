@@ -21,7 +21,8 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # The environment is cached too. `.venv` becomes a link to $(VENV_HOME)/<hash of pyproject.toml>-<extras>, built once
 # per dependency set — a first install takes about 7 minutes on 2 cores even with a warm pip cache, so clean clones
 # (CI) would pay it on every run. A clone that finds the environment links it and points the editable install at
-# itself (seconds). The editable install points at one checkout at a time: for several worktrees side by side use
+# itself (seconds; checked from / with -I, where this checkout's own directory is not on sys.path). The editable
+# install points at one checkout at a time: for several worktrees side by side use
 # `make setup VENV_HOME=`, which keeps a plain .venv. The stamp inside records what was installed.
 comma := ,
 VENV_HOME ?= $(HOME)/.cache/arena-flywheel/venvs
@@ -33,7 +34,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo] (fast and harmless when already done)
-	@$(PY) -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))" \
+	@cd / && $(CURDIR)/$(PY) -I -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))" \
 		|| { echo "pointing the editable install at $(CURDIR)"; $(PIP) install --quiet --no-deps -e . ; }
 	@$(PY) -c "import vllm, ray.serve, airflow.sdk, trl, deepspeed, arena_ops" \
 		&& echo "setup ok: vllm, ray.serve, airflow.sdk, trl, deepspeed and arena_ops import"
