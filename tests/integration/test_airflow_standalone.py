@@ -54,7 +54,10 @@ class Standalone:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            # The test shares 2 cores with the other lane of `make test`: under that load the API server once took
+            # longer than the default 5 s to start a task, and the task was failed (httpcore.ReadTimeout).
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             # Parsed once at start (and serialized before it, see the fixture): no re-parsing writes to SQLite later.
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "600",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "600",
@@ -159,7 +162,7 @@ def cheap_config(root: Path) -> Path:
         judge: {kind: verifier, verifier: exact}
         training: {stages: []}
         rating: {bootstrap_rounds: 20}
-        airflow: {schedule: "0 2 * * *", start_date: "2026-01-01", retries: 1, judge_chunks: 2, train_poke_s: 2}
+        airflow: {schedule: "0 2 * * *", start_date: "2026-01-01", retries: 2, judge_chunks: 2, train_poke_s: 2}
         """)
     )
     return cfg
