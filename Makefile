@@ -34,7 +34,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo] (fast and harmless when already done)
-	@cd / && $(CURDIR)/$(PY) -I -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))" \
+	@(cd / && $(CURDIR)/$(PY) -I -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))") \
 		|| { echo "pointing the editable install at $(CURDIR)"; $(PIP) install --quiet --no-deps -e . ; }
 	@$(PY) -c "import vllm, ray.serve, airflow.sdk, trl, deepspeed, arena_ops" \
 		&& echo "setup ok: vllm, ray.serve, airflow.sdk, trl, deepspeed and arena_ops import"
