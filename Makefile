@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 # The environment is cached too. `.venv` becomes a link to $(VENV_HOME)/<hash of pyproject.toml>-<extras>, built once
-# per dependency set — a first install takes about 7 minutes on 2 cores even with a warm pip cache, so clean clones
+# per dependency set — a first install took 5.5 to 7 minutes on 2 cores even with a warm pip cache, so clean clones
 # (CI) would pay it on every run. A clone that finds the environment links it and points the editable install at
 # itself (seconds; checked from / with -I, where this checkout's own directory is not on sys.path). The editable
 # install points at one checkout at a time: for several worktrees side by side use

@@ -182,10 +182,14 @@ def router_target(cfg: ArenaConfig, models: list[ServedModel]):  # -> RunTarget
 
     from arena_ops.serving.router import Router
 
-    # Upstreams go through the Serve proxy on the router's own node (Serve runs a proxy on every node).
+    return RunTarget(Router.bind(router_upstreams(cfg, models)), name=ROUTER_APP, route_prefix=cfg.serving.route_prefix)
+
+
+def router_upstreams(cfg: ArenaConfig, models: list[ServedModel]) -> dict[str, str]:
+    """Model id → its application's URL. Through the Serve proxy on the router's own node (Serve runs a proxy on
+    every node)."""
     base = f"http://127.0.0.1:{cfg.serving.port}"
-    upstreams = {m.name: base + model_route(m.name) for m in models}
-    return RunTarget(Router.bind(upstreams), name=ROUTER_APP, route_prefix=cfg.serving.route_prefix)
+    return {m.name: base + model_route(m.name) for m in models}
 
 
 ROUTER_IMPORT_PATH = "arena_ops.serving.router:build_router"
@@ -207,13 +211,12 @@ def serve_config(cfg: ArenaConfig, target_path: str | None = None) -> dict[str, 
         }
         for m in models
     ]
-    base = f"http://127.0.0.1:{cfg.serving.port}"
     apps.append(
         {
             "name": ROUTER_APP,
             "route_prefix": cfg.serving.route_prefix,
             "import_path": ROUTER_IMPORT_PATH,
-            "args": {"upstreams": {m.name: base + model_route(m.name) for m in models}},
+            "args": {"upstreams": router_upstreams(cfg, models)},
         }
     )
     return {"http_options": {"host": "0.0.0.0", "port": cfg.serving.port}, "applications": apps}
