@@ -61,7 +61,8 @@ $(STAMP):
 # one pytest over everything.
 RAY_JOB_TEST := tests/integration/test_training.py::test_ray_job_launcher_trains_and_registers
 LANE_A := tests/integration/test_battle.py tests/integration/test_dag_round.py \
-	tests/integration/test_flywheel_learning.py tests/integration/test_serving.py $(RAY_JOB_TEST)
+	tests/integration/test_flywheel_learning.py tests/integration/test_rounds.py tests/integration/test_serving.py \
+	$(RAY_JOB_TEST)
 LANE_B := tests/unit tests/dags tests/deploy tests/gpu tests/integration/test_airflow_standalone.py \
 	tests/integration/test_training.py tests/integration/test_demo_model.py tests/integration/test_tiny_model.py
 test: setup browser  ## lint, then run the test suite in two parallel lanes (installs first)

@@ -85,6 +85,20 @@ def data_testset(ctx: typer.Context, config: ConfigOpt = None) -> None:
     console.print(_counts_table("test sets", testset_stage(cfg, _store(cfg))))
 
 
+@data_app.command("make-tasks")
+def data_make_tasks(
+    out: Annotated[str, typer.Argument(help="Directory for tasks.jsonl and solver.jsonl.")],
+    n: Annotated[int, typer.Option("--n", help="Number of tasks.")] = 120,
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
+) -> None:
+    """Generate instruction tasks with checkable answers (arithmetic, conversion, sorting, reversing, …) and the
+    reference solver's answers as a recorded model: a corpus a verifier judge can judge on a CPU."""
+    from arena_ops.data.tasks import write_tasks
+
+    tasks, solver = write_tasks(out, n, seed)
+    console.print(f"wrote {n} tasks to {tasks} and the solver's answers to {solver}")
+
+
 @data_app.command("prepare")
 def data_prepare(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Whatever of ingest → clean → shard is missing (a no-op when the shards exist)."""
@@ -118,38 +132,66 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         yield start
 
 
-def _battle_run(ctx: typer.Context, config, shard: int, iteration: int):  # -> BattleRun
+StepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--step",
+        help="A step of the iteration's round (sft, dpo, rl; all under compact): battles the "
+        "model the round battles there, on the step's slice — as the DAG does. Without it: --shard, ad hoc, "
+        "with the configured weights.",
+    ),
+]
+
+
+def _battle_run(ctx: typer.Context, config, shard: int, iteration: int, step: str | None = None):  # -> BattleRun
     from arena_ops.battle.run import BattleRun, plan
     from arena_ops.data.pipeline import ensure_shards, read_shard, shard_name
 
     cfg = load(ctx, config)
     store = _store(cfg)
     ensure_shards(cfg, store)
+    if step is not None:
+        from arena_ops.flywheel import load as load_round
+        from arena_ops.flywheel import serve, step_battle_run
+
+        rnd, rcfg, _ = load_round(_round_ref(ctx, config, iteration))
+        st = next((s for s in rnd.steps if s.name == step), None)
+        if st is None:
+            raise typer.BadParameter(f"iteration {iteration} has steps {[s.name for s in rnd.steps]}, not {step!r}")
+        model = rnd.battled_model(store, st)
+        serve(rcfg, model)
+        return step_battle_run(rnd, rcfg, store, st, model)
     return BattleRun(cfg, store, iteration, shard_name(shard), plan(cfg, read_shard(cfg, store, shard)))
 
 
 @battle_app.command("generate")
-def battle_generate(ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+def battle_generate(
+    ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, step: StepOpt = None, config: ConfigOpt = None
+) -> None:
     """Every battling model answers every prompt of the shard (resumes: stored answers are kept)."""
-    run = _battle_run(ctx, config, shard, iteration)
+    run = _battle_run(ctx, config, shard, iteration, step)
     with _progress() as progress:
         out = asyncio.run(run.generate(progress))
     console.print(f"generated {out['generated']} answers ({out['reused']} already stored)")
 
 
 @battle_app.command("judge")
-def battle_judge(ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+def battle_judge(
+    ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, step: StepOpt = None, config: ConfigOpt = None
+) -> None:
     """Judge both position-swapped games of every pair, then write the battle table."""
-    run = _battle_run(ctx, config, shard, iteration)
+    run = _battle_run(ctx, config, shard, iteration, step)
     with _progress() as progress:
         asyncio.run(run.judge(progress))
     _print_summary(run.build())
 
 
 @battle_app.command("run")
-def battle_run(ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+def battle_run(
+    ctx: typer.Context, shard: ShardOpt = 0, iteration: IterOpt = 0, step: StepOpt = None, config: ConfigOpt = None
+) -> None:
     """generate → judge → battle table, resumable; prints battles, W/L/T per model, invalid verdicts, tokens."""
-    run = _battle_run(ctx, config, shard, iteration)
+    run = _battle_run(ctx, config, shard, iteration, step)
     with _progress() as progress:
         summary = asyncio.run(run.run_all(progress))
     _print_summary(summary)
@@ -173,27 +215,44 @@ def _print_summary(s: dict[str, Any]) -> None:
 # train -------------------------------------------------------------------------------------------------------------
 
 
-@train_app.command("build-data")
-def train_build_data(ctx: typer.Context, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
-    """SFT / DPO / RM / RL datasets from the iteration's battles (pair-judge selection with margins K)."""
-    from arena_ops.training.build import build_training_data
+def _round_ref(ctx: typer.Context, config, iteration: int) -> dict:  # noqa: ANN001
+    """The round record of ``iteration`` (resolved from the config when there is none yet)."""
+    from arena_ops import layout
+    from arena_ops.flywheel import resolve_round
 
     cfg = load(ctx, config)
-    rep = build_training_data(cfg, _store(cfg), iteration)
-    console.print(
-        _counts_table(
-            f"training data, iteration {iteration}",
-            {k: v["rows"] for k, v in rep.items() if isinstance(v, dict) and "rows" in v},
-        )
-    )
+    store = _store(cfg)
+    if store.is_committed(layout.round_record(cfg.flywheel, iteration)):
+        return {"storage": cfg.storage.model_dump(mode="json"), "flywheel": cfg.flywheel, "iteration": iteration}
+    return resolve_round(str(config or ctx.obj["config"]), iteration, overrides=_overrides(ctx))
+
+
+def _overrides(ctx: typer.Context) -> dict:
+    from arena_ops.config import parse_override
+
+    return dict(parse_override(s) for s in ctx.obj["set"])
+
+
+@train_app.command("build-data")
+def train_build_data(ctx: typer.Context, iteration: IterOpt = 0, config: ConfigOpt = None) -> None:
+    """Every step's training data of the round from its battles (pair-judge selection with margins K)."""
+    from arena_ops.flywheel import load as load_round
+    from arena_ops.flywheel import step_data
+
+    ref = _round_ref(ctx, config, iteration)
+    rnd, _, _ = load_round(ref)
+    counts = {}
+    for k, st in enumerate(rnd.steps):
+        counts.update({f"{st.name}: {s}": n for s, n in step_data(ref, k).items()})
+    console.print(_counts_table(f"training data, iteration {iteration}", counts))
 
 
 def _train(ctx: typer.Context, stage: str, iteration: int, config) -> None:  # noqa: ANN001
-    from arena_ops.training.run import train_stage
+    from arena_ops.flywheel import train
 
-    cfg = load(ctx, config)
-    with console.status(f"training {stage} (launcher: {cfg.training.launcher.kind})…"):
-        entry = train_stage(cfg, _store(cfg), iteration, stage)
+    ref = _round_ref(ctx, config, iteration)
+    with console.status(f"training {stage} of iteration {iteration}…"):
+        entry = train(ref, stage)
     if entry.get("skipped"):
         console.print(f"{stage}: skipped ({entry['skipped']})")
         return
@@ -202,7 +261,7 @@ def _train(ctx: typer.Context, stage: str, iteration: int, config) -> None:  # n
         f"{stage}: {m.get('steps')} steps, loss {m.get('first_loss')} → {m.get('last_loss')}, "
         f"{m.get('seconds_per_step')} s/step" + (" (already trained; reused)" if entry.get("reused") else "")
     )
-    console.print(f"model: {entry['model_uri']}")
+    console.print(f"model: {entry['model_uri']} ({entry.get('label')})")
 
 
 @train_app.command("sft")

@@ -145,6 +145,13 @@ class ModelsConfig(_Section):
             raise ValueError(f"model names must be unique among target and competitors; repeated: {dupes}")
         return self
 
+    @model_validator(mode="after")
+    def _judge_greedy_by_default(self) -> ModelsConfig:
+        # The judge samples with models.judge.sampling; unless set, greedy (a judge should not roll dice).
+        if "sampling" not in self.judge.model_fields_set:
+            self.judge.sampling = SamplingConfig(temperature=0.0, max_tokens=512)
+        return self
+
     def battlers(self) -> list[ModelSpec]:
         return [self.target, *self.competitors]
 
@@ -176,6 +183,11 @@ class DataConfig(_Section):
     )
     decontam_ngram: int | None = Field(
         10, ge=3, description="Also remove training prompts sharing a word n-gram with a test item; None = off."
+    )
+    decontaminate_against: list[str] = Field(
+        default_factory=list,
+        description="Public benchmarks' prompt files (any ingestible format, e.g. MT-Bench questions): training "
+        "prompts matching them are removed when shards are cut, like test-set matches.",
     )
     num_shards: int = Field(9, ge=1, description="Equal parts D0…DN-1 (paper: 9).")
     shard_seed: int = Field(0, description="Seed of the shard split.")
@@ -221,10 +233,6 @@ class JudgeConfig(_Section):
     )
     tie_margin: float = Field(0.5, ge=0, description="A tie when the summed scores differ by less than this.")
     max_parse_retries: int = Field(2, ge=0, description="Re-ask before a verdict is stored as invalid.")
-    sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512),
-        description="Judge sampling (greedy by default).",
-    )
 
 
 class StageHyperparams(_Section):
@@ -260,6 +268,8 @@ class RLHyperparams(StageHyperparams):
     learning_rate: float = Field(1e-7, gt=0, description="Peak learning rate (paper: 1e-7).")
     epochs: float = Field(1, gt=0, description="Training epochs (paper: 1).")
     beta: float | None = Field(0.4, description="KL coefficient to the reference model (paper: 0.4).")
+    num_generations: int = Field(2, ge=2, description="Completions sampled per prompt (GRPO/RLOO groups).")
+    max_completion_length: int = Field(128, ge=1, description="Tokens per sampled completion.")
 
 
 class DeepSpeedConfig(_Section):
@@ -282,14 +292,28 @@ class LauncherConfig(_Section):
 
 class TrainingConfig(_Section):
     stages: list[Literal["sft", "dpo", "rl"]] = Field(
-        default_factory=lambda: ["sft", "dpo", "rl"], description="Stages run in a round, in the paper's order."
+        default_factory=lambda: ["sft", "dpo", "rl"],
+        description="Policy stages of a round, in the paper's order (rl brings its reward model, rm); [] = battles "
+        "only (compact schedule).",
     )
+    schedule: Literal["paper", "compact"] = Field(
+        "paper",
+        description="paper: one battle per stage on its own slice (the current model battles slice 3i → SFT; "
+        "SFT battles slice 3i+1 → DPO; DPO battles slice 3i+2 → RM + RL). compact: one battle run on slice "
+        "i mod num_shards feeds every stage (cheap rounds).",
+    )
+    slices_per_iteration: int = Field(3, ge=1, description="Slices an iteration uses under the paper schedule.")
+    next_from: Literal["best", "last"] = Field(
+        "best",
+        description="The next iteration starts from the iteration's best policy on the Mix board (paper), or from "
+        "its last one. best falls back to last when there is no Mix evaluation.",
+    )
+    seed: int = Field(0, description="Training seed (data order, initialisation of new heads, RL sampling).")
     k_sft_first: float = Field(3.0, ge=0, description="SFT judge-score margin in the first round (paper: 3.0).")
     k_sft: float = Field(1.0, ge=0, description="SFT margin in later rounds (paper: 1.0).")
     k_dpo: float = Field(2.0, ge=0, description="DPO chosen/rejected margin (paper: 2.0).")
     accumulate: bool = Field(True, description="DPO/RL data accumulate across iterations (paper's D2∪D5∪D8).")
     rl_algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL 1.16 has no PPOTrainer.")
-    lora: bool = Field(False, description="Train LoRA adapters instead of full weights.")
     sft: SFTHyperparams = Field(default_factory=SFTHyperparams, description="SFT (paper: 3 epochs, lr 5e-6).")
     dpo: DPOHyperparams = Field(default_factory=DPOHyperparams, description="DPO (paper: 2 epochs, 5e-7, beta 0.3).")
     rm: RMHyperparams = Field(default_factory=RMHyperparams, description="Reward model (paper: 1 epoch, 1e-6).")
@@ -360,6 +384,26 @@ class ArenaConfig(_Section):
     serving: ServingConfig = Field(default_factory=ServingConfig, description="Ray Serve application.")
     airflow: AirflowConfig = Field(default_factory=AirflowConfig, description="Scheduling of the round DAG.")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ArenaConfig:
+        t, n = self.training, self.data.num_shards
+        if t.schedule == "paper" and not t.stages:
+            raise ValueError("training.stages is empty: a paper round battles before each stage; use schedule compact")
+        if t.schedule == "paper" and n < t.slices_per_iteration:
+            raise ValueError(
+                f"training.schedule paper needs {t.slices_per_iteration} slices per iteration "
+                f"(training.slices_per_iteration) but data.num_shards is {n}"
+            )
+        if self.rating.anchor is not None:
+            model = self.rating.anchor.rpartition("=")[0]
+            rated = {c.name for c in self.models.competitors}
+            if model not in rated and not model.startswith(f"{self.models.target.name}@"):
+                raise ValueError(
+                    f"rating.anchor {model!r} is not a rated model: anchor a competitor {sorted(rated)} or a target "
+                    f"version ({self.models.target.name}@base, …); the judge never battles"
+                )
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
@@ -420,7 +464,8 @@ def _format_validation_error(path: Path, text: str, exc: ValidationError) -> str
         key = ".".join(str(p) for p in loc) or "<top level>"
         line = _line_of(text, loc)
         where = f"{key} (line {line})" if line else key
-        got = "" if err["type"] in ("missing", "extra_forbidden") else f"; got {err.get('input')!r}"
+        # A whole-config check (empty location) would echo the whole file: say only what is wrong.
+        got = "" if err["type"] in ("missing", "extra_forbidden") or not loc else f"; got {err.get('input')!r}"
         msg = "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"  {where}: {msg}{got}")
     return "\n".join(lines)
@@ -454,6 +499,7 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     """Make relative local paths absolute, relative to the config file's directory."""
     cfg.storage.root = _resolve_uri(cfg.storage.root, base)
     cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
+    cfg.data.decontaminate_against = [_resolve_local(s, base) for s in cfg.data.decontaminate_against]
     if cfg.judge.template.endswith((".yaml", ".yml")):
         cfg.judge.template = _resolve_local(cfg.judge.template, base)
     for spec in [*cfg.models.battlers(), cfg.models.judge]:

@@ -62,8 +62,9 @@ def main() -> None:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "PYTHONPATH": str(REPO),
     }
+    from arena_ops import layout
     from arena_ops.config import load_config
-    from arena_ops.flywheel import iteration_for
+    from arena_ops.round import iteration_for
     from arena_ops.store import ArtifactStore
 
     cfg = load_config(config)
@@ -80,7 +81,7 @@ def main() -> None:
     board = store.get_bytes(f"{cfg.flywheel}/leaderboard/leaderboard.md").decode()
     print(f"\nLeaderboard of flywheel {cfg.flywheel!r} after round {iteration}:\n\n{board}")
     print(f"Plots: {store.key_uri(cfg.flywheel + '/leaderboard')}/elo_ci.png and win_rate_heatmap.png")
-    print(f"Round report: {store.key_uri(store.artifact_key(cfg.flywheel, iteration, 'report', 'round'))}/report.md")
+    print(f"Round report: {store.key_uri(layout.round_report(cfg.flywheel, iteration))}/report.md")
     print(
         f"Demo took {time.perf_counter() - start:.0f}s. Airflow UI: AIRFLOW_HOME={airflow_home} "
         f"AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} AIRFLOW__CORE__PLUGINS_FOLDER={REPO / 'plugins'} "

@@ -1,12 +1,14 @@
-"""One flywheel round as a sequence of idempotent steps; the Airflow DAGs are thin wiring over these functions.
+"""A round as a sequence of idempotent tasks over its :class:`~arena_ops.round.Round` record.
 
-Every step takes the resolved round (a small JSON-able dict: config path, overrides, iteration, shard) and returns
-small references (URIs, counts) — never data. Rerunning a step gives the same artifacts.
+The Airflow DAG and ``arena round run`` call exactly these functions. Each takes a round *reference* (storage,
+flywheel, iteration: what a task passes on) and reads the record from the store — never a config path — and
+returns small references (URIs, counts). Rerunning a task gives the same artifacts and does no new work:
 
-Iterations. A run's iteration comes, in order, from its ``iteration`` param; from its logical date — whole days
-since ``airflow.start_date`` (a nightly schedule then runs iteration n on day n, and a backfill over past dates re-runs
-exactly those iterations); or, for a manual run without a logical date, from the store: one past the last iteration
-that has battle records (0 for a new flywheel). Never from the wall clock.
+    resolve_round → prepare_data → evaluate("start")
+      → for each step: battle_step → step_data → submit/wait each of its stages → evaluate(each new policy)
+      → report
+
+Evaluations (``{flywheel}/eval/{testset}/…``) are kept apart from the iterations: training never reads them.
 """
 
 from __future__ import annotations
@@ -14,196 +16,408 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import date, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
+
+from arena_ops import layout
 from arena_ops.config import ArenaConfig, load_config
 from arena_ops.errors import ConfigError
+from arena_ops.round import ModelRef, Round, Step, resolve
 from arena_ops.store import ArtifactStore
+from arena_ops.training.stage_registry import STAGES
 
 log = logging.getLogger(__name__)
 
-Round = dict[str, Any]
-EVAL_PREFIX = "eval-"  # battle runs on a test set (``eval-mix``) rather than a training shard
+Ref = dict[str, Any]
 
 
-def load(rnd: Round) -> tuple[ArenaConfig, ArtifactStore]:
-    cfg = load_config(rnd["config_path"], rnd.get("overrides") or {})
-    return cfg, ArtifactStore.from_config(cfg.storage)
-
-
-def iteration_for(cfg: ArenaConfig, store: ArtifactStore, param: int | None, logical_date: datetime | None) -> int:
-    if param is not None:
-        return int(param)
-    if logical_date is not None:
-        start = date.fromisoformat(cfg.airflow.start_date)
-        days = (logical_date.date() - start).days
-        if days < 0:
-            raise ConfigError(f"logical date {logical_date.date()} is before airflow.start_date {start}")
-        return days
-    done = [i for i in store.list_iterations(cfg.flywheel) if store.list_artifacts(cfg.flywheel, i, "battles")]
-    return max(done) + 1 if done else 0
+def load(ref: Ref) -> tuple[Round, ArenaConfig, ArtifactStore]:
+    rnd = Round.from_ref(ref)
+    return rnd, rnd.cfg(), rnd.store()
 
 
 def resolve_round(
     config_path: str,
     iteration: int | None = None,
-    shard: int | None = None,
-    stages: list[str] | None = None,
+    policies: list[str] | None = None,
     competitors: list[str] | None = None,
     sample_limit: int | None = None,
     logical_date: datetime | None = None,
-) -> Round:
-    """Which iteration, shard, target checkpoint and stage plan this run means."""
-    from arena_ops.training.run import round_target, stages_for_round
-
-    overrides: dict[str, Any] = {}
-    if sample_limit is not None:
-        overrides["battle.sample_limit"] = sample_limit
-    cfg = load_config(config_path, overrides)
-    if competitors:
-        known = {c.name for c in cfg.models.competitors}
-        unknown = sorted(set(competitors) - known)
-        if unknown:
-            raise ConfigError(f"competitor override {unknown}: not in models.competitors {sorted(known)}")
-        kept = [c.model_dump(mode="json") for c in cfg.models.competitors if c.name in competitors]
-        overrides["models.competitors"] = kept
-    store = ArtifactStore.from_config(cfg.storage)
-    it = iteration_for(cfg, store, iteration, logical_date)
-    target = round_target(cfg, store, it)
-    if target:
-        overrides["models.target.source.path"] = target
-    return {
-        "config_path": str(config_path),
-        "overrides": overrides,
-        "flywheel": cfg.flywheel,
-        "iteration": it,
-        "shard": shard if shard is not None else it % cfg.data.num_shards,
-        "target": target,
-        "stages": stages_for_round(cfg, stages),
-    }
+    overrides: dict[str, Any] | None = None,
+) -> Ref:
+    rnd = resolve(config_path, iteration, policies, competitors, sample_limit, logical_date, overrides)
+    return {**rnd.ref(), "steps": [s.name for s in rnd.steps], "start": rnd.start.label if rnd.start else None}
 
 
-def prepare_data(rnd: Round) -> dict[str, Any]:
+def prepare_data(ref: Ref) -> dict[str, Any]:
     from arena_ops.data.pipeline import ensure_shards
 
-    cfg, store = load(rnd)
+    _, cfg, store = load(ref)
     return {"shards": len(ensure_shards(cfg, store))}
 
 
-def serve(rnd: Round, target: str | None = None) -> str:
-    """Make sure every served model is up with this round's target (idempotent: unchanged apps are left alone)."""
+def serve(cfg: ArenaConfig, model: ModelRef | None) -> str:
+    """Every served model up, the target on ``model``'s weights (only the target's app changes)."""
     from arena_ops.serving.deploy import up
 
-    cfg, _ = load(rnd)
-    return up(cfg, target_path=target or rnd["target"] or None)
+    return up(cfg, target_path=model.uri if model else None)
 
 
-def battle_run(rnd: Round, run: str | None = None, prompts_key: str | None = None, pairing: str | None = None):
+def with_target(cfg: ArenaConfig, model: ModelRef | None, **battle: Any) -> ArenaConfig:
+    """The round's config with the target on ``model``'s weights (its name stays: it is the served model id)."""
+    out = cfg.model_copy(deep=True)
+    if model is not None:
+        out.models.target.source.path = model.uri  # type: ignore[union-attr]
+    for k, v in battle.items():
+        setattr(out.battle, k, v)
+    return out
+
+
+# Battles ------------------------------------------------------------------------------------------------------------
+
+
+def step(rnd: Round, k: int) -> Step | None:
+    return rnd.steps[k] if 0 <= k < len(rnd.steps) else None
+
+
+def step_battle_run(rnd: Round, cfg: ArenaConfig, store: ArtifactStore, st: Step, model: ModelRef | None):
     from arena_ops.battle.run import BattleRun, plan
-    from arena_ops.data.pipeline import read_shard, shard_name
+    from arena_ops.data.pipeline import read_shard
 
-    cfg, store = load(rnd)
-    if prompts_key is None:
-        table, run = read_shard(cfg, store, rnd["shard"]), run or shard_name(rnd["shard"])
-    else:
-        table = store.read_artifact_table(store.dataset_key(cfg.flywheel, prompts_key))
-    return BattleRun(cfg, store, rnd["iteration"], run, plan(cfg, table, pairing))
-
-
-def battle_models(rnd: Round) -> list[str]:
-    return battle_run(rnd).plan.models
+    scfg = with_target(cfg, model)
+    meta = {"step": st.name, "slice": st.slice, "battled_model": model.uri if model else None}
+    if model is not None:
+        meta["target_label"] = model.label
+    return BattleRun(scfg, store, rnd.iteration, st.run, plan(scfg, read_shard(cfg, store, st.slice)), meta=meta)
 
 
-def generate(rnd: Round, model: str) -> dict[str, Any]:
+def battle_step(ref: Ref, k: int, progress: Any = None) -> dict[str, Any]:
+    """Step ``k``'s battles: the round's current policy against the competitors on the step's slice."""
+    rnd, cfg, store = load(ref)
+    st = step(rnd, k)
+    if st is None:
+        return {"skipped": f"the {rnd.schedule} schedule has {len(rnd.steps)} step(s)"}
+    model = rnd.battled_model(store, st)
+    run = step_battle_run(rnd, cfg, store, st, model)
+    return _battle(cfg, store, run, model, progress)
+
+
+def _battle(cfg: ArenaConfig, store: ArtifactStore, run: Any, model: ModelRef | None, progress: Any) -> dict[str, Any]:
+    """Run (or reuse) a battle run; serving is touched only when there is work to do."""
+    key = _plan_key(run)
+    run.meta["plan_key"] = key
+    if store.is_committed(run.table_key) and store.manifest(run.table_key).meta.get("plan_key") == key:
+        return _summary(store.manifest(run.table_key).meta, store.key_uri(run.table_key), reused=True)
+    serve(cfg, model)
+    return _summary(asyncio.run(run.run_all(progress)), store.key_uri(run.table_key))
+
+
+def _plan_key(run: Any) -> str:
+    """Everything a battle table depends on: prompts, pairs, each model's weights and sampling, the judge."""
+    from arena_ops.battle.parts import content_key
+
+    specs = {s.name: [run.revisions[s.name], s.sampling.model_dump()] for s in run.specs}
+    judge = [run.cfg.judge.model_dump(), run.cfg.models.judge.model_dump()]
+    pairs = {pid: [list(p) for p in ps] for pid, ps in run.plan.pairs.items()}
+    return content_key(pairs, specs, judge, {k: v for k, v in run.meta.items() if k != "plan_key"})
+
+
+def _summary(s: dict[str, Any], uri: str, reused: bool = False) -> dict[str, Any]:
+    keys = ("battles", "invalid", "per_model", "tokens_generated", "judge_tokens", "wall_s", "target_label")
+    return {"uri": uri, **{k: s.get(k) for k in keys}, **({"reused": True} if reused else {})}
+
+
+def step_data(ref: Ref, k: int) -> dict[str, Any]:
+    """Step ``k``'s training datasets (its stages' builders over its battles)."""
+    from arena_ops.data.pipeline import read_shard
+    from arena_ops.training.build import build_step_data
+
+    rnd, cfg, store = load(ref)
+    st = step(rnd, k)
+    if st is None:
+        return {"skipped": f"the {rnd.schedule} schedule has {len(rnd.steps)} step(s)"}
+    rep = build_step_data(cfg, store, rnd.iteration, st.name, st.run, st.stages, read_shard(cfg, store, st.slice))
+    return {s: rep[s]["rows"] for s in st.stages}
+
+
+# Training -------------------------------------------------------------------------------------------------------------
+
+
+def submit(ref: Ref, stage: str) -> dict[str, Any]:
+    """Prepare and launch ``stage``'s job from the round's current policy; the handle is kept in the store."""
+    from arena_ops.training.run import TrainingJob, prepare_stage, submit_stage
+
+    rnd, cfg, store = load(ref)
+    if stage not in rnd.stages:
+        return {"stage": stage, "skipped": "not in this round's plan"}
+    base = rnd.current_policy(store, stage)
+    labels = {"base_label": base.label if base else None, "label": rnd.label(rnd.iteration, stage)}
+    job: TrainingJob = prepare_stage(cfg, store, rnd.iteration, stage, base.uri if base else "", labels)
+    return submit_stage(cfg, store, job).model_dump(mode="json")
+
+
+def poll(ref: Ref, stage: str) -> bool:
+    """True when ``stage``'s job is done (or there was nothing to run); raises with the log tail on failure."""
+    from arena_ops.training.run import TrainingJob, poll_stage
+
+    rnd, cfg, store = load(ref)
+    if stage not in rnd.stages:
+        return True
+    return poll_stage(cfg, store, TrainingJob.load(store, rnd.flywheel, rnd.iteration, stage))
+
+
+def finish(ref: Ref, stage: str) -> dict[str, Any]:
+    from arena_ops.training.run import TrainingJob, finish_stage
+
+    rnd, _, store = load(ref)
+    if stage not in rnd.stages:
+        return {"stage": stage, "skipped": "not in this round's plan"}
+    entry = finish_stage(store, TrainingJob.load(store, rnd.flywheel, rnd.iteration, stage))
+    return {"stage": stage, **{k: entry.get(k) for k in ("skipped", "model_uri", "label", "metrics", "reused")}}
+
+
+def train(ref: Ref, stage: str, poll_s: float = 1.0, timeout_s: float = 6 * 3600) -> dict[str, Any]:
+    """submit + wait + finish in one call (the CLI; the DAG splits them around a reschedule-mode sensor)."""
+    submit(ref, stage)
+    deadline = time.monotonic() + timeout_s
+    while not poll(ref, stage):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"{stage} job exceeded {timeout_s:.0f}s")
+        time.sleep(poll_s)
+    return finish(ref, stage)
+
+
+# Evaluation -----------------------------------------------------------------------------------------------------------
+
+
+def evaluate(ref: Ref, which: str, progress: Any = None, testsets: list[str] | None = None) -> dict[str, Any]:
+    """Rate one model of the round on each test set (its battles against every competitor, both orders judged):
+    ``start`` = the model the round started from, else the policy that stage ``which`` produced. ``testsets``
+    defaults to the round's evaluation plan (Mix)."""
+    from arena_ops.battle.run import BattleRun, plan
+
+    rnd, cfg, store = load(ref)
+    if which != "start" and (which not in rnd.stages or not STAGES[which].policy):
+        return {"skipped": f"{which} produces no policy in this round"}
+    model = rnd.start if which == "start" else rnd.produced(store, which)
+    if model is None:
+        return {"skipped": "the target is not served" if which == "start" else f"{which} trained no model"}
+    out: dict[str, Any] = {"model": model.label}
+    for ts in testsets or rnd.evaluation:
+        prompts_key = layout.testset(cfg.flywheel, ts)
+        if not store.is_committed(prompts_key):
+            out[ts] = {
+                "skipped": f"no testset-{ts} (build it with the arena_testset_build DAG or `arena data testset`)"
+            }
+            continue
+        ecfg = with_target(cfg, model, sample_limit=None)
+        meta = {"target_label": model.label, "evaluated_model": model.uri, "testset": ts, "iteration": rnd.iteration}
+        run = BattleRun(
+            ecfg,
+            store,
+            rnd.iteration,
+            layout.eval_run(ts),
+            plan(ecfg, store.read_artifact_table(prompts_key), "target_vs_competitors"),
+            base=layout.eval_base(cfg.flywheel, ts),
+            table=model.tag,
+            meta=meta,
+        )
+        out[ts] = _battle(cfg, store, run, model, progress)
+    return out
+
+
+def eval_tables(cfg: ArenaConfig, store: ArtifactStore, testset: str = "mix") -> dict[str, pa.Table]:
+    """Evaluated model label → its battles on the test set, the target renamed to that label."""
+    prefix = f"{layout.eval_base(cfg.flywheel, testset)}/{layout.BATTLES}"
+    out = {}
+    for tag in store.list_artifacts_at(prefix):
+        key = f"{prefix}/{tag}"
+        label = store.manifest(key).meta.get("target_label") or f"{cfg.models.target.name}@{tag}"
+        out[label] = _versioned(store.read_artifact_table(key), cfg.models.target.name, label)
+    return out
+
+
+def _versioned(table: pa.Table, target: str, label: str) -> pa.Table:
+    import pyarrow.compute as pc
+
+    for col in ("model_a", "model_b"):
+        idx = table.column_names.index(col)
+        table = table.set_column(idx, col, pc.if_else(pc.equal(table[col], target), label, table[col]))
+    return table
+
+
+def training_tables(cfg: ArenaConfig, store: ArtifactStore) -> list[pa.Table]:
+    """Every step's battle table of every iteration, the target renamed to the label of the model that battled."""
+    out = []
+    for it in store.list_iterations(cfg.flywheel):
+        for run in store.list_artifacts(cfg.flywheel, it, layout.BATTLES):
+            key = layout.battles(cfg.flywheel, it, run)
+            label = store.manifest(key).meta.get("target_label") or f"{cfg.models.target.name}@{it}"
+            out.append(_versioned(store.read_artifact_table(key), cfg.models.target.name, label))
+    return out
+
+
+# Whole rounds ---------------------------------------------------------------------------------------------------------
+
+
+def run_round(
+    config_path: str,
+    iteration: int | None = None,
+    policies: list[str] | None = None,
+    say: Callable[[str], None] = log.info,
+    progress: Any = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A whole round without Airflow: the DAG's tasks, in the DAG's order, in this process (resumable)."""
     t0 = time.perf_counter()
-    out = asyncio.run(battle_run(rnd).generate(only=model))
-    return {**out, "model": model, "seconds": round(time.perf_counter() - t0, 2)}
+    ref = resolve_round(config_path, iteration, policies, overrides=overrides)
+    rnd, cfg, _ = load(ref)
+    say(
+        f"round {rnd.iteration} of {rnd.flywheel}: {rnd.schedule} schedule, steps {[s.name for s in rnd.steps]}, "
+        f"starting from {rnd.start.label if rnd.start else 'a model that is not served'}"
+    )
+    prepare_data(ref)
+    parts: dict[str, Any] = {"battles": {}, "training_data": {}, "training": [], "evaluation": {}}
+    parts["evaluation"]["start"] = evaluate(ref, "start", progress)
+    for k, st in enumerate(rnd.steps):
+        say(f"step {st.name}: battles on slice {st.slice} (serves what it needs)")
+        parts["battles"][st.name] = battle_step(ref, k, progress)
+        parts["training_data"][st.name] = step_data(ref, k)
+        for stage in st.stages:
+            say(f"step {st.name}: training {stage} ({cfg.training.launcher.kind} launcher)")
+            entry = train(ref, stage)
+            parts["training"].append(entry)
+            if STAGES[stage].policy:
+                parts["evaluation"][stage] = evaluate(ref, stage, progress)
+    parts["wall_s"] = round(time.perf_counter() - t0, 1)
+    rep = report(ref, parts)
+    return {**ref, **rep, "wall_s": parts["wall_s"]}
 
 
-def judge(rnd: Round, chunk: int, chunks: int) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    out = asyncio.run(battle_run(rnd).judge(chunk=(chunk, chunks)))
-    return {**out, "chunk": chunk, "seconds": round(time.perf_counter() - t0, 2)}
+# Report -------------------------------------------------------------------------------------------------------------
 
 
-def battles(rnd: Round, wall_s: dict[str, float] | None = None) -> dict[str, Any]:
-    return battle_run(rnd).build(wall_s)
-
-
-def training_data(rnd: Round) -> dict[str, Any]:
-    from arena_ops.training.build import build_training_data
-
-    cfg, store = load(rnd)
-    return build_training_data(cfg, store, rnd["iteration"])
-
-
-def evaluate(rnd: Round, testset: str = "testset-mix") -> dict[str, Any]:
-    """The round's newest policy against the competitors on the test set; recorded as iteration + 1's battles
-    (the iteration that serves it), run ``eval-mix``. Skipped, with the reason, when there is no test set."""
-    from arena_ops.training.run import round_target
-
-    cfg, store = load(rnd)
-    if not store.is_committed(store.dataset_key(cfg.flywheel, testset)):
-        return {"skipped": f"no {testset} (build it with the arena_testset_build DAG or `arena data testset`)"}
-    nxt = {**rnd, "iteration": rnd["iteration"] + 1}
-    target = round_target(cfg, store, nxt["iteration"])
-    if target:
-        nxt["overrides"] = {**rnd["overrides"], "models.target.source.path": target}
-    serve(nxt, target)
-    run = battle_run(nxt, run=EVAL_PREFIX + testset.removeprefix("testset-"), prompts_key=testset)
-    return asyncio.run(run.run_all())
-
-
-def report(rnd: Round, parts: dict[str, Any]) -> dict[str, Any]:
-    """The round report (JSON and Markdown) in the store: battles, W/L/T, invalid verdicts, tokens, wall time per
-    stage, training metrics, Elo before/after (from the leaderboard history when the Elo DAG has run)."""
-    cfg, store = load(rnd)
-    body = {
-        "flywheel": cfg.flywheel,
-        "iteration": rnd["iteration"],
-        "shard": rnd["shard"],
-        "target": rnd["target"],
-        **parts,
+def round_status(rnd: Round, store: ArtifactStore) -> dict[str, Any]:
+    """The record and its progress: for each step, which model battled, its battles, rows and produced models."""
+    steps = []
+    for st in rnd.steps:
+        key = layout.battles(rnd.flywheel, rnd.iteration, st.run)
+        meta = store.manifest(key).meta if store.is_committed(key) else None
+        rows, produced = {}, {}
+        for stage in st.stages:
+            dkey = layout.train_data(rnd.flywheel, rnd.iteration, stage)
+            rows[stage] = store.manifest(dkey).rows if store.is_committed(dkey) else None
+            model = rnd.produced(store, stage)
+            reason = None
+            if model is None:
+                reason = "no training rows" if rows[stage] == 0 else "not trained yet"
+            produced[stage] = {
+                "model": model.uri if model else None,
+                "label": model.label if model else None,
+                "reason": reason,
+            }
+        policy = next((s for s in reversed(st.stages) if STAGES[s].policy), None)
+        steps.append(
+            {
+                "stage": st.name,
+                "slice": st.slice,
+                "run": st.run,
+                "battled_model": meta.get("battled_model") if meta else None,
+                "battled_label": meta.get("target_label") if meta else None,
+                "battles": {"uri": store.key_uri(key), "count": meta.get("battles")} if meta else None,
+                "training_rows": rows,
+                "produced_model": produced[policy]["model"] if policy else None,
+                "produced_reason": produced[policy]["reason"] if policy else "battles only",
+                "produced": produced,
+            }
+        )
+    return {
+        "flywheel": rnd.flywheel,
+        "iteration": rnd.iteration,
+        "schedule": rnd.schedule,
+        "start": rnd.start.model_dump() if rnd.start else None,
+        "resolved_at": rnd.resolved_at,
+        "steps": steps,
+        "reported": store.is_committed(layout.round_report(rnd.flywheel, rnd.iteration)),
     }
-    history = _elo_history(cfg, store)
-    if history:
-        body["elo"] = history
-    with store.artifact(cfg.flywheel, rnd["iteration"], "report", "round", meta={"iteration": rnd["iteration"]}) as w:
+
+
+def report(ref: Ref, parts: dict[str, Any]) -> dict[str, Any]:
+    """The round report (JSON and Markdown): steps with battled and produced models, W/L/T, training, evaluations,
+    and the round's own Elo on the Mix board (computed here from every evaluation so far, not read from the Elo
+    DAG, which may not have run yet)."""
+    rnd, cfg, store = load(ref)
+    body = {**round_status(rnd, store), **parts, "elo": _round_elo(cfg, store)}
+    with store.artifact_at(layout.round_report(rnd.flywheel, rnd.iteration), meta={"iteration": rnd.iteration}) as w:
         w.write_json("report.json", body)
         w.put_bytes("report.md", render_report(body).encode())
     return {"uri": w.uri}
 
 
-def _elo_history(cfg: ArenaConfig, store: ArtifactStore) -> list[dict[str, Any]] | None:
-    key = f"{cfg.flywheel}/leaderboard/history.json"
-    return store.read_json(key) if store.exists(key) else None
+def _round_elo(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any] | None:
+    from arena_ops.rating.battles import validate_battles
+    from arena_ops.rating.leaderboard import compute_leaderboard
+
+    tables = list(eval_tables(cfg, store, "mix").values())
+    scope = "eval-mix"
+    if not tables:
+        tables, scope = training_tables(cfg, store), "all"
+    if not tables:
+        return None
+    battles = validate_battles(pa.concat_tables(tables, promote_options="permissive"), source="round battles").table
+    if len(set(battles["model_a"].to_pylist()) | set(battles["model_b"].to_pylist())) < 2:
+        return None
+    lb = compute_leaderboard(
+        battles, rounds=cfg.rating.bootstrap_rounds, seed=cfg.rating.seed, ci_level=cfg.rating.ci_level
+    )
+    return {
+        "scope": scope,
+        "board": [{k: r[k] for k in ("model", "rating", "ci_low", "ci_high", "rank")} for r in lb.records()],
+    }
 
 
 def render_report(body: dict[str, Any]) -> str:
+    start = body.get("start") or {}
     lines = [
         f"# Round {body['iteration']} of `{body['flywheel']}`",
         "",
-        f"- target: `{body['target']}`",
-        f"- shard: {body['shard']}",
+        f"- schedule: {body.get('schedule')}; started from `{start.get('label')}` (`{start.get('uri')}`)",
+        "",
+        "| step | slice | battled model | battles | training rows | produced |",
+        "| --- | ---: | --- | ---: | --- | --- |",
     ]
-    b = body.get("battles") or {}
-    if b:
+    for st in body.get("steps") or []:
+        rows = ", ".join(f"{k} {v}" for k, v in st["training_rows"].items())
+        made = ", ".join(f"{k}: {p['label'] or p['reason']}" for k, p in st["produced"].items())
+        count = (st["battles"] or {}).get("count")
+        lines.append(f"| {st['stage']} | {st['slice']} | `{st['battled_label']}` | {count} | {rows} | {made} |")
+    for name, b in (body.get("battles") or {}).items():
+        if not b or "per_model" not in b or not b["per_model"]:
+            continue
         lines += [
-            f"- battles: {b.get('battles')} (invalid verdicts: {b.get('invalid')})",
-            f"- tokens generated: {b.get('tokens_generated')}, judge tokens: {b.get('judge_tokens')}",
+            "",
+            f"Step {name}: {b.get('battles')} battles, {b.get('invalid')} invalid",
             "",
             "| model | wins | losses | ties |",
             "| --- | ---: | ---: | ---: |",
         ]
-        lines += [f"| {m} | {c['wins']} | {c['losses']} | {c['ties']} |" for m, c in b.get("per_model", {}).items()]
-    if body.get("wall_s"):
-        lines += ["", "| stage | wall time (s) |", "| --- | ---: |"]
-        lines += [f"| {k} | {v} |" for k, v in body["wall_s"].items()]
+        lines += [f"| {m} | {c['wins']} | {c['losses']} | {c['ties']} |" for m, c in b["per_model"].items()]
+    if body.get("training"):
+        lines.append("")
     for entry in body.get("training") or []:
         m = entry.get("metrics") or {}
         what = entry.get("skipped") or f"{m.get('steps')} steps, loss {m.get('first_loss')} → {m.get('last_loss')}"
         lines.append(f"- {entry.get('stage')}: {what}")
+    elo = body.get("elo")
+    if elo:
+        lines += ["", f"Elo ({elo['scope']}):", "", "| model | rating | 95% CI | rank |", "| --- | ---: | --- | ---: |"]
+        lines += [
+            f"| {r['model']} | {r['rating']:.0f} | {r['ci_low']:.0f} – {r['ci_high']:.0f} | {r['rank']} |"
+            for r in elo["board"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -211,60 +425,48 @@ def render_report(body: dict[str, Any]) -> str:
 
 
 def elo_update(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Recompute the leaderboard from every battle table of the flywheel; write it and a round-over-round history.
+    """Recompute the leaderboards from every battle table of the flywheel; write them and a round-over-round history.
 
-    The target changes every round, so its battles are rated as ``{name}@{iteration}`` (the model that round
-    served); other models keep their names. Output: ``{flywheel}/leaderboard/`` (leaderboard.json/.md/.parquet,
-    plots, history.json).
+    The target changes every step, so its battles are rated under the label of the model that battled
+    (``name@base``, ``name@i0-sft``, …); other models keep their names. Boards: ``all`` (every step's and every
+    evaluation's battles) and one per test set (``eval-mix``: the paper's offline leaderboard).
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     from arena_ops.rating.battles import validate_battles
-    from arena_ops.rating.bt import parse_anchor
     from arena_ops.rating.leaderboard import compute_leaderboard, leaderboard_files
 
     cfg = load_config(config_path, overrides or {})
     store = ArtifactStore.from_config(cfg.storage)
-    tables = []
-    for it in store.list_iterations(cfg.flywheel):
-        for run in store.list_artifacts(cfg.flywheel, it, "battles"):
-            t = store.read_artifact_table(store.artifact_key(cfg.flywheel, it, "battles", run))
-            tables.append(_version_target(t, cfg.models.target.name, it))
+    testsets = [
+        ts for ts in ("mix", "diverse", "hard") if store.list(f"{layout.eval_base(cfg.flywheel, ts)}/{layout.BATTLES}")
+    ]
+    evals = {ts: list(eval_tables(cfg, store, ts).values()) for ts in testsets}
+    tables = training_tables(cfg, store) + [t for ts in testsets for t in evals[ts]]
     if not tables:
         return {"skipped": "no battle records yet"}
-    raw = pa.concat_tables(tables, promote_options="permissive")
-    battles = validate_battles(raw, source="store battles")
     r = cfg.rating
 
-    def rate(table: Any) -> Any:
+    def rate(table: pa.Table) -> Any:
         return compute_leaderboard(
-            table, rounds=r.bootstrap_rounds, seed=r.seed, ci_level=r.ci_level, anchor=parse_anchor(r.anchor)
+            table, rounds=r.bootstrap_rounds, seed=r.seed, ci_level=r.ci_level, anchor=_anchor(table, r.anchor)
         )
 
+    battles = validate_battles(pa.concat_tables(tables, promote_options="permissive"), source="store battles")
     lb = rate(battles.table)
-    prefix = f"{cfg.flywheel}/leaderboard"
     for name, data in leaderboard_files(lb).items():
-        store.put_bytes(f"{prefix}/{name}", data)
-    scopes = [{"scope": "all", "label": "All battles", "battles": battles.table.num_rows, "key": prefix}]
-    # One board per test set (its evaluation runs, ``eval-*``): the paper's offline leaderboard is the Mix board.
-    runs = pc.unique(raw["run"]).to_pylist() if "run" in raw.column_names else []
-    for run in sorted(x for x in runs if x and x.startswith(EVAL_PREFIX)):
-        subset = validate_battles(raw.filter(pc.equal(raw["run"], run)), source=f"store battles, run {run}").table
-        if len(set(subset["model_a"].to_pylist()) | set(subset["model_b"].to_pylist())) < 2:
-            continue
-        key = f"{prefix}/{run}"
+        store.put_bytes(f"{layout.leaderboard(cfg.flywheel)}/{name}", data)
+    scopes = [{"scope": "all", "label": "All battles", "battles": battles.table.num_rows}]
+    for ts in testsets:
+        subset = validate_battles(pa.concat_tables(evals[ts], promote_options="permissive"), source=f"eval {ts}").table
+        scope = layout.eval_run(ts)
         for name, data in leaderboard_files(rate(subset)).items():
-            store.put_bytes(f"{key}/{name}", data)
-        scopes.append(
-            {"scope": run, "label": f"Test set {run.removeprefix(EVAL_PREFIX)}", "battles": subset.num_rows, "key": key}
-        )
-    store.write_json(f"{prefix}/scopes.json", scopes)
-    iterations = sorted(set(pc.unique(battles.table["iteration"]).to_pylist()) - {None})
+            store.put_bytes(f"{layout.leaderboard(cfg.flywheel, scope)}/{name}", data)
+        scopes.append({"scope": scope, "label": f"Test set {ts}", "battles": subset.num_rows})
+    store.write_json(f"{layout.leaderboard(cfg.flywheel)}/scopes.json", scopes)
+    iterations = store.list_iterations(cfg.flywheel)
     history = _history(cfg, store, lb.records(), iterations[-1] if iterations else 0)
-    store.write_json(f"{prefix}/history.json", history)
+    store.write_json(f"{layout.leaderboard(cfg.flywheel)}/history.json", history)
     return {
-        "uri": store.key_uri(prefix),
+        "uri": store.key_uri(layout.leaderboard(cfg.flywheel)),
         "battles": battles.table.num_rows,
         "models": len(lb.records()),
         "scopes": [s["scope"] for s in scopes],
@@ -272,22 +474,20 @@ def elo_update(config_path: str, overrides: dict[str, Any] | None = None) -> dic
     }
 
 
-def _version_target(table: Any, target: str, iteration: int) -> Any:
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _anchor(table: pa.Table, anchor: str | None) -> tuple[str, float] | None:
+    """The configured anchor, where the anchored model is on this board."""
+    from arena_ops.rating.bt import parse_anchor
 
-    versioned = f"{target}@{iteration}"
-    for col in ("model_a", "model_b"):
-        idx = table.column_names.index(col)
-        table = table.set_column(idx, col, pc.if_else(pc.equal(table[col], target), versioned, table[col]))
-    return table.set_column(
-        table.column_names.index("iteration"), "iteration", pa.array([iteration] * table.num_rows, pa.int64())
-    )
+    parsed = parse_anchor(anchor)
+    if parsed is None:
+        return None
+    present = set(table["model_a"].to_pylist()) | set(table["model_b"].to_pylist())
+    return parsed if parsed[0] in present else None
 
 
 def _history(cfg: ArenaConfig, store: ArtifactStore, records: list[dict[str, Any]], iteration: int) -> list:
     """One entry per Elo computation at the newest iteration seen (replaced when recomputed for that iteration)."""
-    key = f"{cfg.flywheel}/leaderboard/history.json"
+    key = f"{layout.leaderboard(cfg.flywheel)}/history.json"
     history = [h for h in (store.read_json(key) if store.exists(key) else []) if h["iteration"] != iteration]
     board = {rec["model"]: round(float(rec["rating"]), 1) for rec in records}
     return sorted([*history, {"iteration": iteration, "ratings": board}], key=lambda h: h["iteration"])

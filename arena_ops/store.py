@@ -239,6 +239,11 @@ class ArtifactStore:
             out.append(rel + "/" if info.type == pafs.FileType.Directory else rel)
         return sorted(out)
 
+    def delete(self, key: str) -> None:
+        """Remove one object (absent is fine)."""
+        if self.exists(key):
+            self._fs.delete_file(self._full(key))
+
     def delete_prefix(self, prefix: str) -> None:
         full = self._full(prefix)
         if self._info(prefix).type == pafs.FileType.Directory:
@@ -304,7 +309,11 @@ class ArtifactStore:
         return [k.rstrip("/").rsplit("/", 1)[-1] for k in keys if k.endswith("/")]
 
     def list_artifacts(self, flywheel: str, iteration: int, stage: str, committed_only: bool = True) -> list[str]:
-        keys = self.list(f"{flywheel}/iter={iteration}/{stage}")
+        return self.list_artifacts_at(f"{flywheel}/iter={iteration}/{stage}", committed_only)
+
+    def list_artifacts_at(self, prefix: str, committed_only: bool = True) -> list[str]:
+        """Names of the (committed) artifacts directly under ``prefix``."""
+        keys = self.list(prefix)
         prefixes = [k.rstrip("/") for k in keys if k.endswith("/")]
         return [p.rsplit("/", 1)[-1] for p in prefixes if not committed_only or self.is_committed(p)]
 

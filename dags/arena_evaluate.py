@@ -1,4 +1,5 @@
-"""Evaluate chosen models on the Mix test set: all pairs, both orders judged, then Elo (manual)."""
+"""Rate a round's models on a test set (manual): the start model and every policy the round produced battle every
+competitor, both orders judged; the battles are filed under eval/, never under an iteration; then the Elo boards."""
 
 from __future__ import annotations
 
@@ -17,34 +18,27 @@ with DAG(
     default_args=default_args(CFG),
     tags=["arena"],
     params={
-        "config_path": Param(CONFIG_PATH, type="string"),
-        "iteration": Param(0, type="integer", minimum=0, description="Iteration the battles are filed under."),
-        "testset": Param("testset-mix", type="string", enum=["testset-mix", "testset-diverse", "testset-hard"]),
-        "competitors": Param(None, type=["null", "array"], items={"type": "string"}),
+        "iteration": Param(0, type="integer", minimum=0, description="The round whose models are rated."),
+        "testset": Param("mix", type="string", enum=["mix", "diverse", "hard"]),
     },
 ) as dag:
 
     @task(outlets=[battles_asset(CFG)])
     def evaluate(params: dict | None = None) -> dict:
-        import asyncio
+        from arena_ops.flywheel import evaluate
+        from arena_ops.round import Round
+        from arena_ops.store import ArtifactStore
+        from arena_ops.training.stage_registry import STAGES
 
-        from arena_ops.flywheel import battle_run, resolve_round, serve
-
-        rnd = resolve_round(params["config_path"], params["iteration"], competitors=params["competitors"])
-        serve(rnd)
-        run = battle_run(
-            rnd,
-            run=f"eval-{params['testset'].removeprefix('testset-')}",
-            prompts_key=params["testset"],
-            pairing="all_pairs",
-        )
-        out = asyncio.run(run.run_all())
-        return {k: out[k] for k in ("uri", "battles", "invalid", "per_model")}
+        store = ArtifactStore.from_config(CFG.storage)
+        rnd = Round.load(store, CFG.flywheel, params["iteration"])  # the round's own config snapshot from here on
+        which = ["start", *(s for s in rnd.stages if STAGES[s].policy)]
+        return {w: evaluate(rnd.ref(), w, testsets=[params["testset"]]) for w in which}
 
     @task
-    def leaderboard(_e: dict, params: dict | None = None) -> dict:
+    def leaderboard(_e: dict) -> dict:
         from arena_ops.flywheel import elo_update
 
-        return elo_update(params["config_path"])
+        return elo_update(CONFIG_PATH)
 
     leaderboard(evaluate())

@@ -1,20 +1,24 @@
-"""One flywheel round: resolve → data → serve → generate (per model) → judge (per chunk) → battles (Asset) →
-training data → train each stage (submitted, then a reschedule-mode sensor waits without holding a worker slot) →
-evaluate on the test set → round report. Every task calls one arena_ops.flywheel function and passes references."""
+"""One Arena Learning iteration as the paper runs it: resolve the Round (written to the store; every later task
+reads it, never the config path) → data → evaluate the start model → for each step: battles (the round's current
+policy on the step's slice; an Asset outlet) → training data → each of the step's stages submitted, then waited for
+by a reschedule-mode sensor (no worker slot held while a job trains) → the new policy evaluated on the test set →
+round report. Under the compact schedule steps 2 and 3 have nothing to do and say so.
+
+Every task calls one ``arena_ops.flywheel`` function with the round reference and returns references and counts."""
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, PokeReturnValue, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Param, PokeReturnValue, get_current_context, task
 
 from _arena_common import CONFIG_PATH, battles_asset, config, default_args
 
 CFG = config()
-STAGES = ["sft", "dpo", "rm", "rl"]
+STEP_STAGES = [["sft"], ["dpo"], ["rm", "rl"]]  # task wiring; which step trains what comes from the Round
 
 with DAG(
     dag_id="arena_flywheel_round",
-    description=f"One Arena Learning round of flywheel {CFG.flywheel!r}",
+    description=f"One Arena Learning iteration of flywheel {CFG.flywheel!r}",
     schedule=CFG.airflow.schedule,
     start_date=pendulum.parse(CFG.airflow.start_date),
     catchup=CFG.airflow.catchup,
@@ -22,19 +26,19 @@ with DAG(
     default_args=default_args(CFG),
     tags=["arena"],
     params={
-        "config_path": Param(CONFIG_PATH, type="string", description="Arena config YAML."),
+        "config_path": Param(CONFIG_PATH, type="string", description="Arena config YAML (snapshotted at resolve)."),
         "iteration": Param(
             None,
             type=["null", "integer"],
             minimum=0,
-            description="Round to run; empty = from the logical date (days since start_date).",
+            description="Iteration to run; empty = from the logical date (days since start_date), or for a manual "
+            "run the unfinished/next one.",
         ),
-        "shard": Param(None, type=["null", "integer"], minimum=0, description="Corpus shard; empty = iteration mod N."),
         "stages": Param(
             CFG.training.stages,
             type="array",
             items={"type": "string", "enum": ["sft", "dpo", "rl"]},
-            description="Training stages, run in the paper's order (rl brings its reward model).",
+            description="Policy stages, in the paper's order (rl brings its reward model).",
         ),
         "competitors": Param(
             None,
@@ -54,7 +58,6 @@ with DAG(
         return resolve_round(
             params["config_path"],
             params["iteration"],
-            params["shard"],
             params["stages"],
             params["competitors"],
             params["sample_limit"],
@@ -62,120 +65,86 @@ with DAG(
         )
 
     @task
-    def prepare_data(rnd: dict) -> dict:
+    def prepare_data(ref: dict) -> dict:
         from arena_ops.flywheel import prepare_data
 
-        return prepare_data(rnd)
+        return prepare_data(ref)
 
-    @task
-    def serve(rnd: dict, _data: dict) -> list[str]:
-        from arena_ops.flywheel import battle_models, serve
+    def evaluate_task(which: str):
+        @task(task_id=f"evaluate_{which}", outlets=[battles_asset(CFG)])
+        def evaluate(ref: dict, _after: object) -> dict:
+            from arena_ops.flywheel import evaluate
 
-        serve(rnd)
-        return battle_models(rnd)
+            return evaluate(ref, which)
 
-    @task(max_active_tis_per_dagrun=4)
-    def generate(rnd: dict, model: str) -> dict:
-        from arena_ops.flywheel import generate
+        return evaluate
 
-        return generate(rnd, model)
+    def battle_task(k: int):
+        @task(task_id=f"battles_{k + 1}", outlets=[battles_asset(CFG)])
+        def battles(ref: dict, _after: object) -> dict:
+            from arena_ops.flywheel import battle_step
 
-    @task
-    def judge_chunks(rnd: dict, _generated: list) -> list[int]:
-        return list(range(config().airflow.judge_chunks))
+            return battle_step(ref, k)
 
-    @task
-    def judge(rnd: dict, chunk: int) -> dict:
-        from arena_ops.flywheel import judge
+        return battles
 
-        return judge(rnd, chunk, config().airflow.judge_chunks)
+    def data_task(k: int):
+        @task(task_id=f"training_data_{k + 1}")
+        def training_data(ref: dict, _after: object) -> dict:
+            from arena_ops.flywheel import step_data
 
-    @task(outlets=[battles_asset(CFG)])
-    def battles(rnd: dict, generated: list, judged: list) -> dict:
-        from arena_ops.flywheel import battles
+            return step_data(ref, k)
 
-        wall = {"generate": sum(g["seconds"] for g in generated), "judge": sum(j["seconds"] for j in judged)}
-        out = battles(rnd, wall)
-        return {
-            k: out[k] for k in ("uri", "battles", "invalid", "per_model", "tokens_generated", "judge_tokens", "wall_s")
-        }
+        return training_data
 
-    @task
-    def training_data(rnd: dict, _battles: dict) -> dict:
-        from arena_ops.flywheel import training_data
-
-        rep = training_data(rnd)
-        return {k: v["rows"] for k, v in rep.items() if isinstance(v, dict) and "rows" in v}
-
-    trained = []
-    for stage in STAGES:
-
+    def train_tasks(stage: str):
         @task(task_id=f"submit_{stage}")
-        def submit(rnd: dict, _after: object, stage: str = stage) -> dict:
-            from arena_ops.flywheel import load
-            from arena_ops.training.run import prepare_stage, submit_stage
+        def submit(ref: dict, _after: object) -> dict:
+            from arena_ops.flywheel import submit
 
-            if stage not in rnd["stages"]:
-                return {"done": {"stage": stage, "skipped": "not in this round's plan"}}
-            cfg, store = load(rnd)
-            return submit_stage(cfg, prepare_stage(cfg, store, rnd["iteration"], stage))
+            return submit(ref, stage)
 
         @task.sensor(
             task_id=f"wait_{stage}", mode="reschedule", poke_interval=CFG.airflow.train_poke_s, timeout=12 * 3600
         )
-        def wait(rnd: dict, handle: dict) -> PokeReturnValue:
-            from arena_ops.flywheel import load
-            from arena_ops.training.run import finish_stage, poll_stage
+        def wait(ref: dict, _handle: dict) -> PokeReturnValue:
+            # Reads the job's handle and status from the store: submit may have run on another machine.
+            from arena_ops.flywheel import finish, poll
 
-            cfg, store = load(rnd)
-            if not poll_stage(cfg, handle):
+            if not poll(ref, stage):
                 return PokeReturnValue(is_done=False)
-            entry = finish_stage(store, handle)
-            return PokeReturnValue(
-                is_done=True,
-                xcom_value={k: entry.get(k) for k in ("stage", "skipped", "model_uri", "metrics", "reused")},
-            )
+            return PokeReturnValue(is_done=True, xcom_value=finish(ref, stage))
 
-        trained.append((submit, wait))
-
-    @task(trigger_rule=TriggerRule.ALL_SUCCESS)
-    def evaluate(rnd: dict, _trained: list) -> dict:
-        from arena_ops.flywheel import evaluate
-
-        out = evaluate(rnd)
-        return out if "skipped" in out else {k: out[k] for k in ("uri", "battles", "invalid", "per_model")}
+        return submit, wait
 
     @task
-    def report(rnd: dict, battles: dict, data: dict, trained: list, evaluation: dict) -> dict:
+    def report(ref: dict, results: list) -> dict:
         from arena_ops.flywheel import report
 
         ctx = get_current_context()
+        battles, data, trained, evaluation = results
         return report(
-            rnd,
+            ref,
             {
                 "dag_run": {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"]},
                 "battles": battles,
-                "wall_s": battles.get("wall_s"),
                 "training_data": data,
                 "training": trained,
                 "evaluation": evaluation,
             },
         )
 
-    rnd = resolve()
-    data = prepare_data(rnd)
-    models = serve(rnd, data)
-    generated = generate.partial(rnd=rnd).expand(model=models)
-    chunks = judge_chunks(rnd, generated)
-    judged = judge.partial(rnd=rnd).expand(chunk=chunks)
-    table = battles(rnd, generated, judged)
-    tdata = training_data(rnd, table)
-    after: object = tdata
-    results = []
-    for submit, wait in trained:
-        handle = submit(rnd, after)
-        done = wait(rnd, handle)
-        results.append(done)
-        after = done
-    evaluation = evaluate(rnd, results)
-    report(rnd, table, tdata, results, evaluation)
+    ref = resolve()
+    after: object = prepare_data(ref)
+    after = evaluation_start = evaluate_task("start")(ref, after)
+    battles_out, data_out, trained, evaluations = {}, {}, [], {"start": evaluation_start}
+    for k, stages in enumerate(STEP_STAGES):
+        after = battles_out[f"step_{k + 1}"] = battle_task(k)(ref, after)
+        after = data_out[f"step_{k + 1}"] = data_task(k)(ref, after)
+        for stage in stages:
+            submit, wait = train_tasks(stage)
+            after = wait(ref, submit(ref, after))
+            trained.append(after)
+            if stage != "rm":
+                after = evaluations[stage] = evaluate_task(stage)(ref, after)
+    report(ref, [battles_out, data_out, trained, evaluations])

@@ -1,9 +1,10 @@
 """Resumable work: units with content keys, run concurrently, committed to the store in chunks.
 
-A stage (``responses`` or ``judgments``) of one run (a shard, or a test set) is a set of committed *parts*,
-``{flywheel}/iter={i}/{stage}/{run}-{digest}``, each a Parquet table whose rows carry the ``key`` of the unit that
-produced them. A rerun reads the keys already committed and does only the missing units, so a crash loses at most
-the chunk in flight and no unit is ever stored twice (readers also drop repeated keys, in case two runs raced).
+A stage (``responses`` or ``judgments``) of one run (a step's slice, or a test set) is a set of committed *parts*,
+``{base}/{stage}/{run}-{digest}`` (``base`` is ``{flywheel}/iter={i}`` or ``{flywheel}/eval/{testset}``), each a
+Parquet table whose rows carry the ``key`` of the unit that produced them. A rerun reads the keys already committed
+and does only the missing units, so a crash loses at most the chunk in flight and no unit is ever stored twice
+(readers also drop repeated keys, in case two runs raced).
 """
 
 from __future__ import annotations
@@ -37,22 +38,18 @@ class Parts:
     """The committed parts of one stage of one run."""
 
     store: ArtifactStore
-    flywheel: str
-    iteration: int
+    base: str  # a prefix from arena_ops.layout
     stage: str
     run: str
     schema: pa.Schema
 
     def names(self) -> list[str]:
-        arts = self.store.list_artifacts(self.flywheel, self.iteration, self.stage)
+        arts = self.store.list_artifacts_at(f"{self.base}/{self.stage}")
         return sorted(a for a in arts if a.startswith(f"{self.run}-"))
 
     def read(self) -> pa.Table:
         """All committed rows, first occurrence of each key kept."""
-        tables = [
-            self.store.read_artifact_table(self.store.artifact_key(self.flywheel, self.iteration, self.stage, n))
-            for n in self.names()
-        ]
+        tables = [self.store.read_artifact_table(f"{self.base}/{self.stage}/{n}") for n in self.names()]
         if not tables:
             return self.schema.empty_table()
         table = pa.concat_tables([self._conform(t) for t in tables])
@@ -80,7 +77,7 @@ class Parts:
         table = pa.Table.from_pylist(rows, schema=self.schema)
         digest = content_key(sorted(set(table["key"].to_pylist())))[:12]
         name = f"{self.run}-{digest}"
-        with self.store.artifact(self.flywheel, self.iteration, self.stage, name, meta={"rows": len(rows)}) as w:
+        with self.store.artifact_at(f"{self.base}/{self.stage}/{name}", meta={"rows": len(rows)}) as w:
             w.write_table("data.parquet", table)
         return name
 

@@ -1,11 +1,12 @@
 """A battle run: generate → judge (two games per pair, positions swapped) → battle table, resumable throughout.
 
-Store layout for run ``R`` (a shard such as ``shard-000``, or a test set such as ``mix``) of iteration ``i``::
+Store layout for run ``R`` (a round's step, or a test set such as ``eval-mix``) under ``base`` (``{flywheel}/iter={i}``
+by default, ``{flywheel}/eval/{testset}`` for evaluations; see :mod:`arena_ops.layout`)::
 
-    {flywheel}/iter={i}/responses/R-<digest>   committed chunks of responses (one row per turn)
-    {flywheel}/iter={i}/judgments/R-<digest>   committed chunks of judgments (one row per game)
-    {flywheel}/iter={i}/battles/R              data.parquet (valid battles, read by the rating engine),
-                                               invalid.parquet (with the raw judge text), summary.json
+    {base}/responses/R-<digest>   committed chunks of responses (one row per turn)
+    {base}/judgments/R-<digest>   committed chunks of judgments (one row per game)
+    {base}/battles/T              data.parquet (valid battles, read by the rating engine), invalid.parquet (with the
+                                  raw judge text), summary.json, transcripts.parquet; T is the run, or ``table``
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from arena_ops import layout
 from arena_ops.config import ArenaConfig
 from arena_ops.errors import BattleError
 from arena_ops.store import ArtifactStore
 
-from .generate import RESPONSE_SCHEMA, Participant
+from .generate import RESPONSE_SCHEMA, Participant, revision_of
 from .judge import Verdict, combine_games
 from .judging import JUDGMENT_SCHEMA, Game, Judge
 from .pairing import pairs_for
@@ -42,6 +44,8 @@ BATTLE_RECORD_SCHEMA = pa.schema(
         ("run", pa.string()),
         ("model_a", pa.string()),
         ("model_b", pa.string()),
+        ("revision_a", pa.string()),  # which weights answered (served:{uri}, recorded:{file}, {url}#{model})
+        ("revision_b", pa.string()),
         ("winner", pa.string()),
         ("score_a", pa.float64()),  # model_a's total over both games
         ("score_b", pa.float64()),
@@ -108,12 +112,28 @@ def plan(cfg: ArenaConfig, prompts: pa.Table, pairing: str | None = None) -> Bat
 class BattleRun:
     """Generation, judging and the battle table of one run, over the store."""
 
-    def __init__(self, cfg: ArenaConfig, store: ArtifactStore, iteration: int, run: str, battle_plan: BattlePlan):
+    def __init__(
+        self,
+        cfg: ArenaConfig,
+        store: ArtifactStore,
+        iteration: int,
+        run: str,
+        battle_plan: BattlePlan,
+        base: str | None = None,
+        table: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ):
+        """``base``: where parts and the table go (default ``{flywheel}/iter={iteration}``); ``table``: the battle
+        table's name (default ``run``); ``meta``: extra fields for the table's manifest (e.g. the battled model)."""
         self.cfg, self.store, self.iteration, self.run, self.plan = cfg, store, iteration, run, battle_plan
-        self.responses = Parts(store, cfg.flywheel, iteration, "responses", run, RESPONSE_SCHEMA)
-        self.judgments = Parts(store, cfg.flywheel, iteration, "judgments", run, JUDGMENT_SCHEMA)
+        self.base = base or layout.iteration_base(cfg.flywheel, iteration)
+        self.table_key = f"{self.base}/{layout.BATTLES}/{table or run}"
+        self.meta = dict(meta or {})
+        self.responses = Parts(store, self.base, layout.RESPONSES, run, RESPONSE_SCHEMA)
+        self.judgments = Parts(store, self.base, layout.JUDGMENTS, run, JUDGMENT_SCHEMA)
         specs = {m.name: m for m in cfg.models.battlers()}
         self.specs = [specs[m] for m in battle_plan.models]
+        self.revisions = {s.name: revision_of(s) for s in self.specs}
 
     # Generation ------------------------------------------------------------------------------------------------
 
@@ -219,8 +239,8 @@ class BattleRun:
         table = pa.Table.from_pylist(records, schema=BATTLE_RECORD_SCHEMA)
         valid = table.filter(pa.compute.not_equal(table["winner"], "invalid"))
         invalid = table.filter(pa.compute.equal(table["winner"], "invalid"))
-        summary = self.summary(valid, invalid, wall_s or {})
-        with self.store.artifact(self.cfg.flywheel, self.iteration, "battles", self.run, meta=summary) as w:
+        summary = {**self.summary(valid, invalid, wall_s or {}), **self.meta}
+        with self.store.artifact_at(self.table_key, meta=summary) as w:
             w.write_table("data.parquet", valid.drop_columns(["invalid_reason"]))
             w.write_table("invalid.parquet", invalid)
             w.write_json("summary.json", summary)
@@ -257,6 +277,8 @@ class BattleRun:
             "run": self.run,
             "model_a": a,
             "model_b": b,
+            "revision_a": self.revisions[a],
+            "revision_b": self.revisions[b],
             "judge": judge.name,
             "judge_hash": judge.hash,
             "template": judge.template.version,

@@ -38,11 +38,15 @@ def decontaminate(
         return train, REMOVED_SCHEMA.empty_table()
     test_ids = test["prompt_id"].to_pylist()
     hits: dict[int, tuple[str, str]] = {}
+    exact = set(test_ids)
+    for i, pid in enumerate(train["prompt_id"].to_pylist()):
+        if pid in exact:
+            hits[i] = ("identical to a test item", pid)
     if embed is not None and top_k > 0:
         for i, (j, sim) in semantic_matches(
             embed(conversation_text(train)), embed(conversation_text(test)), top_k, min_similarity
         ).items():
-            hits[i] = (f"embedding cosine {sim:.3f} with a test item (top-{top_k})", test_ids[j])
+            hits.setdefault(i, (f"embedding cosine {sim:.3f} with a test item (top-{top_k})", test_ids[j]))
     if ngram:
         for i, j in ngram_matches(conversation_text(train), conversation_text(test), ngram).items():
             hits.setdefault(i, (f"shares a {ngram}-word sequence with a test item", test_ids[j]))

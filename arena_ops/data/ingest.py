@@ -1,8 +1,10 @@
 """Ingest instruction files into one canonical conversation table; bad rows go to a quarantine table.
 
-Formats (detected per row): ShareGPT (``conversations`` of ``from``/``value``), OpenAI ``messages`` (``role``/
-``content``), Alpaca (``instruction``/``input``/``output``), MT-Bench questions (``question_id``/``turns``) and
-Self-Instruct seed tasks (``instruction``/``instances``). Containers: ``.jsonl``, ``.json`` (an array), ``.parquet``,
+Formats (detected per row): ShareGPT and WizardLM/Evol-Instruct (``conversations`` of ``from``/``value``), OpenAI
+``messages`` (``role``/``content``), LMSYS-Chat-1M (``conversation`` of ``role``/``content``), OpenOrca
+(``system_prompt``/``question``/``response``), FLAN (``inputs``/``targets``), Alpaca (``instruction``/``input``/
+``output``), MT-Bench questions (``question_id``/``turns``) and Self-Instruct seed tasks (``instruction``/
+``instances``). Containers: ``.jsonl``, ``.json`` (an array), ``.parquet``,
 ``.csv``. ``prompt_id`` is a content hash of the user turns, so the same instruction gets the same id wherever it
 comes from and ids are stable across runs.
 """
@@ -141,12 +143,22 @@ def to_conversation(raw: Any, source: str) -> dict[str, Any]:
         turns, reference, system = _from_messages(raw["conversations"], "from", "value")
     elif "messages" in raw:
         turns, reference, system = _from_messages(raw["messages"], "role", "content")
+    elif "conversation" in raw:  # LMSYS-Chat-1M
+        turns, reference, system = _from_messages(raw["conversation"], "role", "content")
+    elif "question" in raw and "response" in raw:  # OpenOrca
+        turns, reference = [_text(raw, "question")], [_text(raw, "response")]
+        system = _text(raw, "system_prompt") if raw.get("system_prompt") else None
+    elif "inputs" in raw and "targets" in raw:  # FLAN collection
+        turns, reference = [_text(raw, "inputs")], [_text(raw, "targets")]
     elif "turns" in raw:
         turns, reference = _strings(raw["turns"], "turns"), None
     elif "instruction" in raw:
         turns, reference = _from_alpaca(raw)
     else:
-        raise RowError(f"unknown format: no conversations/messages/turns/instruction key (keys: {sorted(raw)})")
+        raise RowError(
+            "unknown format: no conversations/messages/conversation/question+response/inputs+targets/turns/"
+            f"instruction key (keys: {sorted(raw)})"
+        )
     if not turns or any(not t.strip() for t in turns):
         raise RowError("empty instruction")
     source_id = next((str(raw[k]) for k in ("id", "question_id", "prompt_id") if raw.get(k) is not None), None)
@@ -211,6 +223,13 @@ def _from_alpaca(raw: dict[str, Any]) -> tuple[list[str], list[str] | None]:
     if inp:
         text = f"{text}\n\n{str(inp).strip()}"
     return [text], [str(out)] if out else None
+
+
+def _text(raw: dict[str, Any], key: str) -> str:
+    value = raw[key]
+    if not isinstance(value, str):
+        raise RowError(f"{key!r} is {type(value).__name__}, expected a string")
+    return value
 
 
 def _strings(value: Any, key: str) -> list[str]:

@@ -83,9 +83,9 @@ def shard_stage(cfg: ArenaConfig, store: ArtifactStore, exclude: set[str] | None
     table = _read(store, cfg.flywheel, CLEAN, "arena data clean")
     if exclude is None:
         exclude = testset_ids(cfg, store)
-    fingerprint = testset_fingerprint(exclude)
+    fingerprint = _fingerprint(cfg, exclude)
     removed = 0
-    if exclude:
+    if exclude or cfg.data.decontaminate_against:
         table, gone = _decontaminate(cfg, store, table, exclude)
         removed = gone.num_rows
         with store.artifact_at(store.dataset_key(cfg.flywheel, "decontam"), meta={"removed": removed}) as w:
@@ -112,9 +112,13 @@ def _decontaminate(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, test
 
     is_test = np.array([pid in test_ids for pid in table["prompt_id"].to_pylist()], dtype=bool)
     test, train = table.filter(pa.array(is_test)), table.filter(pa.array(~is_test))
+    references = test
+    if cfg.data.decontaminate_against:  # public benchmarks' prompts (MT-Bench, …): matches leave the training data
+        bench = ingest(cfg.data.decontaminate_against)
+        references = pa.concat_tables([test, bench.table.select(test.schema.names).cast(test.schema)])
     kept, gone = decontaminate(
         train,
-        test,
+        references,
         embed=(lambda texts: embed(texts, cfg.data.embedding_model)) if cfg.data.decontam_top_k else None,
         top_k=cfg.data.decontam_top_k,
         min_similarity=cfg.data.decontam_min_similarity,
@@ -139,11 +143,11 @@ def ensure_shards(cfg: ArenaConfig, store: ArtifactStore) -> list[str]:
     """Build whatever of corpus → clean → shards is missing; returns the shard prefixes. Cheap when all exist."""
     prefixes = [store.dataset_key(cfg.flywheel, shard_name(k)) for k in range(cfg.data.num_shards)]
     exclude = testset_ids(cfg, store)
-    fingerprint = testset_fingerprint(exclude)
+    fingerprint = _fingerprint(cfg, exclude)
     if all(store.is_committed(p) for p in prefixes):
         if store.manifest(prefixes[0]).meta.get("testset_fingerprint") == fingerprint:
             return prefixes
-        log.info("test sets changed since the shards were cut: re-sharding")
+        log.info("test sets or benchmark prompts changed since the shards were cut: re-sharding")
     if not store.is_committed(store.dataset_key(cfg.flywheel, CORPUS)):
         log.info("building the corpus from data.sources")
         ingest_stage(cfg, store)
@@ -151,6 +155,11 @@ def ensure_shards(cfg: ArenaConfig, store: ArtifactStore) -> list[str]:
         clean_stage(cfg, store)
     shard_stage(cfg, store, exclude=exclude)
     return prefixes
+
+
+def _fingerprint(cfg: ArenaConfig, exclude: set[str]) -> str:
+    """What the shards were cut against: the test-set items and the benchmark prompt files."""
+    return testset_fingerprint(exclude | {f"decontaminate_against:{p}" for p in cfg.data.decontaminate_against})
 
 
 def read_shard(cfg: ArenaConfig, store: ArtifactStore, k: int) -> pa.Table:

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from arena_ops.config import ArenaConfig, ServedSource
+from arena_ops.config import ArenaConfig, RecordedSource, ServedSource
 from arena_ops.errors import ConfigError
 from arena_ops.serving.client import ChatClient, RequestRejected, StructuredOutput
 
@@ -82,6 +82,9 @@ async def rate_difficulty(cfg: ArenaConfig, instructions: list[str]) -> list[Rat
     """The configured judge rates each instruction's difficulty (structured output when served by vLLM)."""
     tpl = load_difficulty_template(cfg.data.difficulty_template)
     spec = cfg.models.judge
+    if isinstance(spec.source, RecordedSource):  # e.g. the CPU configs' verifier setup: no model to ask
+        reason = f"judge {spec.name!r} is a recorded model: it cannot rate difficulty (Hard stays empty)"
+        return [Rating(None, None, reason) for _ in instructions]
     served = isinstance(spec.source, ServedSource)
     structured = StructuredOutput(regex=DIFFICULTY_REGEX) if served else None
     sampling = spec.sampling.model_copy(update={"max_tokens": min(spec.sampling.max_tokens, 32)})

@@ -41,7 +41,7 @@ def served_models(cfg: ArenaConfig, target_path: str | None = None) -> list[Serv
     ]:
         if not isinstance(spec.source, ServedSource):
             continue
-        new_weights = role == "target" and target_path
+        new_weights = role == "target" and target_path and target_path != spec.source.path
         path = target_path if new_weights else spec.source.path
         model = ServedModel(spec.name, path, spec.source.engine, None if new_weights else spec.source.tiny)
         if spec.name in out and out[spec.name] != model:

@@ -4,8 +4,8 @@ Margins are in judge-score points per game: a battle's summed scores over its tw
 K = 3.0 means "the winner scored three points higher on the 1–10 scale" as in the paper.
 
 - SFT: prompts where the target lost by ≥ K_sft; the target text is the best-scoring winner's conversation.
-- DPO: per prompt, across every battling model, chosen = the best-scored response, rejected = the worst,
-  when their scores differ by ≥ K_dpo.
+- DPO: per prompt, the decisive battle with the widest margin ≥ K_dpo: its winner's answer chosen, its loser's
+  rejected (both answers judged in the same battle; the target may be either side).
 - RM: every decisive battle with a margin ≥ K_dpo, winner's response chosen, loser's rejected.
 - RL: the prompts (a reward model or the judge scores the policy's own samples).
 
@@ -33,6 +33,7 @@ SFT_SCHEMA = pa.schema(
         ("margin", pa.float64()),
         ("battle_ids", pa.list_(pa.string())),
         ("iteration", pa.int64()),
+        ("run", pa.string()),
     ]
 )
 PAIR_SCHEMA = pa.schema(
@@ -46,9 +47,10 @@ PAIR_SCHEMA = pa.schema(
         ("margin", pa.float64()),
         ("battle_ids", pa.list_(pa.string())),
         ("iteration", pa.int64()),
+        ("run", pa.string()),
     ]
 )
-RL_SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt", _MSG), ("iteration", pa.int64())])
+RL_SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt", _MSG), ("iteration", pa.int64()), ("run", pa.string())])
 
 
 @dataclass
@@ -59,6 +61,7 @@ class BattleContext:
     prompts: dict[str, dict[str, Any]]  # prompt_id → {turns, system}
     answers: dict[tuple[str, str], list[str]]  # (prompt_id, model) → answers by turn
     iteration: int
+    run: str = ""  # the battle run the rows come from (lineage: which slice)
 
 
 def _conversation(prompt: dict[str, Any], answers: list[str] | None = None) -> list[dict[str, str]]:
@@ -101,44 +104,36 @@ def build_sft(ctx: BattleContext, target: str, k: float) -> pa.Table:
                 "margin": margin,
                 "battle_ids": bids,
                 "iteration": ctx.iteration,
+                "run": ctx.run,
             }
         )
     return pa.Table.from_pylist(rows, schema=SFT_SCHEMA)
 
 
-def build_dpo(ctx: BattleContext, k: float) -> pa.Table:
-    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    bids: dict[str, list[str]] = defaultdict(list)
-    for b in ctx.battles:
-        sa, sb = _per_game(b)
-        scores[b["prompt_id"]][b["model_a"]].append(sa)
-        scores[b["prompt_id"]][b["model_b"]].append(sb)
-        bids[b["prompt_id"]].append(b["battle_id"])
-    rows = []
-    for pid in sorted(scores):
-        mean = {m: sum(v) / len(v) for m, v in scores[pid].items()}
-        ranked = sorted(mean, key=lambda m: (-mean[m], m))
-        hi, lo = ranked[0], ranked[-1]
-        if mean[hi] - mean[lo] >= k:
-            rows.append(_pair(ctx, pid, hi, lo, mean[hi] - mean[lo], bids[pid]))
-    return pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
-
-
-def build_rm(ctx: BattleContext, k: float) -> pa.Table:
-    rows = []
-    for b in ctx.battles:
+def build_pairs(ctx: BattleContext, k: float, one_per_prompt: bool) -> pa.Table:
+    """Chosen/rejected pairs from judged head-to-head battles: the winner's and the loser's answers of one battle
+    whose margin is ≥ K. Never from scores given in different judge calls to models that may not have met. The
+    target may be either side. ``one_per_prompt`` keeps each prompt's widest-margin battle (DPO); else every
+    decisive battle is a pair (reward model)."""
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for b in sorted(ctx.battles, key=lambda b: b["battle_id"]):
         if b["winner"] not in ("model_a", "model_b"):
             continue
         sa, sb = _per_game(b)
         win, lose = (b["model_a"], b["model_b"]) if b["winner"] == "model_a" else (b["model_b"], b["model_a"])
-        if abs(sa - sb) >= k:
-            rows.append(_pair(ctx, b["prompt_id"], win, lose, abs(sa - sb), [b["battle_id"]]))
-    return pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
+        margin = abs(sa - sb)
+        if margin >= k:
+            rows[b["prompt_id"]].append(_pair(ctx, b["prompt_id"], win, lose, margin, [b["battle_id"]]))
+    out = []
+    for pid in sorted(rows):
+        pairs = sorted(rows[pid], key=lambda r: -r["margin"])  # stable: ties keep battle-id order
+        out.extend(pairs[:1] if one_per_prompt else pairs)
+    return pa.Table.from_pylist(out, schema=PAIR_SCHEMA)
 
 
 def build_rl(ctx: BattleContext) -> pa.Table:
     rows = [
-        {"prompt_id": pid, "prompt": _conversation(p), "iteration": ctx.iteration}
+        {"prompt_id": pid, "prompt": _conversation(p), "iteration": ctx.iteration, "run": ctx.run}
         for pid, p in sorted(ctx.prompts.items())
         if len(p["turns"]) == 1  # the policy samples one answer; multi-turn RL would need simulated users
     ]
@@ -159,11 +154,13 @@ def _pair(ctx: BattleContext, pid: str, hi: str, lo: str, margin: float, bids: l
         "margin": margin,
         "battle_ids": bids,
         "iteration": ctx.iteration,
+        "run": ctx.run,
     }
 
 
 def report(tables: dict[str, pa.Table]) -> dict[str, Any]:
-    """Counts and margins per dataset and per source model."""
+    """Counts and margins per dataset and per source model; for pair datasets, how often each model's answer was
+    chosen and rejected (the paper's Table 7)."""
     out: dict[str, Any] = {}
     for name, t in tables.items():
         entry: dict[str, Any] = {"rows": t.num_rows}
@@ -178,5 +175,12 @@ def report(tables: dict[str, pa.Table]) -> dict[str, Any]:
                 m: {"rows": int(d["rows"]), "mean_margin": round(d["margin_sum"] / d["rows"], 3)}
                 for m, d in per.items()
             }
+        if "rejected_model" in t.column_names and t.num_rows:
+            sides: dict[str, dict[str, int]] = defaultdict(lambda: {"chosen": 0, "rejected": 0})
+            for m in t["chosen_model"].to_pylist():
+                sides[m]["chosen"] += 1
+            for m in t["rejected_model"].to_pylist():
+                sides[m]["rejected"] += 1
+            entry["chosen_rejected"] = dict(sorted(sides.items()))
         out[name] = entry
     return json.loads(json.dumps(out))

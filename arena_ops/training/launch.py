@@ -6,22 +6,22 @@ DeepSpeed: training always runs in the launched process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arena_ops.config import DeepSpeedConfig, LauncherConfig
 from arena_ops.errors import TrainingError
+
+if TYPE_CHECKING:
+    from arena_ops.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -109,41 +109,6 @@ def local_command(job_file: Path, num_processes: int, ds_config: Path | None) ->
     return [*accelerate, "-m", "arena_ops.training.stages", str(job_file)], env
 
 
-def run_local(job_file: Path, log_file: Path, num_processes: int, ds_config: Path | None, timeout_s: float) -> None:
-    cmd, env = local_command(job_file, num_processes, ds_config)
-    log.info("launching: %s (log: %s)", shlex.join(cmd), log_file)
-    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    with open(log_file, "w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout_s
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                out.write(line)
-                tail.append(line.rstrip("\n"))
-                if time.monotonic() > deadline:
-                    raise TrainingError(f"training job exceeded {timeout_s:.0f}s")
-            proc.wait()
-        except BaseException:
-            _kill_group(proc)
-            raise
-    if proc.returncode != 0:
-        raise TrainingError(
-            f"training job failed (exit {proc.returncode}); log {log_file}; last lines:\n" + "\n".join(tail)
-        )
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _ray_client(launcher: LauncherConfig):  # -> JobSubmissionClient
     from ray.job_submission import JobSubmissionClient
 
@@ -196,8 +161,9 @@ def submit_ray_job(launcher: LauncherConfig, job_file: Path, work_dir: Path, ds_
     return job_id
 
 
-def poll_ray_job(launcher: LauncherConfig, job_id: str, work_dir: Path) -> bool:
-    """True when the job succeeded, False while it runs; raises with the log tail when it failed or was stopped."""
+def poll_ray_job(launcher: LauncherConfig, job_id: str, store: ArtifactStore, log_key: str) -> bool:
+    """True when the job succeeded, False while it runs; raises with the log tail when it failed or was stopped.
+    The job's log is copied to the store (``log_key``) when it ends."""
     from ray.job_submission import JobStatus
 
     client = _ray_client(launcher)
@@ -205,62 +171,51 @@ def poll_ray_job(launcher: LauncherConfig, job_id: str, work_dir: Path) -> bool:
     if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         return False
     logs = client.get_job_logs(job_id)
-    (work_dir / "train.log").write_text(logs)
+    store.put_bytes(log_key, logs.encode())
     if status != JobStatus.SUCCEEDED:
         tail = "\n".join(logs.splitlines()[-LOG_TAIL_LINES:])
         raise TrainingError(f"Ray job {job_id} ended {status}; last lines:\n{tail}")
     return True
 
 
-def run_ray_job(
-    launcher: LauncherConfig,
-    job_file: Path,
-    work_dir: Path,
-    ds_config: Path | None,
-    timeout_s: float,
-    poll_s: float = 2.0,
-) -> str:
-    """Submit, wait, cancel the job if we are interrupted or time out."""
-    job_id = submit_ray_job(launcher, job_file, work_dir, ds_config)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not poll_ray_job(launcher, job_id, work_dir):
-            if time.monotonic() > deadline:
-                raise TrainingError(f"Ray job {job_id} exceeded {timeout_s:.0f}s")
-            time.sleep(poll_s)
-    except (KeyboardInterrupt, TrainingError) as exc:
-        if not isinstance(exc, TrainingError) or "exceeded" in str(exc):
-            _ray_client(launcher).stop_job(job_id)
-        raise
-    return job_id
+def stop_ray_job(launcher: LauncherConfig, job_id: str) -> None:
+    _ray_client(launcher).stop_job(job_id)
 
 
-def start_local(job_file: Path, log_file: Path, num_processes: int, ds_config: Path | None) -> int:
-    """Start a local job detached from this process (it outlives an Airflow worker slot); the exit status lands in
-    ``exit_code`` beside the log. Returns the pid."""
+def start_local(job_file: Path, num_processes: int, ds_config: Path | None) -> int:
+    """Start a local job detached from this process (it outlives an Airflow worker slot) under a supervisor that,
+    when the job ends, puts its exit status and log into the store (see :func:`supervise`). Returns the pid."""
     cmd, env = local_command(job_file, num_processes, ds_config)
-    exit_file = shlex.quote(str(log_file.parent / "exit_code"))
-    wrapper = f"{shlex.join(cmd)} > {shlex.quote(str(log_file))} 2>&1; echo $? > {exit_file}"
     proc = subprocess.Popen(
-        ["sh", "-c", wrapper],
+        [sys.executable, "-m", "arena_ops.training.launch", str(job_file.parent), "--", *cmd],
         env=env,
+        cwd=job_file.parent,
         start_new_session=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    log.info("started training job pid %d: %s (log: %s)", proc.pid, shlex.join(cmd), log_file)
+    log.info("started training job pid %d: %s (work dir %s)", proc.pid, shlex.join(cmd), job_file.parent)
     return proc.pid
 
 
-def poll_local(work_dir: Path) -> bool:
-    code_file = work_dir / "exit_code"
-    if not code_file.exists():
-        return False
-    code = int(code_file.read_text().strip() or 1)
-    if code != 0:
-        lines = (work_dir / "train.log").read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-        raise TrainingError(
-            f"training job failed (exit {code}); log {work_dir / 'train.log'}; last lines:\n" + "\n".join(lines)
-        )
-    return True
+def supervise(work_dir: Path, cmd: list[str]) -> int:
+    """Run the job, its output to ``train.log``; then publish ``status-{fingerprint}.json`` and the log to the job's
+    store prefix, so that whoever waits — on any machine — reads the outcome from the store."""
+    from arena_ops.config import StorageConfig
+    from arena_ops.store import ArtifactStore
+
+    job = json.loads((work_dir / "job.json").read_text())
+    log_file = work_dir / "train.log"
+    with open(log_file, "w") as out:
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    store = ArtifactStore.from_config(StorageConfig.model_validate(job["storage"]))
+    prefix, fp = job["job_key"], job["fingerprint"]
+    store.put_file(f"{prefix}/train-{fp}.log", log_file)
+    store.write_json(f"{prefix}/status-{fp}.json", {"exit_code": code, "finished_at": time.time()})
+    return code
+
+
+if __name__ == "__main__":
+    _work, _sep, *_cmd = sys.argv[1:]
+    sys.exit(supervise(Path(_work), _cmd))

@@ -49,61 +49,97 @@ def _dataset(path: str):  # -> datasets.Dataset
     return load_dataset("parquet", data_files=path, split="train")
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one stage; saves the model and tokenizer to ``output_dir`` and returns the metrics."""
-    import torch
+def _beta(hp: dict[str, Any], default: float) -> float:
+    return default if hp.get("beta") is None else float(hp["beta"])  # 0 is a valid beta (no KL / no margin)
+
+
+def sft_trainer(job: dict[str, Any], common: dict[str, Any], tokenizer: Any, dataset: Any, dtype: Any) -> Any:
+    import trl
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
+    args = trl.SFTConfig(**common, max_length=job["hyperparams"]["max_length"])
+    return trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def dpo_trainer(job: dict[str, Any], common: dict[str, Any], tokenizer: Any, dataset: Any, dtype: Any) -> Any:
+    import trl
+    from transformers import AutoModelForCausalLM
+
+    hp = job["hyperparams"]
+    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
+    args = trl.DPOConfig(**common, max_length=hp["max_length"], beta=_beta(hp, 0.1))
+    return trl.DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def rm_trainer(job: dict[str, Any], common: dict[str, Any], tokenizer: Any, dataset: Any, dtype: Any) -> Any:
+    import trl
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(job["model"], num_labels=1, dtype=dtype)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = trl.RewardConfig(**common, max_length=job["hyperparams"]["max_length"])
+    return trl.RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def rl_args(job: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+    """GRPO/RLOO arguments: KL beta, group size and completion length from ``training.rl``."""
+    hp = job["hyperparams"]
+    rl = {
+        "beta": _beta(hp, 0.0),
+        "num_generations": int(hp.get("num_generations") or 2),
+        "max_completion_length": int(hp.get("max_completion_length") or 128),
+    }
+    # Each device batch holds whole groups of generations.
+    batch = max(common["per_device_train_batch_size"], rl["num_generations"])
+    return {**common, "per_device_train_batch_size": batch, **rl}
+
+
+def rl_trainer(job: dict[str, Any], common: dict[str, Any], tokenizer: Any, dataset: Any, dtype: Any) -> Any:
     import trl
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    stage, hp = job["stage"], job["hyperparams"]
+    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
+    cls, cfg_cls = (
+        (trl.GRPOTrainer, trl.GRPOConfig)
+        if job.get("rl_algorithm", "grpo") == "grpo"
+        else (trl.RLOOTrainer, trl.RLOOConfig)
+    )
+    reward = AutoModelForSequenceClassification.from_pretrained(job["models"]["rm"], num_labels=1)
+    reward_tok = AutoTokenizer.from_pretrained(job["models"]["rm"])
+    if reward_tok.pad_token is None:
+        reward_tok.pad_token = reward_tok.eos_token
+    reward.config.pad_token_id = reward_tok.pad_token_id
+    return cls(
+        model=model,
+        reward_funcs=reward,
+        args=cfg_cls(**rl_args(job, common)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        reward_processing_classes=reward_tok,
+    )
+
+
+def trainer_fn(path: str) -> Any:
+    """``"module:function"`` from the stage registry → the function."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one stage; saves the model and tokenizer to ``output_dir`` and returns the metrics."""
+    import torch
+    from transformers import AutoTokenizer
+
+    stage = job["stage"]
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = _dataset(job["dataset"])
-    common = _common_args(job)
     dtype = torch.bfloat16 if job.get("bf16") else torch.float32
-    if stage == "sft":
-        model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
-        args = trl.SFTConfig(**common, max_length=hp["max_length"])
-        trainer: Any = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    elif stage == "dpo":
-        model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
-        args = trl.DPOConfig(**common, max_length=hp["max_length"], beta=hp.get("beta") or 0.1)
-        trainer = trl.DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    elif stage == "rm":
-        model = AutoModelForSequenceClassification.from_pretrained(job["model"], num_labels=1, dtype=dtype)
-        model.config.pad_token_id = tokenizer.pad_token_id
-        args = trl.RewardConfig(**common, max_length=hp["max_length"])
-        trainer = trl.RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    elif stage == "rl":
-        model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype)
-        rl_kwargs = {
-            "beta": hp.get("beta") or 0.0,
-            "num_generations": job.get("num_generations", 2),
-            "max_completion_length": job.get("max_completion_length", 32),
-        }
-        cls, cfg_cls = (
-            (trl.GRPOTrainer, trl.GRPOConfig)
-            if job.get("rl_algorithm", "grpo") == "grpo"
-            else (trl.RLOOTrainer, trl.RLOOConfig)
-        )
-        common["per_device_train_batch_size"] = max(common["per_device_train_batch_size"], rl_kwargs["num_generations"])
-        args = cfg_cls(**common, **rl_kwargs)
-        reward = AutoModelForSequenceClassification.from_pretrained(job["reward_model"], num_labels=1)
-        reward_tok = AutoTokenizer.from_pretrained(job["reward_model"])
-        if reward_tok.pad_token is None:
-            reward_tok.pad_token = reward_tok.eos_token
-        reward.config.pad_token_id = reward_tok.pad_token_id
-        trainer = cls(
-            model=model,
-            reward_funcs=reward,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            reward_processing_classes=reward_tok,
-        )
-    else:
-        raise ValueError(f"unknown stage {stage!r}; expected sft, dpo, rm or rl")
+    trainer = trainer_fn(job["trainer"])(job, _common_args(job), tokenizer, dataset, dtype)
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
@@ -151,18 +187,19 @@ def publish(job: dict[str, Any], metrics: dict[str, Any]) -> str:
     """Commit the trained model to the store as ``{flywheel}/iter={i}/model/{stage}``; its manifest is the
     registry entry (base model, dataset, hyperparameters, metrics)."""
     store = _store(job)
-    a = job["artifact"]
     entry = {
-        "iteration": a["iteration"],
+        "iteration": job["iteration"],
         "stage": job["stage"],
         "base_model": job["base_model"],
+        "base_label": job.get("base_label"),
+        "label": job.get("label"),
         "dataset": job["dataset_uri"],
         "launcher": job.get("launcher"),
         "hyperparams": job["hyperparams"],
         "fingerprint": job["fingerprint"],
         "metrics": metrics,
     }
-    with store.artifact(a["flywheel"], a["iteration"], "model", job["stage"], meta=entry) as w:
+    with store.artifact_at(job["model_key"], meta=entry) as w:
         w.put_dir(job["output_dir"])
         w.write_json("registry.json", entry)
     return w.uri
@@ -178,10 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="arena-train-"))
     job.setdefault("output_dir", str(scratch / "out"))
     job["model"] = materialise_model(job["base_model"], job["storage"])
-    if job.get("reward_model"):
-        job["reward_model"] = materialise_model(job["reward_model"], job["storage"])
+    job["models"] = {name: materialise_model(uri, job["storage"]) for name, uri in (job.get("needs") or {}).items()}
     job["dataset"] = str(scratch / "data.parquet")
     _store(job).get_file(job["dataset_key"], job["dataset"])
+    if job.get("deepspeed_config") and not Path(job["deepspeed_config"]).is_absolute():
+        job["deepspeed_config"] = str(Path(argv[0]).resolve().parent / job["deepspeed_config"])
     metrics = run(job)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"metrics": metrics, "model_uri": publish(job, metrics)}))

@@ -14,12 +14,27 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from arena_ops import layout
 from arena_ops.errors import ArenaError
 from arena_ops.store import ArtifactStore
 
 VERDICTS = ("model_a", "model_b", "tie", "tie_bothbad", "invalid")
 _LIST_COLUMNS = ["battle_id", "prompt_id", "iteration", "run", "model_a", "model_b", "winner", "score_a", "score_b"]
-_VERSIONED = re.compile(r"^(?P<name>.+)@(?P<iteration>\d+)$")
+# A target version: name@base, name@i{iteration}-{stage} (the model that battled), or name@{iteration} (older boards).
+_VERSIONED = re.compile(r"^(?P<name>.+)@(?:(?P<base>base)|i(?P<it>\d+)-(?P<stage>[a-z]+)|(?P<legacy>\d+))$")
+_STAGE_ORDER = {"sft": 0, "dpo": 1, "rm": 2, "rl": 3}
+
+
+def version_order(label: str) -> tuple[int, int] | None:
+    """Sort key of a target version label (older first); None for a model that is not a target version."""
+    m = _VERSIONED.match(label)
+    if m is None:
+        return None
+    if m["base"]:
+        return (-1, 0)
+    if m["legacy"]:
+        return (int(m["legacy"]), 0)
+    return (int(m["it"]), 1 + _STAGE_ORDER.get(m["stage"], 9))
 
 
 class NotFound(ArenaError):
@@ -98,11 +113,10 @@ class ArenaReader:
         entries = self.store.read_json(key) if self.store.exists(key) else []
         target: list[dict[str, Any]] = []
         for e in entries:
-            versions = [
-                (int(m["iteration"]), m["name"], name) for name in e["ratings"] if (m := _VERSIONED.match(name))
-            ]
+            versions = [(order, name) for name in e["ratings"] if (order := version_order(name)) is not None]
             if versions:
-                it, base, name = max(versions)
+                _, name = max(versions)
+                base = _VERSIONED.match(name)["name"]  # type: ignore[index]
                 target.append(
                     {"iteration": e["iteration"], "model": name, "target": base, "rating": e["ratings"][name]}
                 )
@@ -115,11 +129,12 @@ class ArenaReader:
         out = []
         for it in reversed(self.store.list_iterations(self._flywheel(flywheel))):
             runs = []
-            for run in self.store.list_artifacts(flywheel, it, "battles"):
-                meta = self.store.manifest(self.store.artifact_key(flywheel, it, "battles", run)).meta
+            for _, run, key in self._battle_tables(flywheel, BattleFilter(iteration=it)):
+                meta = self.store.manifest(key).meta
                 runs.append(
                     {
                         "run": run,
+                        "model": meta.get("target_label"),  # the target version that battled
                         "battles": meta.get("battles"),
                         "invalid": meta.get("invalid"),
                         "per_model": meta.get("per_model", {}),
@@ -132,7 +147,7 @@ class ArenaReader:
                     {
                         "iteration": it,
                         "runs": runs,
-                        "target": report.get("target"),
+                        "target": (report.get("start") or {}).get("label") or report.get("target"),
                         "dag_run": report.get("dag_run"),
                         "training": report.get("training") or [],
                     }
@@ -141,25 +156,33 @@ class ArenaReader:
 
     # Battles -------------------------------------------------------------------------------------------------------
 
-    def _battle_tables(self, flywheel: str, f: BattleFilter) -> list[tuple[int, str]]:
+    def _battle_tables(self, flywheel: str, f: BattleFilter) -> list[tuple[int, str, str]]:
+        """(iteration, run, key) of every battle table: the rounds' steps, then the evaluations on test sets (run
+        ``eval-{testset}``, filed under the iteration that evaluated)."""
         its = self.store.list_iterations(self._flywheel(flywheel))
-        if f.iteration is not None:
-            its = [i for i in its if i == f.iteration]
-        return [
-            (i, run)
+        tables = [
+            (i, run, layout.battles(flywheel, i, run))
             for i in its
             for run in self.store.list_artifacts(flywheel, i, "battles")
-            if f.run is None or run == f.run
         ]
+        for ts in self.store.list(f"{flywheel}/{layout.EVAL}"):
+            prefix = f"{ts.rstrip('/')}/{layout.BATTLES}"
+            for tag in self.store.list_artifacts_at(prefix):
+                key = f"{prefix}/{tag}"
+                meta = self.store.manifest(key).meta
+                tables.append((int(meta.get("iteration") or 0), layout.eval_run(meta.get("testset", "mix")), key))
+        return sorted(
+            (t for t in tables if (f.iteration is None or t[0] == f.iteration) and (f.run is None or t[1] == f.run)),
+            key=lambda t: (t[0], t[1].startswith(layout.EVAL_RUN_PREFIX), t[1], t[2]),
+        )
 
     def battles(self, flywheel: str, f: BattleFilter, offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Battles matching ``f``, newest iteration first, with the total count for paging."""
         matched: list[dict[str, Any]] = []
         models: set[str] = set()
         runs: set[str] = set()
-        for it, run in reversed(self._battle_tables(flywheel, f)):
+        for _, run, key in reversed(self._battle_tables(flywheel, f)):
             runs.add(run)
-            key = self.store.artifact_key(flywheel, it, "battles", run)
             files = ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else [])
             for name in files:
                 table = self.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS)
@@ -189,18 +212,21 @@ class ArenaReader:
 
     def battle(self, flywheel: str, iteration: int, run: str, battle_id: str) -> dict[str, Any]:
         """One battle: its record (both games' scores and explanations) and both conversations."""
-        if run not in self.store.list_artifacts(self._flywheel(flywheel), iteration, "battles"):
+        keys = [k for _, r, k in self._battle_tables(flywheel, BattleFilter(iteration=iteration, run=run))]
+        if not keys:
             raise NotFound(f"flywheel {flywheel!r} has no battle run {run!r} in iteration {iteration}")
-        key = self.store.artifact_key(flywheel, iteration, "battles", run)
-        record = None
-        for name in ("data.parquet", "invalid.parquet"):
-            table = self.store.read_table(f"{key}/{name}")
-            rows = table.filter(pc.equal(table["battle_id"], battle_id)).to_pylist()
-            if rows:
-                record = rows[0]
+        record, key = None, keys[0]
+        for key in keys:
+            for name in ("data.parquet", "invalid.parquet"):
+                table = self.store.read_table(f"{key}/{name}")
+                rows = table.filter(pc.equal(table["battle_id"], battle_id)).to_pylist()
+                if rows:
+                    record = rows[0]
+                    break
+            if record is not None:
                 break
         if record is None:
-            raise NotFound(f"no battle {battle_id!r} in {flywheel}/iter={iteration}/battles/{run}")
+            raise NotFound(f"no battle {battle_id!r} in {flywheel} iteration {iteration}, run {run}")
         sides: dict[str, Any] = {"a": None, "b": None}
         if self.store.exists(f"{key}/transcripts.parquet"):
             tr = self.store.read_table(f"{key}/transcripts.parquet")

@@ -72,21 +72,13 @@ def test_round_dag_shape_and_params() -> None:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert {
-        "resolve",
-        "prepare_data",
-        "serve",
-        "generate",
-        "judge",
-        "battles",
-        "training_data",
-        "submit_sft",
-        "wait_sft",
-        "submit_rl",
-        "wait_rl",
-        "evaluate",
-        "report",
-    } <= set(out["tasks"])
-    assert out["params"] == ["competitors", "config_path", "iteration", "sample_limit", "shard", "stages"]
+    tasks = set(out["tasks"])
+    assert {"resolve", "prepare_data", "evaluate_start", "report"} <= tasks
+    for k in (1, 2, 3):  # one battle → data step per slice of the paper's iteration
+        assert {f"battles_{k}", f"training_data_{k}"} <= tasks
+    for stage in ("sft", "dpo", "rm", "rl"):  # every stage of the registry is submitted, then waited for
+        assert {f"submit_{stage}", f"wait_{stage}"} <= tasks
+    assert {"evaluate_sft", "evaluate_dpo", "evaluate_rl"} <= tasks and "evaluate_rm" not in tasks
+    assert out["params"] == ["competitors", "config_path", "iteration", "sample_limit", "stages"]
     assert out["max_active_runs"] == 1 and out["catchup"] is False
     assert out["sensor_modes"] == ["reschedule"]  # training waits without holding a worker slot

@@ -160,7 +160,7 @@ def cheap_config(root: Path) -> Path:
           judge: {name: beta, source: {kind: recorded, path: beta.jsonl}}
         data: {sources: [prompts.jsonl], num_shards: 2, prefix_dedup_chars: 0, minhash_threshold: null}
         judge: {kind: verifier, verifier: exact}
-        training: {stages: []}
+        training: {schedule: compact, stages: []}
         rating: {bootstrap_rounds: 20}
         airflow: {schedule: "0 2 * * *", start_date: "2026-01-01", retries: 2, judge_chunks: 2, train_poke_s: 2}
         """)

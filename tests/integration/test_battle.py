@@ -63,6 +63,7 @@ def write_config(serving: Serving, root: Path, sample_limit: int, extra: str = "
             source: {{kind: served, path: {models}/b, engine: {engine}}}
             sampling: {{temperature: 0.0, max_tokens: 256}}
         data: {{sources: [prompts.jsonl], num_shards: 2, prefix_dedup_chars: 0}}
+        training: {{schedule: compact}}
         battle: {{sample_limit: {sample_limit}, concurrency: 8, chunk_size: 4}}
         judge: {{explanation_max_chars: 24}}
         serving: {{port: {serving.port}}}

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from arena_ops import layout
 from arena_ops.config import load_config
+from arena_ops.round import Round
 from arena_ops.store import ArtifactStore
 from tests.integration.conftest import Serving
 
@@ -38,7 +40,7 @@ def round_config(serving: Serving, tmp_path: Path, s3_server: str, bucket: str) 
     """The session deployment's tiny-a as target against recorded correct answers, judged by a regex verifier on a
     task with checkable answers: the target's losses are certain, so the round has SFT data to train on. (The LLM
     judge on Ray Serve is covered by test_battle.py.)"""
-    problems = [(a, b) for a in range(1, 5) for b in range(1, 3)]
+    problems = [(a, b) for a in range(1, 7) for b in range(1, 3)]
     (tmp_path / "tasks.jsonl").write_text(
         "".join(
             json.dumps({"id": f"add-{a}-{b}", "instruction": f"What is {a} plus {b}?", "output": rf"^\s*{a + b}(?!\d)"})
@@ -62,7 +64,7 @@ def round_config(serving: Serving, tmp_path: Path, s3_server: str, bucket: str) 
         storage={"root": f"s3://{bucket}/arena", "s3": {"endpoint_url": s3_server}},
         data={
             "sources": [str(tmp_path / "tasks.jsonl")],
-            "num_shards": 1,
+            "num_shards": 3,
             "min_instruction_chars": 0,
             "prefix_dedup_chars": 0,
             "minhash_threshold": None,
@@ -71,6 +73,7 @@ def round_config(serving: Serving, tmp_path: Path, s3_server: str, bucket: str) 
         battle={"sample_limit": 4, "concurrency": 4, "chunk_size": 4},
         judge={"kind": "verifier", "verifier": "regex"},
         training={"stages": ["sft"], "sft": {"learning_rate": 1.0e-4, "epochs": 1, "max_steps": 1, "max_length": 256}},
+        rating={"bootstrap_rounds": 20},
         airflow={"schedule": None, "judge_chunks": 2, "train_poke_s": 2, "retries": 1},
     )
     path = tmp_path / "round.yaml"
@@ -111,23 +114,29 @@ def test_round_dag_end_to_end_and_idempotent(serving: Serving, tmp_path: Path, s
     config = round_config(serving, tmp_path, s3_server, s3_bucket)
     first = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
     assert first["state"] == "success", (first["tasks"], first.get("log"))
-    assert first["tasks"]["wait_sft"] == "success" and first["tasks"]["submit_dpo"] == "success"
-    assert {k for k in first["tasks"] if k.startswith("generate[")} == {"generate[0]", "generate[1]"}
+    tasks = first["tasks"]
+    assert tasks["wait_sft"] == "success" and tasks["submit_dpo"] == "success"  # dpo: not in this round's plan
+    assert tasks["battles_2"] == "success" and tasks["evaluate_sft"] == "success"
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     cfg = load_config(config)
     store = ArtifactStore.from_config(cfg.storage)
-    battles = store.manifest(store.artifact_key("dagtest", 0, "battles", "shard-000"))
-    assert battles.meta["battles"] + battles.meta["invalid"] == 4
-    model = store.manifest(store.artifact_key("dagtest", 0, "model", "sft"))
-    assert model.meta["metrics"]["steps"] == 1
-    report = json.loads(store.get_bytes(store.artifact_key("dagtest", 0, "report", "round") + "/report.json"))
-    assert report["battles"]["battles"] == battles.meta["battles"] and report["training"][0]["stage"] == "sft"
-    parts = (store.list_artifacts("dagtest", 0, "responses"), store.list_artifacts("dagtest", 0, "judgments"))
+    rnd = Round.load(store, "dagtest", 0)
+    assert [(s.name, s.slice) for s in rnd.steps] == [("sft", 0)] and rnd.start.label == "tiny-a@base"
+    battles = store.manifest(layout.battles("dagtest", 0, "sft-shard-000"))
+    assert battles.meta["battles"] + battles.meta["invalid"] == 4 and battles.meta["battled_model"] == rnd.start.uri
+    model = store.manifest(layout.model("dagtest", 0, "sft"))
+    assert model.meta["metrics"]["steps"] == 1 and model.meta["base_model"] == rnd.start.uri
+    handle = store.read_json(layout.job("dagtest", 0, "sft") + "/handle.json")
+    assert handle["stage"] == "sft" and "/tmp" not in json.dumps({k: v for k, v in handle.items() if k != "pid"})
+    report = json.loads(store.get_bytes(layout.round_report("dagtest", 0) + "/report.json"))
+    assert report["steps"][0]["battles"]["count"] == battles.meta["battles"]
+    assert report["training"][0]["stage"] == "sft" and report["steps"][0]["produced"]["sft"]["label"] == "tiny-a@i0-sft"
+    parts = (store.list("dagtest/iter=0/responses"), store.list("dagtest/iter=0/judgments"))
 
     second = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
     assert second["state"] == "success", (second["tasks"], second.get("log"))
-    assert (store.list_artifacts("dagtest", 0, "responses"), store.list_artifacts("dagtest", 0, "judgments")) == parts
-    again = store.manifest(store.artifact_key("dagtest", 0, "battles", "shard-000"))
-    assert again.file("data.parquet").sha256 == battles.file("data.parquet").sha256
-    assert store.manifest(store.artifact_key("dagtest", 0, "model", "sft")).committed_at == model.committed_at
+    assert (store.list("dagtest/iter=0/responses"), store.list("dagtest/iter=0/judgments")) == parts
+    again = store.manifest(layout.battles("dagtest", 0, "sft-shard-000"))
+    assert again.committed_at == battles.committed_at
+    assert store.manifest(layout.model("dagtest", 0, "sft")).committed_at == model.committed_at

@@ -1,25 +1,25 @@
-"""The flywheel learns: battles → pair-judge SFT data → TRL SFT under DeepSpeed → registry → the served target is
-updated → the next round's battles score the target higher.
+"""The flywheel learns: a round's battles → pair-judge SFT data → TRL SFT under DeepSpeed → registry → the next round
+starts from that model (only the target is redeployed) → its battles score the target higher.
 
 A synthetic task with checkable answers (small additions), the tiny target model served by vLLM on Ray Serve (the
 session deployment's ``tiny-a``), a competitor that is recorded correct answers, and a regex verifier as the judge.
+Both rounds go through ``arena_ops.flywheel.run_round``, the functions the DAG calls.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
-from arena_ops.battle.run import BattleRun, plan
-from arena_ops.config import ArenaConfig, load_config
-from arena_ops.data.pipeline import ensure_shards, read_shard
+from arena_ops import layout
+from arena_ops.config import load_config
+from arena_ops.flywheel import run_round
+from arena_ops.round import Round
 from arena_ops.store import ArtifactStore
-from arena_ops.training.build import build_training_data
-from arena_ops.training.run import registry, round_target, train_stage
+from arena_ops.training.run import registry
 from tests.integration.conftest import Serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,43 +38,41 @@ def write_task(root: Path, serving: Serving) -> Path:
     (root / "oracle.jsonl").write_text(
         "".join(json.dumps({"prompt_id": f"add-{a}-{b}", "response": str(a + b)}) + "\n" for a, b in PROBLEMS)
     )
-    engine = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25}"
-    cfg = root / "arena.yaml"
-    cfg.write_text(
-        textwrap.dedent(f"""\
-        flywheel: learn
-        storage: {{root: file://store}}
-        models:
-          target:
-            name: tiny-a
-            source: {{kind: served, path: {serving.root}/models/a, engine: {engine}}}
-            sampling: {{temperature: 0.0, max_tokens: 6}}
-          competitors:
-            - {{name: oracle, source: {{kind: recorded, path: oracle.jsonl}}}}
-          judge: {{name: oracle, source: {{kind: recorded, path: oracle.jsonl}}}}
-        data:
-          sources: [tasks.jsonl]
-          num_shards: 1
-          min_instruction_chars: 0
-          prefix_dedup_chars: 0
-          minhash_threshold: null
-          languages: null
-        judge: {{kind: verifier, verifier: regex}}
-        training:
-          stages: [sft]
-          sft: {{learning_rate: 3.0e-3, epochs: 1000, max_steps: 160, per_device_batch_size: 4, max_length: 256,
-                lr_scheduler_type: constant}}
-          deepspeed: {{zero_stage: 2}}
-        serving: {{port: {serving.port}}}
-        """)
+    # Target and judge exactly as the session deployment serves them (tiny-a, tiny-b): nothing else is redeployed.
+    cfg = yaml.safe_load(serving.config.read_text())
+    for spec in (cfg["models"]["target"], cfg["models"]["judge"]):
+        spec["source"]["path"] = str((serving.config.parent / spec["source"]["path"]).resolve())
+    cfg["models"]["target"]["sampling"] = {"temperature": 0.0, "max_tokens": 6}
+    cfg["models"]["competitors"] = [{"name": "oracle", "source": {"kind": "recorded", "path": "oracle.jsonl"}}]
+    cfg.update(
+        flywheel="learn",
+        storage={"root": "file://store"},
+        data={
+            "sources": ["tasks.jsonl"],
+            "num_shards": 1,
+            "min_instruction_chars": 0,
+            "prefix_dedup_chars": 0,
+            "minhash_threshold": None,
+            "languages": None,
+        },
+        judge={"kind": "verifier", "verifier": "regex"},
+        training={
+            "schedule": "compact",
+            "stages": ["sft"],
+            "sft": {
+                "learning_rate": 3.0e-3,
+                "epochs": 1000,
+                "max_steps": 160,
+                "per_device_batch_size": 4,
+                "max_length": 256,
+                "lr_scheduler_type": "constant",
+            },
+            "deepspeed": {"zero_stage": 2},
+        },
     )
-    return cfg
-
-
-def battle_round(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> dict:
-    ensure_shards(cfg, store)
-    run = BattleRun(cfg, store, iteration, "shard-000", plan(cfg, read_shard(cfg, store, 0)))
-    return asyncio.run(run.run_all())
+    path = root / "arena.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 def score(summary: dict, model: str) -> float:
@@ -82,29 +80,31 @@ def score(summary: dict, model: str) -> float:
     return (c["wins"] + 0.5 * c["ties"]) / max(c["wins"] + c["losses"] + c["ties"], 1)
 
 
-def test_one_round_of_training_raises_the_targets_score(serving: Serving, tmp_path: Path) -> None:
+def test_one_round_of_training_raises_the_targets_score(
+    serving: Serving, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import arena_ops.serving.deploy as deploy
+
+    monkeypatch.setattr(deploy, "STATE_DIR", Path(serving.env["ARENA_RAY_STATE"]))
+    monkeypatch.setattr(deploy, "LOCAL_HEAD_PORT", int(serving.env["ARENA_RAY_PORT"]))
     path = write_task(tmp_path, serving)
     cfg = load_config(path)
     store = ArtifactStore.from_config(cfg.storage)
 
-    before = battle_round(cfg, store, iteration=0)
+    first = run_round(str(path), iteration=0)
+    before = store.manifest(layout.battles("learn", 0, "all-shard-000")).meta
     assert before["battles"] == len(PROBLEMS) and before["invalid"] == 0
-    data = build_training_data(cfg, store, iteration=0)
     losses = before["per_model"]["tiny-a"]["losses"]
-    assert data["sft"]["rows"] == losses > 0  # every loss is by 10 vs 1 ≥ K_sft = 3
-    entry = train_stage(cfg, store, 0, "sft")
-    m = entry["metrics"]
+    assert store.manifest(layout.train_data("learn", 0, "sft")).rows == losses > 0  # every loss: 10 vs 1 ≥ K_sft = 3
+    m = store.manifest(layout.model("learn", 0, "sft")).meta["metrics"]
     assert m["steps"] == 160 and m["last_loss"] < m["first_loss"] / 3
+    assert [e["stage"] for e in registry(cfg, store)] == ["sft"] and first["iteration"] == 0
 
-    # The registry hands the new checkpoint to the next round; serving swaps only the target's weights.
-    assert [e["stage"] for e in registry(cfg, store)] == ["sft"]
-    new_target = round_target(cfg, store, iteration=1)
-    assert new_target == entry["model_uri"]
-    res = serving.arena("serve", "update-target", new_target)
-    assert res.returncode == 0, res.stderr[-3000:]
-
-    cfg1 = load_config(path, {"models.target.source.path": new_target})
-    after = battle_round(cfg1, ArtifactStore.from_config(cfg1.storage), iteration=1)
-    assert after["battles"] == len(PROBLEMS)
+    # The next round starts from the registered checkpoint (no Mix board: the last policy) and only battles.
+    run_round(str(path), iteration=1, policies=[])
+    rnd = Round.load(store, "learn", 1)
+    assert rnd.start.uri == store.key_uri(layout.model("learn", 0, "sft")) and rnd.start.label == "tiny-a@i0-sft"
+    after = store.manifest(layout.battles("learn", 1, "all-shard-000")).meta
+    assert after["battles"] == len(PROBLEMS) and after["battled_model"] == rnd.start.uri
     assert score(after, "tiny-a") >= score(before, "tiny-a") + 0.25, (before["per_model"], after["per_model"])
     assert after["per_model"]["tiny-a"]["losses"] <= losses // 2

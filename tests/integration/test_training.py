@@ -13,7 +13,7 @@ from arena_ops.config import ArenaConfig, load_config
 from arena_ops.errors import TrainingError
 from arena_ops.store import ArtifactStore
 from arena_ops.training.launch import deepspeed_config, validate_deepspeed_config
-from arena_ops.training.run import registry, stage_base, train_stage
+from arena_ops.training.run import default_base, registry, train_stage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,7 +80,7 @@ def test_every_stage_trains_under_zero_and_registers(base: Path, tmp_path: Path)
     original = load_file(str(base / "model.safetensors"))
     sft = train_stage(cfg, store, 0, "sft")
     assert sft["metrics"]["steps"] == 2 and changed(original, weights(sft["model_uri"]))
-    assert stage_base(cfg, store, 0, "dpo") == sft["model_uri"]  # DPO continues from this round's SFT
+    assert default_base(cfg, store, 0, "dpo") == sft["model_uri"]  # DPO continues from this iteration's SFT
     dpo = train_stage(cfg, store, 0, "dpo")
     assert dpo["base_model"] == sft["model_uri"] and changed(weights(sft["model_uri"]), weights(dpo["model_uri"]))
     rm = train_stage(cfg, store, 0, "rm")
@@ -112,6 +112,61 @@ def test_failing_job_surfaces_its_log(base: Path, tmp_path: Path) -> None:
     cfg, store = setup(tmp_path, tmp_path / "no-such-model")
     with pytest.raises(TrainingError, match=r"training job failed \(exit 1\).*last lines:(.|\n)*no-such-model"):
         train_stage(cfg, store, 0, "sft")
+
+
+SUBMIT = r"""
+import sys
+from arena_ops.config import load_config
+from arena_ops.store import ArtifactStore
+from arena_ops.training.run import prepare_stage, submit_stage
+cfg = load_config(sys.argv[1])
+store = ArtifactStore.from_config(cfg.storage)
+print(submit_stage(cfg, store, prepare_stage(cfg, store, 0, "sft", sys.argv[2])).model_dump_json())
+"""
+WAIT = r"""
+import json, sys, time
+from arena_ops.config import load_config
+from arena_ops.store import ArtifactStore
+from arena_ops.training.run import TrainingJob, finish_stage, poll_stage
+cfg = load_config(sys.argv[1])
+store = ArtifactStore.from_config(cfg.storage)
+job = TrainingJob.load(store, cfg.flywheel, 0, "sft")  # the handle, from the store: nothing is passed on
+deadline = time.monotonic() + 600
+while not poll_stage(cfg, store, job):
+    assert time.monotonic() < deadline, "job never finished"
+    time.sleep(1)
+print(json.dumps(finish_stage(store, job)))
+"""
+
+
+def test_submit_and_wait_in_separate_processes_share_only_the_store(base: Path, tmp_path: Path) -> None:
+    """As under KubernetesExecutor or Celery: the submitting and the waiting task run on different machines."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg, _ = setup(tmp_path, base)
+    path = tmp_path / "arena.yaml"
+    path.write_text(cfg.to_yaml())
+    submit_tmp, wait_tmp = tmp_path / "submitter-tmp", tmp_path / "waiter-tmp"
+    submit_tmp.mkdir()
+    wait_tmp.mkdir()
+
+    def run(code: str, tmp: Path) -> str:
+        env = {**os.environ, "TMPDIR": str(tmp)}
+        res = subprocess.run(
+            [sys.executable, "-c", code, str(path), str(base)], capture_output=True, text=True, env=env
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stdout.strip().splitlines()[-1]
+
+    handle = json.loads(run(SUBMIT, submit_tmp))
+    assert handle["pid"] and not any(str(submit_tmp) in str(v) for v in handle.values())
+    entry = json.loads(run(WAIT, wait_tmp))
+    assert entry["metrics"]["steps"] == 2 and entry["model_uri"].endswith("/iter=0/model/sft")
+    assert list(wait_tmp.iterdir()) == []  # the waiter needed no local files
+    assert entry["log"].endswith(f"/iter=0/jobs/sft/train-{handle['fingerprint']}.log")
 
 
 def test_deepspeed_config_is_validated_before_launch() -> None:
@@ -188,4 +243,5 @@ def test_ray_job_launcher_trains_and_registers(base: Path, tmp_path: Path, ray_j
     sft = train_stage(cfg, store, 0, "sft", timeout_s=600)
     assert sft["launcher"] == "ray_job" and sft["metrics"]["steps"] == 2
     assert changed(load_file(str(base / "model.safetensors")), weights(sft["model_uri"]))
-    assert sft["model_uri"] in Path(sft["log"]).read_text()  # the job's own last line, fetched from Ray Jobs
+    # The job's own last line, fetched from Ray Jobs into the store.
+    assert sft["model_uri"] in Path(sft["log"].removeprefix("file://")).read_text()

@@ -63,6 +63,10 @@ def test_every_subcommand_has_help() -> None:
         ["data", "ingest"],
         ["battle", "run"],
         ["battle", "judge"],
+        ["round"],
+        ["round", "run"],
+        ["round", "show"],
+        ["data", "make-tasks"],
     ]:
         res = _run(*args, "--help")
         assert res.returncode == 0 and "Usage:" in res.stdout, (args, res.stderr)
@@ -93,6 +97,6 @@ def test_data_prepare_builds_shards_and_reports_counts(tmp_path: Path) -> None:
     assert "quarantined" in res.stdout and "255" in res.stdout
     res = _run("--config", "configs/tiny.yaml", "--set", f"storage.root={store}", "data", "prepare")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["tiny/data/shard-000", "tiny/data/shard-001", "tiny/data/shard-002"]
-    res = _run("--config", "configs/tiny.yaml", "--set", f"storage.root={store}", "battle", "run", "--shard", "7")
-    assert res.returncode == 2 and "shard 7 out of range" in res.stderr
+    assert res.stdout.split() == [f"tiny/data/shard-{k:03d}" for k in range(9)]
+    res = _run("--config", "configs/tiny.yaml", "--set", f"storage.root={store}", "battle", "run", "--shard", "17")
+    assert res.returncode == 2 and "shard 17 out of range" in res.stderr

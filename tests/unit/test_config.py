@@ -132,9 +132,11 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_overrides(tmp_path: Path) -> None:
-    overrides = dict(map(parse_override, ["battle.sample_limit=8", "rating.anchor=t=1100", "judge.sampling.seed=3"]))
+    overrides = dict(
+        map(parse_override, ["battle.sample_limit=8", "rating.anchor=c=1100", "models.judge.sampling.seed=3"])
+    )
     cfg = load_config(_write(tmp_path, MINIMAL), overrides)
-    assert cfg.battle.sample_limit == 8 and cfg.rating.anchor == "t=1100" and cfg.judge.sampling.seed == 3
+    assert cfg.battle.sample_limit == 8 and cfg.rating.anchor == "c=1100" and cfg.models.judge.sampling.seed == 3
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_override("battle.sample_limit")
     with pytest.raises(ConfigError, match="battle.sample_limit"):

@@ -1,5 +1,5 @@
-"""The round resolution rules (iteration from param / logical date / store; shard; target from the registry) and
-the Elo step over stored battles, without Airflow."""
+"""The Round record and its resolution rules (iteration, schedule, start model), the layout, the stage registry,
+the settings that used to do nothing, and the Elo step over stored battles — without Airflow or serving."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from arena_ops import layout
 from arena_ops.config import load_config
-from arena_ops.errors import ConfigError
-from arena_ops.flywheel import elo_update, iteration_for, render_report, resolve_round
+from arena_ops.errors import ConfigError, StoreURIError
+from arena_ops.flywheel import elo_update, render_report, round_status
+from arena_ops.round import ModelRef, Round, iteration_for, plan_steps, resolve, start_model
 from arena_ops.store import ArtifactStore
+from arena_ops.training.stage_registry import ORDER, STAGES, with_needs
 
 
 @pytest.fixture
@@ -31,75 +34,222 @@ def config(tmp_path: Path) -> Path:
             - {name: c1, source: {kind: recorded, path: a.jsonl}}
             - {name: c2, source: {kind: recorded, path: a.jsonl}}
           judge: {name: c1, source: {kind: recorded, path: a.jsonl}}
-        data: {num_shards: 3}
+        data: {num_shards: 9}
         airflow: {start_date: "2026-01-01"}
         """)
     )
     return path
 
 
-def test_iteration_from_param_then_logical_date_then_store(config: Path) -> None:
+def register(store: ArtifactStore, iteration: int, stage: str) -> str:
+    with store.artifact_at(layout.model("fw", iteration, stage), meta={"iteration": iteration, "stage": stage}) as w:
+        w.write_json("registry.json", {})
+    return store.key_uri(layout.model("fw", iteration, stage))
+
+
+def eval_battles(store: ArtifactStore, label: str, wins: int, n: int = 20) -> None:
+    """``label`` (the target, as battled) against c1 on the Mix test set: ``wins`` of ``n`` won."""
+    rows = [
+        {"model_a": "tgt", "model_b": "c1", "winner": "model_a" if i < wins else "model_b", "iteration": 0}
+        for i in range(n)
+    ]
+    key = layout.eval_battles("fw", "mix", label.split("@")[1])
+    with store.artifact_at(key, meta={"target_label": label}) as w:
+        w.write_table("data.parquet", pa.Table.from_pylist(rows))
+
+
+# The record ------------------------------------------------------------------------------------------------------
+
+
+def test_round_round_trips_through_the_store_and_resolve_is_idempotent(config: Path) -> None:
+    rnd = resolve(str(config), iteration=1, competitors=["c2"], sample_limit=5)
+    store = rnd.store()
+    again = Round.load(store, "fw", 1)
+    assert again == rnd and again.cfg().battle.sample_limit == 5
+    assert [c.name for c in again.cfg().models.competitors] == ["c2"]
+    assert store.is_committed("fw/iter=1/round") and store.exists("fw/iter=1/round/round.json")
+    assert Round.from_ref(rnd.ref()) == rnd
+    # The snapshot, not the file, is what later tasks read: changing the file changes nothing for this round.
+    config.write_text(config.read_text().replace("num_shards: 9", "num_shards: 12"))
+    assert Round.from_ref(rnd.ref()).cfg().data.num_shards == 9
+    first = store.manifest("fw/iter=1/round").committed_at
+    resolve(str(config).replace("arena.yaml", "arena.yaml"), iteration=1, competitors=["c2"], sample_limit=5)
+    assert Round.load(store, "fw", 1).cfg().data.num_shards == 12  # a changed config is a re-resolved round
+    assert first
+
+
+def test_paper_schedule_uses_three_fresh_slices_per_iteration(config: Path) -> None:
+    cfg = load_config(config)
+    steps = plan_steps(cfg, 2)
+    assert [(s.name, s.slice, s.stages) for s in steps] == [
+        ("sft", 6, ["sft"]),
+        ("dpo", 7, ["dpo"]),
+        ("rl", 8, ["rm", "rl"]),
+    ]
+    assert [s.run for s in steps] == ["sft-shard-006", "dpo-shard-007", "rl-shard-008"]
+    assert [s.name for s in plan_steps(cfg, 0, ["sft", "rl"])] == ["sft", "rl"]
+    with pytest.raises(ConfigError, match=r"iteration 3 needs slices 9…11 .* data.num_shards is 9"):
+        plan_steps(cfg, 3)
+    compact = load_config(config, {"training.schedule": "compact"})
+    assert [(s.name, s.slice, s.stages) for s in plan_steps(compact, 10)] == [("all", 1, ["sft", "dpo", "rm", "rl"])]
+
+
+def test_iteration_from_param_then_logical_date_then_unfinished_or_next_round(config: Path) -> None:
     cfg = load_config(config)
     store = ArtifactStore.from_config(cfg.storage)
     assert iteration_for(cfg, store, 7, datetime(2026, 3, 1, tzinfo=UTC)) == 7
-    assert iteration_for(cfg, store, None, datetime(2026, 1, 11, 2, tzinfo=UTC)) == 10
-    assert iteration_for(cfg, store, None, None) == 0  # a new flywheel
-    with store.artifact("fw", 4, "battles", "shard-001") as w:
-        w.write_json("summary.json", {})
-    assert iteration_for(cfg, store, None, None) == 5  # one past the last round with battles
+    assert iteration_for(cfg, store, None, datetime(2026, 1, 3, 2, tzinfo=UTC)) == 2
+    assert iteration_for(cfg, store, None, None) == 0
+    resolve(str(config), iteration=0)
+    assert iteration_for(cfg, store, None, None) == 0  # resolved but not reported: resume it
+    with store.artifact_at(layout.round_report("fw", 0)) as w:
+        w.write_json("report.json", {})
+    # Evaluation battles live outside iter=*: they never count as an iteration.
+    eval_battles(store, "tgt@base", 5)
+    assert store.list_iterations("fw") == [0] and iteration_for(cfg, store, None, None) == 1
     with pytest.raises(ConfigError, match="before airflow.start_date"):
         iteration_for(cfg, store, None, datetime(2025, 12, 1, tzinfo=UTC))
 
 
-def test_resolve_round_picks_shard_target_and_overrides(config: Path) -> None:
-    rnd = resolve_round(str(config), iteration=4, competitors=["c2"], sample_limit=5, stages=["rl", "sft"])
-    assert rnd["iteration"] == 4 and rnd["shard"] == 1  # 4 mod 3
-    assert rnd["target"].endswith("/base") and rnd["stages"] == ["sft", "rm", "rl"]
-    cfg = load_config(rnd["config_path"], rnd["overrides"])
-    assert [c.name for c in cfg.models.competitors] == ["c2"] and cfg.battle.sample_limit == 5
-    store = ArtifactStore.from_config(cfg.storage)
-    with store.artifact("fw", 2, "model", "sft", meta={"iteration": 2, "stage": "sft"}) as w:
-        w.write_json("registry.json", {})
-    assert resolve_round(str(config), iteration=3)["target"] == store.key_uri("fw/iter=2/model/sft")
-    assert resolve_round(str(config), iteration=2)["target"].endswith("/base")  # only earlier rounds count
-    with pytest.raises(ConfigError, match="not in models.competitors"):
-        resolve_round(str(config), iteration=1, competitors=["nope"])
+def test_current_policy_follows_the_steps_of_the_round(config: Path) -> None:
+    rnd = resolve(str(config), iteration=0)
+    store = rnd.store()
+    assert rnd.start == ModelRef(uri=str(config.parent / "base"), label="tgt@base")
+    sft, dpo, rl = rnd.steps
+    assert rnd.battled_model(store, sft) == rnd.start
+    assert rnd.battled_model(store, dpo) == rnd.start  # SFT not trained (yet, or no rows)
+    sft_uri = register(store, 0, "sft")
+    assert rnd.battled_model(store, dpo) == ModelRef(uri=sft_uri, label="tgt@i0-sft")
+    register(store, 0, "rm")  # not a policy
+    assert rnd.battled_model(store, rl).label == "tgt@i0-sft"
+    register(store, 0, "dpo")
+    assert rnd.battled_model(store, rl).label == "tgt@i0-dpo" and rnd.current_policy(store, "rm").label == "tgt@i0-dpo"
+    status = round_status(rnd, store)
+    assert [s["stage"] for s in status["steps"]] == ["sft", "dpo", "rl"]
+    assert status["steps"][0]["produced_model"] == sft_uri and status["steps"][2]["produced_model"] is None
 
 
-def test_elo_over_stored_battles_versions_the_target(config: Path) -> None:
+def test_next_iteration_starts_from_the_best_policy_on_the_mix_board_or_the_last(config: Path) -> None:
+    rnd = resolve(str(config), iteration=0)
+    store = rnd.store()
+    for stage in ("sft", "dpo", "rm", "rl"):
+        register(store, 0, stage)
+    cfg = load_config(config)
+    assert start_model(cfg, store, 1).label == "tgt@i0-rl"  # no Mix evaluation yet: the last policy
+    for label, wins in (("tgt@base", 4), ("tgt@i0-sft", 8), ("tgt@i0-dpo", 15), ("tgt@i0-rl", 11)):
+        eval_battles(store, label, wins)
+    assert start_model(cfg, store, 1).label == "tgt@i0-dpo"
+    last = load_config(config, {"training.next_from": "last"})
+    assert start_model(last, store, 1).label == "tgt@i0-rl"
+    # Without a previous round record (iterations run out of order): the newest policy of an earlier iteration.
+    assert start_model(cfg, store, 5).label == "tgt@i0-rl"
+
+
+# Layout, registry, settings ------------------------------------------------------------------------------------------
+
+
+def test_layout_owns_every_key() -> None:
+    assert layout.round_record("fw", 2) == "fw/iter=2/round"
+    assert layout.battles("fw", 2, "sft-shard-006") == "fw/iter=2/battles/sft-shard-006"
+    assert layout.train_data("fw", 2, "dpo") == "fw/iter=2/train-data/dpo"
+    assert layout.job("fw", 2, "rl") == "fw/iter=2/jobs/rl" and layout.model("fw", 2, "rl") == "fw/iter=2/model/rl"
+    assert layout.eval_battles("fw", "mix", "i0-sft") == "fw/eval/mix/battles/i0-sft"
+    assert (
+        layout.leaderboard("fw", "eval-mix") == "fw/leaderboard/eval-mix"
+        and layout.leaderboard("fw") == "fw/leaderboard"
+    )
+    with pytest.raises(StoreURIError):
+        layout.eval_battles("fw", "mix", "../x")
+    with pytest.raises(StoreURIError):
+        layout.round_record("fw", -1)
+
+
+def test_stage_registry_is_the_one_place() -> None:
+    assert ORDER == ("sft", "dpo", "rm", "rl")
+    assert [n for n, s in STAGES.items() if s.policy] == ["sft", "dpo", "rl"]
+    assert STAGES["rl"].needs == ("rm",) and with_needs(["rl", "sft"]) == ["sft", "rm", "rl"]
+    assert [n for n, s in STAGES.items() if s.accumulate] == ["dpo", "rm", "rl"]
+    for s in STAGES.values():
+        module, _, fn = s.trainer.partition(":")
+        assert module == "arena_ops.training.stages" and fn.endswith("_trainer")
+
+
+def test_settings_that_used_to_do_nothing(config: Path, tmp_path: Path) -> None:
+    cfg = load_config(config)
+    assert cfg.models.judge.sampling.temperature == 0.0  # the judge is greedy unless told otherwise
+    warm = load_config(config, {"models.judge.sampling": {"temperature": 0.5}})
+    assert warm.models.judge.sampling.temperature == 0.5
+    for dead in ("judge.sampling", "training.lora"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            load_config(config, {dead: {} if dead == "judge.sampling" else True})
+    with pytest.raises(ConfigError, match="rating.anchor 'c9' is not a rated model"):
+        load_config(config, {"rating.anchor": "c9=1100"})
+    assert load_config(config, {"rating.anchor": "c2=1100"}).rating.anchor == "c2=1100"
+    with pytest.raises(ConfigError, match="needs 3 slices per iteration"):
+        load_config(config, {"data.num_shards": 2})
+    assert load_config(config, {"data.num_shards": 2, "training.schedule": "compact"}).data.num_shards == 2
+
+
+def test_training_settings_reach_the_trainer_arguments() -> None:
+    from arena_ops.training.stages import _beta, rl_args
+
+    common = {"per_device_train_batch_size": 1, "seed": 7}
+    job = {"hyperparams": {"beta": 0.0, "num_generations": 4, "max_completion_length": 48}}
+    args = rl_args(job, common)
+    assert args["beta"] == 0.0 and args["num_generations"] == 4 and args["max_completion_length"] == 48
+    assert args["per_device_train_batch_size"] == 4 and args["seed"] == 7
+    assert _beta({"beta": 0.0}, 0.1) == 0.0 and _beta({"beta": None}, 0.1) == 0.1
+
+
+# Elo and report ----------------------------------------------------------------------------------------------------
+
+
+def test_elo_rates_each_battled_model_under_its_label_and_keeps_evaluations_apart(config: Path) -> None:
     cfg = load_config(config)
     store = ArtifactStore.from_config(cfg.storage)
-    for it, wins in ((0, 2), (1, 8)):
+    for it, label, wins in ((0, "tgt@base", 2), (1, "tgt@i0-sft", 8)):
         rows = [
             {"model_a": "tgt", "model_b": "c1", "winner": "model_a" if i < wins else "model_b", "iteration": it}
             for i in range(10)
         ]
-        with store.artifact("fw", it, "battles", "shard-000") as w:
+        with store.artifact_at(layout.battles("fw", it, "sft-shard-000"), meta={"target_label": label}) as w:
             w.write_table("data.parquet", pa.Table.from_pylist(rows))
+    eval_battles(store, "tgt@i0-sft", 15)
     out = elo_update(str(config))
-    assert out["battles"] == 20 and out["models"] == 3
-    board = {r["model"]: r["rating"] for r in json.loads(store.get_bytes("fw/leaderboard/leaderboard.json"))}
-    assert board["tgt@1"] > board["c1"] > board["tgt@0"]
+    assert out["battles"] == 40 and out["scopes"] == ["all", "eval-mix"]
+    board = {r["model"]: r["rating"] for r in store.read_json("fw/leaderboard/leaderboard.json")}
+    assert board["tgt@i0-sft"] > board["c1"] > board["tgt@base"]
+    mix = {r["model"] for r in store.read_json("fw/leaderboard/eval-mix/leaderboard.json")}
+    assert mix == {"tgt@i0-sft", "c1"}
     history = store.read_json("fw/leaderboard/history.json")
-    assert [h["iteration"] for h in history] == [1] and "tgt@1" in history[0]["ratings"]
+    assert [h["iteration"] for h in history] == [1] and "tgt@i0-sft" in history[0]["ratings"]
 
 
-def test_report_markdown_lists_models_and_stages() -> None:
+def test_report_markdown_lists_steps_models_and_elo() -> None:
     md = render_report(
         {
             "flywheel": "fw",
             "iteration": 3,
-            "shard": 0,
-            "target": "t",
-            "battles": {
-                "battles": 4,
-                "invalid": 1,
-                "tokens_generated": 9,
-                "judge_tokens": 20,
-                "per_model": {"t": {"wins": 1, "losses": 2, "ties": 1}},
-            },
-            "wall_s": {"generate": 1.5},
+            "schedule": "paper",
+            "start": {"label": "t@i2-dpo", "uri": "file:///m"},
+            "steps": [
+                {
+                    "stage": "sft",
+                    "slice": 9,
+                    "battled_label": "t@i2-dpo",
+                    "battles": {"count": 4},
+                    "training_rows": {"sft": 3},
+                    "produced": {"sft": {"label": "t@i3-sft", "reason": None}},
+                }
+            ],
+            "battles": {"sft": {"battles": 4, "invalid": 1, "per_model": {"t": {"wins": 1, "losses": 2, "ties": 1}}}},
             "training": [{"stage": "sft", "metrics": {"steps": 2}}, {"stage": "dpo", "skipped": "no training rows"}],
+            "elo": {
+                "scope": "eval-mix",
+                "board": [{"model": "t@i3-sft", "rating": 1010.2, "ci_low": 990, "ci_high": 1030, "rank": 1}],
+            },
         }
     )
+    assert "| sft | 9 | `t@i2-dpo` | 4 | sft 3 | sft: t@i3-sft |" in md
     assert "| t | 1 | 2 | 1 |" in md and "- sft: 2 steps" in md and "- dpo: no training rows" in md
+    assert "| t@i3-sft | 1010 | 990 – 1030 | 1 |" in md

@@ -108,6 +108,7 @@ def arena(tmp_path: Path) -> Iterator[Callable[..., ArenaConfig]]:
                 - {{name: gamma, source: {{kind: recorded, path: gamma.jsonl}}}}
               judge: {{name: judge, source: {{kind: external, base_url: "{judge_url}", model: judge}}}}
             data: {{sources: [prompts.jsonl], num_shards: 1, prefix_dedup_chars: 0, minhash_threshold: null}}
+            training: {{schedule: compact}}
             battle: {{chunk_size: 3, max_retries: 0}}
             judge: {{max_parse_retries: 1}}
             """)

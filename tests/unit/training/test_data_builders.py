@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arena_ops.training.data import BattleContext, build_dpo, build_rl, build_rm, build_sft, report
+from arena_ops.training.data import BattleContext, build_pairs, build_rl, build_sft, report
 
 PROMPTS = {
     "p1": {"turns": ["Q1"], "system": None},
@@ -37,7 +37,7 @@ BATTLES = [
     battle("b5", "p3", "strong", "target", 9, 3),  # loses by 6 (multi-turn)
     battle("b6", "p3", "weak", "target", 3, 3),  # tie
 ]
-CTX = BattleContext(BATTLES, PROMPTS, ANSWERS, iteration=2)
+CTX = BattleContext(BATTLES, PROMPTS, ANSWERS, iteration=2, run="dpo-shard-001")
 
 
 def test_sft_takes_losses_by_at_least_k_with_the_best_winner() -> None:
@@ -54,20 +54,29 @@ def test_sft_takes_losses_by_at_least_k_with_the_best_winner() -> None:
     assert all(r["iteration"] == 2 for r in loose.values())
 
 
-def test_dpo_pairs_best_against_worst_across_models() -> None:
-    rows = {r["prompt_id"]: r for r in build_dpo(CTX, k=2.0).to_pylist()}
-    # p1: strong 8, weak 5, target mean(4, 6) = 5 → strong vs (target|weak: tie at 5 → by name: weak last).
-    assert rows["p1"]["chosen_model"] == "strong" and rows["p1"]["rejected_model"] == "weak"
-    assert rows["p1"]["margin"] == pytest.approx(3.0)
+def test_dpo_pairs_come_from_one_head_to_head_battle_per_prompt() -> None:
+    rows = {r["prompt_id"]: r for r in build_pairs(CTX, k=2.0, one_per_prompt=True).to_pylist()}
+    # p1: only b1 is decisive by ≥ 2 (strong 8 vs target 4). strong and weak never met, so they are never paired,
+    # although their scores (8 vs 5) differ by 3 across two different judge calls.
+    assert (rows["p1"]["chosen_model"], rows["p1"]["rejected_model"]) == ("strong", "target")
+    assert rows["p1"]["margin"] == pytest.approx(4.0) and rows["p1"]["battle_ids"] == ["b1"]
     assert rows["p1"]["chosen"] == [{"role": "assistant", "content": "strong-p1-t0"}]
-    # p2: strong 8, weak 7, target mean(6, 6.5) = 6.25 → margin 1.75 < 2 → no pair.
-    assert "p2" not in rows
-    assert rows["p3"]["chosen_model"] == "strong" and rows["p3"]["rejected_model"] in ("target", "weak")
-    assert sorted(rows["p1"]["battle_ids"]) == ["b1", "b2"]
+    assert rows["p1"]["rejected"] == [{"role": "assistant", "content": "target-p1-t0"}]
+    # p2: b3 wins by exactly K = 2 (kept); b4's 0.5 is not enough.
+    assert rows["p2"]["battle_ids"] == ["b3"] and rows["p2"]["margin"] == pytest.approx(2.0)
+    assert build_pairs(CTX, k=2.5, one_per_prompt=True)["prompt_id"].to_pylist() == ["p1", "p3"]
+    assert (rows["p3"]["chosen_model"], rows["p3"]["rejected_model"]) == ("strong", "target")
+    assert all(r["run"] == "dpo-shard-001" for r in rows.values())
+
+
+def test_the_target_can_be_the_chosen_side() -> None:
+    won = [battle("w1", "p1", "target", "weak", 9, 2)]
+    rows = build_pairs(BattleContext(won, PROMPTS, ANSWERS, iteration=0), k=2.0, one_per_prompt=True).to_pylist()
+    assert [(r["chosen_model"], r["rejected_model"]) for r in rows] == [("target", "weak")]
 
 
 def test_rm_pairs_every_decisive_battle_over_the_margin() -> None:
-    rows = build_rm(CTX, k=2.0).to_pylist()
+    rows = build_pairs(CTX, k=2.0, one_per_prompt=False).to_pylist()
     assert sorted(r["battle_ids"][0] for r in rows) == ["b1", "b3", "b5"]
     b1 = next(r for r in rows if r["battle_ids"] == ["b1"])
     assert (b1["chosen_model"], b1["rejected_model"]) == ("strong", "target")
@@ -78,6 +87,11 @@ def test_rl_prompts_are_the_single_turn_prompts() -> None:
 
 
 def test_report_counts_and_margins_per_model() -> None:
-    rep = report({"sft": build_sft(CTX, "target", 1.0), "dpo": build_dpo(CTX, 2.0)})
+    rep = report({"sft": build_sft(CTX, "target", 1.0), "dpo": build_pairs(CTX, 2.0, one_per_prompt=True)})
     assert rep["sft"]["rows"] == 3 and rep["sft"]["per_model"]["strong"] == {"rows": 3, "mean_margin": 4.0}
-    assert rep["dpo"]["rows"] == 2
+    assert rep["dpo"]["rows"] == 3
+    # The paper's Table 7: how often each model's answer was chosen and rejected.
+    assert rep["dpo"]["chosen_rejected"] == {
+        "strong": {"chosen": 3, "rejected": 0},
+        "target": {"chosen": 0, "rejected": 3},
+    }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from arena_ops import layout
 from arena_ops.battle.run import BattleRun, plan
 from arena_ops.config import load_config
 from arena_ops.data.ingest import ingest
@@ -50,9 +51,18 @@ def seed(root: Path) -> Path:
     cfg = load_config(config)
     store = ArtifactStore.from_config(cfg.storage)
     table = ingest([str(root / "prompts.jsonl")]).table
-    for it, run in ((0, "shard-000"), (1, "shard-001"), (1, "eval-mix")):
-        asyncio.run(BattleRun(cfg, store, it, run, plan(cfg, table)).run_all())
-        if run.startswith("shard"):
+    for it, run in ((0, "sft-shard-000"), (1, "sft-shard-001"), (1, "eval-mix")):
+        if run == "eval-mix":  # an evaluation: kept apart from the iterations, as flywheel.evaluate files it
+            meta = {"target_label": "alpha@i0-sft", "testset": "mix", "iteration": it}
+            battle = BattleRun(
+                cfg, store, it, run, plan(cfg, table), base=layout.eval_base("ui", "mix"), table="i0-sft", meta=meta
+            )
+        else:
+            battle = BattleRun(
+                cfg, store, it, run, plan(cfg, table), meta={"target_label": f"alpha@i{it}-sft" if it else "alpha@base"}
+            )
+        asyncio.run(battle.run_all())
+        if run.startswith("sft"):
             with store.artifact("ui", it, "report", "round") as w:
                 w.write_json(
                     "report.json",

@@ -65,21 +65,22 @@ def test_json_shapes(client: TestClient) -> None:
     )
     assert sum(r["battles"] for r in board["rows"]) == 2 * 72
     mix = client.get("/api/leaderboard", params={"flywheel": "ui", "scope": "eval-mix"}).json()
-    assert {r["model"] for r in mix["rows"]} == {"alpha@1", "beta", "gamma"}
+    assert {r["model"] for r in mix["rows"]} == {"alpha@i0-sft", "beta", "gamma"}
 
     wr = client.get("/api/win-rates", params={"flywheel": "ui"}).json()
     m = {name: k for k, name in enumerate(wr["models"])}
     assert wr["matrix"][m["gamma"]][m["gamma"]] is None
-    assert wr["matrix"][m["alpha@1"]][m["gamma"]] == 1.0  # alpha always right, gamma never
-    assert wr["matrix"][m["alpha@0"]][m["alpha@1"]] is None  # versions of the target never meet
+    assert wr["matrix"][m["alpha@i1-sft"]][m["gamma"]] == 1.0  # alpha always right, gamma never
+    assert wr["matrix"][m["alpha@base"]][m["alpha@i1-sft"]] is None  # versions of the target never meet
 
     hist = client.get("/api/history", params={"flywheel": "ui"}).json()
     assert [e["iteration"] for e in hist["entries"]] == [0, 1]
-    assert [t["model"] for t in hist["target"]] == ["alpha@0", "alpha@1"]
+    assert [t["model"] for t in hist["target"]] == ["alpha@base", "alpha@i1-sft"]
 
     rounds = client.get("/api/rounds", params={"flywheel": "ui"}).json()
     assert [r["iteration"] for r in rounds] == [1, 0]
-    assert {x["run"] for x in rounds[0]["runs"]} == {"shard-001", "eval-mix"}
+    assert {x["run"] for x in rounds[0]["runs"]} == {"sft-shard-001", "eval-mix"}
+    assert {x["model"] for x in rounds[0]["runs"]} == {"alpha@i1-sft", "alpha@i0-sft"}
     assert rounds[1]["dag_run"]["run_id"] == "manual__2026-01-01T00:00:00+00:00"
 
 
@@ -118,19 +119,19 @@ def test_pages_render_and_sort(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     models = re.findall(r'<tr data-model="([^"]+)">', page.text)
-    assert models[-1] == "gamma" and set(models) == {"alpha@0", "alpha@1", "beta", "gamma"}
+    assert models[-1] == "gamma" and set(models) == {"alpha@base", "alpha@i0-sft", "alpha@i1-sft", "beta", "gamma"}
     by_name = re.findall(r'<tr data-model="([^"]+)">', client.get("/", params={"sort": "model", "order": "desc"}).text)
     assert by_name == sorted(models, reverse=True)
     for marker in ('id="elo-ci"', 'id="history"', 'id="win-rates"', "runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00"):
         assert marker in page.text
     assert client.get("/", params={"sort": "nope"}).status_code == 422
     mix = client.get("/", params={"scope": "eval-mix"}).text
-    assert 'data-model="alpha@0"' not in mix and 'data-model="alpha@1"' in mix
+    assert 'data-model="alpha@base"' not in mix and 'data-model="alpha@i0-sft"' in mix
 
 
 def test_untrusted_text_is_escaped(client: TestClient) -> None:
     found = client.get(
-        "/api/battles", params={"flywheel": "ui", "model_a": "gamma", "prompt": "0 plus 0", "run": "shard-000"}
+        "/api/battles", params={"flywheel": "ui", "model_a": "gamma", "prompt": "0 plus 0", "run": "sft-shard-000"}
     ).json()["battles"]
     b = found[0]
     detail = client.get(f"/api/battles/{b['iteration']}/{b['run']}/{b['battle_id']}", params={"flywheel": "ui"}).json()

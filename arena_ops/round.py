@@ -1,0 +1,282 @@
+"""The Round: one flywheel iteration, resolved once and written to the store; every later task reads it.
+
+``resolve`` fixes, for iteration ``i``: a snapshot of the config (so a task never re-reads a config path that may
+have changed since), the model the round starts from, and the step plan. Under the paper schedule
+(``training.schedule: paper``) the steps are::
+
+    sft  slice 3i      the start model battles   → SFT data → SFT-Ii
+    dpo  slice 3i+1    SFT-Ii battles            → DPO pairs (accumulated over iterations) → DPO-Ii
+    rl   slice 3i+2    DPO-Ii battles            → reward-model pairs + RL prompts (accumulated) → RM-Ii, RL-Ii
+
+(``slices_per_iteration`` generalises the 3). The compact schedule has one step, ``all``, on slice ``i mod N``,
+whose battles feed every stage. Which model battles in a step is not known at resolve time — it is the round's
+*current policy* when the step starts (the newest policy trained earlier in the round, else the start model) —
+so it is derived from the store and recorded in the step's battle table.
+
+The next iteration starts from this iteration's best policy on the Mix board (``training.next_from: best``; the
+start model competes too) or from its last policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from arena_ops import layout
+from arena_ops.config import ArenaConfig, StorageConfig, load_config
+from arena_ops.errors import ConfigError
+from arena_ops.store import ArtifactStore
+from arena_ops.training.stage_registry import STAGES, with_needs
+
+log = logging.getLogger(__name__)
+
+PAPER_STEPS = (("sft", ("sft",)), ("dpo", ("dpo",)), ("rl", ("rm", "rl")))
+
+
+class ModelRef(BaseModel):
+    """A model a round serves: its weights and its label on the boards (``tiny-target@i0-sft``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    label: str
+
+    @property
+    def tag(self) -> str:
+        """The part after ``@``: ``base``, ``i0-sft`` — also the name of its evaluation battle table."""
+        return self.label.rsplit("@", 1)[1]
+
+
+class Step(BaseModel):
+    name: str  # sft | dpo | rl (paper), all (compact)
+    slice: int  # the corpus slice it battles on (``data/shard-NNN``)
+    stages: list[str]  # trained from its battles, in order
+
+    @property
+    def run(self) -> str:
+        return f"{self.name}-{layout.shard_name(self.slice)}"
+
+
+class Round(BaseModel):
+    """One iteration's record, stored at ``{flywheel}/iter={i}/round/round.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flywheel: str
+    iteration: int
+    schedule: str
+    config: dict[str, Any] = Field(description="The resolved config snapshot every task of the round uses.")
+    start: ModelRef | None = Field(description="The model the round starts from; None when the target is not served.")
+    steps: list[Step]
+    evaluation: list[str] = Field(description="Test sets each new policy is rated on (present ones only).")
+    resolved_at: str = ""
+
+    # Access -------------------------------------------------------------------------------------------------------
+
+    def cfg(self) -> ArenaConfig:
+        return ArenaConfig.model_validate(self.config)
+
+    def store(self) -> ArtifactStore:
+        return ArtifactStore.from_config(self.cfg().storage)
+
+    def ref(self) -> dict[str, Any]:
+        """What a task passes on (XCom): enough to find the record again, nothing else."""
+        return {"storage": self.config["storage"], "flywheel": self.flywheel, "iteration": self.iteration}
+
+    @property
+    def stages(self) -> list[str]:
+        return [s for step in self.steps for s in step.stages]
+
+    def step_of(self, stage: str) -> Step | None:
+        return next((st for st in self.steps if stage in st.stages), None)
+
+    def label(self, iteration: int, stage: str) -> str:
+        return f"{self.config['models']['target']['name']}@i{iteration}-{stage}"
+
+    # Store --------------------------------------------------------------------------------------------------------
+
+    def save(self, store: ArtifactStore) -> None:
+        with store.artifact_at(
+            layout.round_record(self.flywheel, self.iteration), meta={"iteration": self.iteration}
+        ) as w:
+            w.write_json("round.json", self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, store: ArtifactStore, flywheel: str, iteration: int) -> Round:
+        prefix = layout.round_record(flywheel, iteration)
+        if not store.is_committed(prefix):
+            raise ConfigError(
+                f"no round record for {flywheel} iteration {iteration} at {store.key_uri(prefix)}: "
+                "resolve the round first (`arena round run` or the DAG's resolve task)"
+            )
+        return cls.model_validate(store.read_json(f"{prefix}/round.json"))
+
+    @classmethod
+    def from_ref(cls, ref: dict[str, Any]) -> Round:
+        store = ArtifactStore.from_config(StorageConfig.model_validate(ref["storage"]))
+        return cls.load(store, ref["flywheel"], int(ref["iteration"]))
+
+    # Models -------------------------------------------------------------------------------------------------------
+
+    def produced(self, store: ArtifactStore, stage: str) -> ModelRef | None:
+        """The model ``stage`` produced in this round, if it was trained."""
+        prefix = layout.model(self.flywheel, self.iteration, stage)
+        if not store.is_committed(prefix):
+            return None
+        return ModelRef(uri=store.key_uri(prefix), label=self.label(self.iteration, stage))
+
+    def current_policy(self, store: ArtifactStore, before_stage: str) -> ModelRef | None:
+        """The newest policy trained in this round by a stage planned before ``before_stage``, else the start."""
+        order = self.stages
+        earlier = order[: order.index(before_stage)] if before_stage in order else order
+        for s in reversed(earlier):
+            if STAGES[s].policy and (m := self.produced(store, s)) is not None:
+                return m
+        return self.start
+
+    def battled_model(self, store: ArtifactStore, step: Step) -> ModelRef | None:
+        return self.current_policy(store, step.stages[0]) if step.stages else self.start
+
+    def policies(self, store: ArtifactStore) -> list[ModelRef]:
+        return [m for s in self.stages if STAGES[s].policy and (m := self.produced(store, s)) is not None]
+
+
+# Resolution --------------------------------------------------------------------------------------------------------
+
+
+def iteration_for(cfg: ArenaConfig, store: ArtifactStore, param: int | None, logical_date: datetime | None) -> int:
+    """The iteration of a run: its ``iteration`` param; else its logical date — whole days since
+    ``airflow.start_date`` (a nightly schedule runs iteration n on day n; a backfill re-runs exactly those); else, for
+    a manual run, the newest round without a report (resume it) or one past the newest reported round."""
+    if param is not None:
+        return int(param)
+    if logical_date is not None:
+        start = date.fromisoformat(cfg.airflow.start_date)
+        days = (logical_date.date() - start).days
+        if days < 0:
+            raise ConfigError(f"logical date {logical_date.date()} is before airflow.start_date {start}")
+        return days
+    rounds = [
+        i for i in store.list_iterations(cfg.flywheel) if store.is_committed(layout.round_record(cfg.flywheel, i))
+    ]
+    if not rounds:
+        return 0
+    last = rounds[-1]
+    return last if not store.is_committed(layout.round_report(cfg.flywheel, last)) else last + 1
+
+
+def plan_steps(cfg: ArenaConfig, iteration: int, policies: list[str] | None = None) -> list[Step]:
+    wanted = with_needs(list(cfg.training.stages) if policies is None else policies)
+    n = cfg.data.num_shards
+    if cfg.training.schedule == "compact":
+        return [Step(name="all", slice=iteration % n, stages=wanted)]
+    spi = cfg.training.slices_per_iteration
+    first = iteration * spi
+    if first + spi > n:
+        raise ConfigError(
+            f"iteration {iteration} needs slices {first}…{first + spi - 1} under the paper schedule, but "
+            f"data.num_shards is {n} (enough for {n // spi} iterations): add data and raise data.num_shards, or use "
+            "training.schedule: compact"
+        )
+    steps = []
+    for k, (name, stages) in enumerate(PAPER_STEPS[:spi]):
+        planned = [s for s in stages if s in wanted]
+        if planned:
+            steps.append(Step(name=name, slice=first + k, stages=planned))
+    return steps
+
+
+def resolve(
+    config_path: str,
+    iteration: int | None = None,
+    policies: list[str] | None = None,
+    competitors: list[str] | None = None,
+    sample_limit: int | None = None,
+    logical_date: datetime | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Round:
+    """Resolve iteration, start model, steps and the config snapshot; write the record (idempotent)."""
+    extra: dict[str, Any] = dict(overrides or {})
+    if sample_limit is not None:
+        extra["battle.sample_limit"] = sample_limit
+    cfg = load_config(config_path, extra)
+    if competitors:
+        known = {c.name for c in cfg.models.competitors}
+        unknown = sorted(set(competitors) - known)
+        if unknown:
+            raise ConfigError(f"competitor override {unknown}: not in models.competitors {sorted(known)}")
+        cfg.models.competitors = [c for c in cfg.models.competitors if c.name in competitors]
+    store = ArtifactStore.from_config(cfg.storage)
+    it = iteration_for(cfg, store, iteration, logical_date)
+    rnd = Round(
+        flywheel=cfg.flywheel,
+        iteration=it,
+        schedule=cfg.training.schedule,
+        config=cfg.model_dump(mode="json"),
+        start=start_model(cfg, store, it),
+        steps=plan_steps(cfg, it, policies),
+        evaluation=["mix"],
+    )
+    prefix = layout.round_record(cfg.flywheel, it)
+    if store.is_committed(prefix):
+        old = Round.model_validate(store.read_json(f"{prefix}/round.json"))
+        if old.model_dump(exclude={"resolved_at"}) == rnd.model_dump(exclude={"resolved_at"}):
+            return old  # a retried resolve, or a rerun: the same round
+        log.info("iteration %d is re-resolved with a changed config or plan; content keys decide what is redone", it)
+    rnd.resolved_at = datetime.now(UTC).isoformat(timespec="seconds")
+    rnd.save(store)
+    return rnd
+
+
+def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> ModelRef | None:
+    """Iteration 0: the configured weights. Later: the best (by the Mix board) or last policy of the previous
+    round, the previous start model competing too; without a previous round record, the newest registered policy."""
+    from arena_ops.training.run import base_weights, registry
+
+    name = cfg.models.target.name
+    base = base_weights(cfg)
+    if not base:
+        return None  # recorded/external target: nothing is trained or served
+    base_ref = ModelRef(uri=base, label=f"{name}@base")
+    if iteration == 0:
+        return base_ref
+    prev_key = layout.round_record(cfg.flywheel, iteration - 1)
+    if not store.is_committed(prev_key):
+        policies = [e for e in registry(cfg, store) if e["iteration"] < iteration and STAGES[e["stage"]].policy]
+        if not policies:
+            return base_ref
+        e = policies[-1]
+        return ModelRef(uri=e["model_uri"], label=f"{name}@i{e['iteration']}-{e['stage']}")
+    prev = Round.model_validate(store.read_json(f"{prev_key}/round.json"))
+    candidates = [m for m in [prev.start, *prev.policies(store)] if m is not None]
+    if not candidates:
+        return base_ref
+    if cfg.training.next_from == "best":
+        best = best_on_board(cfg, store, candidates)
+        if best is not None:
+            return best
+    return candidates[-1]
+
+
+def best_on_board(
+    cfg: ArenaConfig, store: ArtifactStore, candidates: list[ModelRef], testset: str = "mix"
+) -> ModelRef | None:
+    """The candidate with the highest Bradley–Terry rating on the test set's evaluation battles; None unless every
+    candidate was evaluated there."""
+    import pyarrow as pa
+
+    from arena_ops.flywheel import eval_tables
+    from arena_ops.rating.battles import validate_battles
+    from arena_ops.rating.bt import aggregate, fit_bt
+
+    tables = eval_tables(cfg, store, testset)
+    labels = {m.label for m in candidates}
+    if not tables or not labels <= set(tables):
+        return None
+    battles = validate_battles(pa.concat_tables(list(tables.values()), promote_options="permissive")).table
+    pc = aggregate(battles)
+    ratings = dict(zip(pc.models, fit_bt(pc).tolist(), strict=True))
+    return max(candidates, key=lambda m: (ratings.get(m.label, float("-inf")), candidates.index(m)))

@@ -1,0 +1,164 @@
+"""Three iterations of the paper's schedule, end to end on CPU: the session's tiny target on Ray Serve (vLLM), the
+reference solver as a recorded competitor, the verifier judge, real TRL/DeepSpeed jobs for SFT, DPO, RM and RL, and a
+Mix test set built first (Diverse by K-Means over MiniLM embeddings, Hard rated by the served tiny judge).
+
+What it shows: every round succeeds and every stage trains; each step's battles were fought by the model the
+previous step produced (fingerprints in the battle records); DPO-I2's data holds the DPO slices of I0…I2 and no SFT
+slice; no evaluation battle reaches a training table; iterations 0, 1, 2 with none skipped; a rerun does no new work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from arena_ops import layout
+from arena_ops.data.tasks import write_tasks
+from arena_ops.flywheel import round_status, run_round
+from arena_ops.round import Round
+from arena_ops.store import ArtifactStore
+from tests.integration.conftest import Serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STEPS = {"sft": 0, "dpo": 1, "rl": 2}
+
+
+def rounds_config(serving: Serving, root: Path) -> Path:
+    tasks, solver = write_tasks(root / "tasks", n=44, seed=1)
+    cfg = yaml.safe_load(serving.config.read_text())
+    base = serving.config.parent
+    for spec in (cfg["models"]["target"], cfg["models"]["judge"]):  # the session deployment: tiny-a, tiny-b
+        spec["source"]["path"] = str((base / spec["source"]["path"]).resolve())
+    cfg["models"]["target"]["sampling"] = {"temperature": 0.0, "max_tokens": 6}
+    cfg["models"]["judge"]["sampling"] = {"temperature": 0.0, "max_tokens": 32}
+    cfg["models"]["competitors"] = [{"name": "solver", "source": {"kind": "recorded", "path": str(solver)}}]
+    steps = {"max_steps": 2, "max_length": 128, "per_device_batch_size": 2, "epochs": 1}
+    cfg.update(
+        flywheel="rounds",
+        storage={"root": f"file://{root}/store"},
+        data={
+            "sources": [str(tasks)],
+            "min_instruction_chars": 0,
+            "prefix_dedup_chars": 0,
+            "minhash_threshold": None,
+            "languages": None,
+            "decontam_top_k": 0,
+            "decontam_ngram": None,
+            "num_shards": 9,
+            "testset_clusters": 2,
+            "diverse_per_cluster": 2,
+            "hard_candidates_per_cluster": 2,
+            "hard_size": 2,
+        },
+        battle={"concurrency": 8, "chunk_size": 8},
+        judge={"kind": "verifier", "verifier": "exact"},
+        training={
+            "schedule": "paper",
+            "stages": ["sft", "dpo", "rl"],
+            "sft": {**steps, "learning_rate": 1.0e-3},
+            "dpo": {**steps, "learning_rate": 1.0e-4, "beta": 0.1},
+            "rm": {**steps, "learning_rate": 1.0e-4},
+            "rl": {**steps, "learning_rate": 1.0e-5, "num_generations": 2, "max_completion_length": 6},
+            "deepspeed": {"zero_stage": 2},
+        },
+        rating={"bootstrap_rounds": 20},
+    )
+    path = root / "rounds.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_three_paper_iterations(serving: Serving, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("ARENA_RAY_STATE", "ARENA_RAY_TMP", "ARENA_RAY_PORT"):
+        monkeypatch.setenv(k, serving.env[k])
+    import arena_ops.serving.deploy as deploy  # its module constants read the env at import
+
+    monkeypatch.setattr(deploy, "STATE_DIR", Path(serving.env["ARENA_RAY_STATE"]))
+    monkeypatch.setattr(deploy, "LOCAL_HEAD_PORT", int(serving.env["ARENA_RAY_PORT"]))
+    config = rounds_config(serving, tmp_path)
+
+    # The Mix test set first: its items never reach a slice; every policy is evaluated on it.
+    res = serving.arena("--config", str(config), "data", "testset")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = serving.arena("--config", str(config), "data", "prepare")
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    outs = [run_round(str(config)) for _ in range(3)]  # no iteration given: each run takes the next one
+    assert [o["iteration"] for o in outs] == [0, 1, 2]
+    store = ArtifactStore.from_uri(f"file://{tmp_path}/store")
+    assert store.list_iterations("rounds") == [0, 1, 2]
+    mix = set(store.read_artifact_table(layout.testset("rounds", "mix"))["prompt_id"].to_pylist())
+    assert mix
+
+    for it in range(3):
+        rnd = Round.load(store, "rounds", it)
+        status = round_status(rnd, store)
+        assert [s["stage"] for s in status["steps"]] == ["sft", "dpo", "rl"]
+        assert [s["slice"] for s in status["steps"]] == [3 * it, 3 * it + 1, 3 * it + 2]
+        for st in status["steps"]:
+            for stage, p in st["produced"].items():
+                assert p["model"] is not None, (it, stage, st)  # every stage trained
+            assert all(n and n > 0 for n in st["training_rows"].values()), (it, st)
+        # Each step battled the model of the step before (weights recorded in every battle record).
+        expected = [
+            rnd.start.uri,
+            status["steps"][0]["produced"]["sft"]["model"],
+            status["steps"][1]["produced"]["dpo"]["model"],
+        ]
+        for st, uri in zip(status["steps"], expected, strict=True):
+            assert st["battled_model"] == uri
+            table = store.read_artifact_table(layout.battles("rounds", it, st["run"]))
+            revisions = set(table.filter(pc.equal(table["model_a"], "tiny-a"))["revision_a"].to_pylist()) | set(
+                table.filter(pc.equal(table["model_b"], "tiny-a"))["revision_b"].to_pylist()
+            )
+            assert revisions == {f"served:{uri}"}, (it, st["stage"], revisions)
+            assert not mix & set(table["prompt_id"].to_pylist())  # test items never battle in a step
+        if it > 0:  # the start is a policy of the previous iteration (the best on the Mix board)
+            prev = Round.load(store, "rounds", it - 1)
+            assert rnd.start in prev.policies(store) or rnd.start == prev.start
+
+    # DPO-I2 trains on the DPO slices of I0, I1, I2 (D1 ∪ D4 ∪ D7) and nothing else.
+    dpo = store.read_artifact_table(layout.train_data("rounds", 2, "dpo"))
+    assert set(dpo["run"].to_pylist()) <= {"dpo-shard-001", "dpo-shard-004", "dpo-shard-007"}
+    assert set(dpo["iteration"].to_pylist()) == {0, 1, 2}
+    dpo_slices = set()
+    for k in (1, 4, 7):
+        dpo_slices |= set(store.read_artifact_table(layout.shard("rounds", k))["prompt_id"].to_pylist())
+    assert set(dpo["prompt_id"].to_pylist()) <= dpo_slices
+    # No evaluation battle reaches a training table; evaluations live under eval/, one table per evaluated model.
+    for it in range(3):
+        for stage in ("sft", "dpo", "rm", "rl"):
+            rows = store.read_artifact_table(layout.train_data("rounds", it, stage))
+            assert not mix & set(rows["prompt_id"].to_pylist()), (it, stage)
+    evaluated = store.list_artifacts_at("rounds/eval/mix/battles")
+    assert {"base", "i0-sft", "i0-dpo", "i0-rl", "i2-rl"} <= set(evaluated)
+    report = store.read_json(layout.round_report("rounds", 2) + "/report.json")
+    assert report["elo"]["scope"] == "eval-mix" and any(r["model"] == "tiny-a@i2-rl" for r in report["elo"]["board"])
+
+    # A rerun of iteration 1 does no new work: same battle tables, same models, nothing re-judged or retrained.
+    before = {k: store.manifest(k).committed_at for k in _committed(store, "rounds", 1)}
+    again = run_round(str(config), iteration=1)
+    assert again["iteration"] == 1
+    after = {k: store.manifest(k).committed_at for k in _committed(store, "rounds", 1)}
+    changed = {k for k in before if after.get(k) != before[k]}
+    assert changed <= {layout.round_report("rounds", 1)}, changed
+    res = serving.arena("--config", str(config), "round", "show", "1", "--json")
+    shown = json.loads(res.stdout)
+    assert shown["iteration"] == 1 and [s["stage"] for s in shown["steps"]] == ["sft", "dpo", "rl"]
+    assert os.environ.get("ARENA_RAY_PORT") == serving.env["ARENA_RAY_PORT"]
+
+
+def _committed(store: ArtifactStore, flywheel: str, iteration: int) -> list[str]:
+    out = []
+    for stage in store.list_stages(flywheel, iteration):
+        base = f"{flywheel}/iter={iteration}/{stage}"
+        if store.is_committed(base):
+            out.append(base)
+        out += [f"{base}/{n}" for n in store.list_artifacts(flywheel, iteration, stage)]
+    return out
