@@ -86,15 +86,24 @@ def store_ls(
     store = ArtifactStore.from_config(cfg.storage)
     flywheel = flywheel or cfg.flywheel
     table = Table("iteration", "stage", "artifact", "rows", "files", "committed", title=f"{store.uri}/{flywheel}")
+    def row(where: str, stage: str, name: str, prefix: str) -> None:
+        try:
+            m = store.manifest(prefix)
+            table.add_row(where, stage, name, str(m.rows), str(len(m.files)), m.committed_at)
+        except NotCommittedError:
+            table.add_row(where, stage, name, "", "", "[red]no[/red]")
+
     for it in store.list_iterations(flywheel):
         for stage in store.list_stages(flywheel, it):
+            base = f"{flywheel}/iter={it}/{stage}"
+            if store.is_committed(base):  # an artifact at the stage itself: the round record
+                row(str(it), stage, "-", base)
             for name in store.list_artifacts(flywheel, it, stage, committed_only=False):
-                prefix = store.artifact_key(flywheel, it, stage, name)
-                try:
-                    m = store.manifest(prefix)
-                    table.add_row(str(it), stage, name, str(m.rows), str(len(m.files)), m.committed_at)
-                except NotCommittedError:
-                    table.add_row(str(it), stage, name, "", "", "[red]no[/red]")
+                row(str(it), stage, name, f"{base}/{name}")
+    for ts in store.list(f"{flywheel}/eval"):  # evaluations: outside the iterations
+        prefix = f"{ts.rstrip('/')}/battles"
+        for name in store.list_artifacts_at(prefix, committed_only=False):
+            row("eval", ts.rstrip("/").rsplit("/", 1)[-1], name, f"{prefix}/{name}")
     console.print(table)
 
 

@@ -45,6 +45,7 @@ def round_run(
             out = run_round(path, it, policies, say=console.print, progress=progress, overrides=_overrides(ctx))
         console.print(f"round {out['iteration']} done in {out['wall_s']:.0f}s; report: {out['uri']}/report.md")
         _show(ctx, config, out["iteration"], as_json=False)
+    console.print(f"The models stay served for the next round; stop them with: arena --config {path} serve down")
 
 
 @round_app.command("show")

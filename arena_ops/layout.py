@@ -87,6 +87,11 @@ def eval_run(testset: str) -> str:
     return EVAL_RUN_PREFIX + testset
 
 
+def dataset(flywheel: str, name: str) -> str:
+    """An iteration-independent dataset: ``corpus``, ``clean``, ``decontam``, ``shard-NNN``, ``testset-*``."""
+    return ArtifactStore.dataset_key(flywheel, name)
+
+
 def testset(flywheel: str, name: str) -> str:
     """``name``: ``mix``, ``diverse`` or ``hard``."""
     return ArtifactStore.dataset_key(flywheel, f"testset-{name}")

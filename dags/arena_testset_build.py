@@ -22,15 +22,11 @@ with DAG(
     @task
     def corpus(params: dict | None = None) -> dict:
         from arena_ops.config import load_config
-        from arena_ops.data.pipeline import CLEAN, CORPUS, clean_stage, ingest_stage
+        from arena_ops.data.pipeline import ensure_clean
         from arena_ops.store import ArtifactStore
 
         cfg = load_config(params["config_path"])
-        store = ArtifactStore.from_config(cfg.storage)
-        if not store.is_committed(store.dataset_key(cfg.flywheel, CORPUS)):
-            ingest_stage(cfg, store)
-        if not store.is_committed(store.dataset_key(cfg.flywheel, CLEAN)):
-            clean_stage(cfg, store)
+        ensure_clean(cfg, ArtifactStore.from_config(cfg.storage))
         return {"flywheel": cfg.flywheel}
 
     @task

@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from arena_ops import layout
 from arena_ops.config import ArenaConfig
 from arena_ops.data.clean import clean
 from arena_ops.data.ingest import ingest
 from arena_ops.data.testset import testset_fingerprint
 from arena_ops.errors import ArtifactNotFoundError, DataError
+from arena_ops.layout import shard_name
 from arena_ops.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,9 @@ log = logging.getLogger(__name__)
 CORPUS, CLEAN = "corpus", "clean"
 
 
-def shard_name(k: int) -> str:
-    return f"shard-{k:03d}"
-
-
 def ingest_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     result = ingest(cfg.data.sources)
-    with store.artifact_at(store.dataset_key(cfg.flywheel, CORPUS), meta=result.counts) as w:
+    with store.artifact_at(layout.dataset(cfg.flywheel, CORPUS), meta=result.counts) as w:
         w.write_table("data.parquet", result.table)
         w.write_table("quarantine.parquet", result.quarantine)
     return {"uri": w.uri, **result.counts}
@@ -45,7 +43,7 @@ def ingest_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
 def clean_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     corpus = _read(store, cfg.flywheel, CORPUS, "arena data ingest")
     result = clean(corpus, cfg.data)
-    with store.artifact_at(store.dataset_key(cfg.flywheel, CLEAN), meta=result.counts) as w:
+    with store.artifact_at(layout.dataset(cfg.flywheel, CLEAN), meta=result.counts) as w:
         w.write_table("data.parquet", result.table)
         w.write_table("removed.parquet", result.removed)
     return {"uri": w.uri, **result.counts}
@@ -58,6 +56,7 @@ def testset_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     from arena_ops.data.embed import embed
     from arena_ops.data.testset import build_testsets, rate_difficulty, summary
 
+    ensure_clean(cfg, store)
     candidates = _read(store, cfg.flywheel, CLEAN, "arena data clean")
     tables = build_testsets(
         cfg,
@@ -67,7 +66,7 @@ def testset_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     )
     counts = summary(tables)
     for name in ("diverse", "hard", "mix"):
-        with store.artifact_at(store.dataset_key(cfg.flywheel, f"testset-{name}"), meta=counts) as w:
+        with store.artifact_at(layout.dataset(cfg.flywheel, f"testset-{name}"), meta=counts) as w:
             w.write_table("data.parquet", tables[name])
             if name == "hard":
                 w.write_table("candidates.parquet", tables["hard_candidates"])
@@ -88,7 +87,7 @@ def shard_stage(cfg: ArenaConfig, store: ArtifactStore, exclude: set[str] | None
     if exclude or cfg.data.decontaminate_against:
         table, gone = _decontaminate(cfg, store, table, exclude)
         removed = gone.num_rows
-        with store.artifact_at(store.dataset_key(cfg.flywheel, "decontam"), meta={"removed": removed}) as w:
+        with store.artifact_at(layout.dataset(cfg.flywheel, "decontam"), meta={"removed": removed}) as w:
             w.write_table("removed.parquet", gone)
     parts = split(table, cfg.data.num_shards, cfg.data.shard_seed, exclude)
     for k, part in enumerate(parts):
@@ -99,7 +98,7 @@ def shard_stage(cfg: ArenaConfig, store: ArtifactStore, exclude: set[str] | None
             "rows": part.num_rows,
             "testset_fingerprint": fingerprint,
         }
-        with store.artifact_at(store.dataset_key(cfg.flywheel, shard_name(k)), meta=meta) as w:
+        with store.artifact_at(layout.dataset(cfg.flywheel, shard_name(k)), meta=meta) as w:
             w.write_table("data.parquet", part)
     sizes = [p.num_rows for p in parts]
     log.info("wrote %d shards of sizes %s", len(parts), sizes)
@@ -141,20 +140,25 @@ def split(table: pa.Table, n: int, seed: int, exclude: set[str]) -> list[pa.Tabl
 
 def ensure_shards(cfg: ArenaConfig, store: ArtifactStore) -> list[str]:
     """Build whatever of corpus → clean → shards is missing; returns the shard prefixes. Cheap when all exist."""
-    prefixes = [store.dataset_key(cfg.flywheel, shard_name(k)) for k in range(cfg.data.num_shards)]
+    prefixes = [layout.dataset(cfg.flywheel, shard_name(k)) for k in range(cfg.data.num_shards)]
     exclude = testset_ids(cfg, store)
     fingerprint = _fingerprint(cfg, exclude)
     if all(store.is_committed(p) for p in prefixes):
         if store.manifest(prefixes[0]).meta.get("testset_fingerprint") == fingerprint:
             return prefixes
         log.info("test sets or benchmark prompts changed since the shards were cut: re-sharding")
-    if not store.is_committed(store.dataset_key(cfg.flywheel, CORPUS)):
-        log.info("building the corpus from data.sources")
-        ingest_stage(cfg, store)
-    if not store.is_committed(store.dataset_key(cfg.flywheel, CLEAN)):
-        clean_stage(cfg, store)
+    ensure_clean(cfg, store)
     shard_stage(cfg, store, exclude=exclude)
     return prefixes
+
+
+def ensure_clean(cfg: ArenaConfig, store: ArtifactStore) -> None:
+    """Ingest and clean, whatever of the two is missing."""
+    if not store.is_committed(layout.dataset(cfg.flywheel, CORPUS)):
+        log.info("building the corpus from data.sources")
+        ingest_stage(cfg, store)
+    if not store.is_committed(layout.dataset(cfg.flywheel, CLEAN)):
+        clean_stage(cfg, store)
 
 
 def _fingerprint(cfg: ArenaConfig, exclude: set[str]) -> str:
@@ -173,14 +177,14 @@ def testset_ids(cfg: ArenaConfig, store: ArtifactStore) -> set[str]:
     """Prompt ids of every committed test set of this flywheel (excluded from training shards)."""
     ids: set[str] = set()
     for name in ("testset-diverse", "testset-hard"):  # Mix is their union
-        prefix = store.dataset_key(cfg.flywheel, name)
+        prefix = layout.dataset(cfg.flywheel, name)
         if store.is_committed(prefix):
             ids.update(store.read_artifact_table(prefix)["prompt_id"].to_pylist())
     return ids
 
 
 def _read(store: ArtifactStore, flywheel: str, name: str, how: str) -> pa.Table:
-    prefix = store.dataset_key(flywheel, name)
+    prefix = layout.dataset(flywheel, name)
     try:
         return store.read_artifact_table(prefix)
     except ArtifactNotFoundError as exc:

@@ -140,7 +140,7 @@ class ArenaReader:
                         "per_model": meta.get("per_model", {}),
                     }
                 )
-            report_key = self.store.artifact_key(flywheel, it, "report", "round")
+            report_key = layout.round_report(flywheel, it)
             report = self.store.read_json(f"{report_key}/report.json") if self.store.is_committed(report_key) else {}
             if runs or report:
                 out.append(
@@ -163,7 +163,7 @@ class ArenaReader:
         tables = [
             (i, run, layout.battles(flywheel, i, run))
             for i in its
-            for run in self.store.list_artifacts(flywheel, i, "battles")
+            for run in self.store.list_artifacts(flywheel, i, layout.BATTLES)
         ]
         for ts in self.store.list(f"{flywheel}/{layout.EVAL}"):
             prefix = f"{ts.rstrip('/')}/{layout.BATTLES}"

@@ -192,3 +192,79 @@ def test_ensure_shards_builds_once_and_reads_back(tmp_path: Path) -> None:
     assert store.manifest(prefixes[0]).committed_at == committed
     with pytest.raises(DataError, match="out of range"):
         read_shard(cfg, store, 99)
+
+
+def test_the_papers_sources_ingest_without_hand_conversion(tmp_path: Path) -> None:
+    lmsys = {
+        "conversation_id": "c1",
+        "conversation": [
+            {"role": "user", "content": "How do I boil an egg?"},
+            {"role": "assistant", "content": "Put it in boiling water for nine minutes."},
+        ],
+    }
+    orca = {"id": "o1", "system_prompt": "You are terse.", "question": "Capital of Peru?", "response": "Lima."}
+    flan = {"inputs": "Translate to French: good morning", "targets": "bonjour"}
+    wizard = {"idx": "w1", "conversations": [{"from": "human", "value": "Write a haiku about rain."}]}
+    bad = {"question": ["not", "text"], "response": "x"}
+    out = ingest([str(_jsonl(tmp_path / "mixed.jsonl", [lmsys, orca, flan, wizard, bad]))])
+    rows = {r["turns"][0]: r for r in out.table.to_pylist()}
+    assert rows["How do I boil an egg?"]["reference"] == ["Put it in boiling water for nine minutes."]
+    assert rows["Capital of Peru?"]["system"] == "You are terse." and rows["Capital of Peru?"]["reference"] == ["Lima."]
+    assert rows["Translate to French: good morning"]["reference"] == ["bonjour"]
+    assert "Write a haiku about rain." in rows
+    assert out.quarantine.to_pylist() == [
+        {"source": str(tmp_path / "mixed.jsonl"), "row": 5, "reason": "'question' is list, expected a string"}
+    ]
+
+
+def test_shards_are_decontaminated_against_benchmark_prompts(tmp_path: Path) -> None:
+    bench = _jsonl(tmp_path / "bench.jsonl", [{"question_id": 81, "turns": ["Compose an engaging travel blog post."]}])
+    corpus = _jsonl(
+        tmp_path / "corpus.jsonl",
+        [
+            {"instruction": "Compose an engaging travel blog post."},  # a benchmark prompt, verbatim
+            *({"instruction": f"Explain topic number {i} to a child in two sentences."} for i in range(12)),
+        ],
+    )
+    overrides = {
+        "storage.root": f"file://{tmp_path}/store",
+        "data": {
+            "sources": [str(corpus)],
+            "num_shards": 3,
+            "minhash_threshold": None,
+            "prefix_dedup_chars": 0,
+            "languages": None,
+            "decontam_top_k": 0,
+            "decontaminate_against": [str(bench)],
+        },
+    }
+    cfg = load_config(REPO / "configs/tiny.yaml", overrides)
+    store = ArtifactStore.from_config(cfg.storage)
+    ensure_shards(cfg, store)
+    kept = [t for k in range(3) for t in read_shard(cfg, store, k)["turns"].to_pylist()]
+    assert len(kept) == 12 and ["Compose an engaging travel blog post."] not in kept
+    removed = store.read_table("tiny/data/decontam/removed.parquet").to_pylist()
+    assert len(removed) == 1 and "identical to a test item" in str(removed[0])
+    # Without the benchmark the same corpus keeps all 13; the shards are re-cut when the list changes.
+    cfg2 = load_config(
+        REPO / "configs/tiny.yaml", {**overrides, "data": {**overrides["data"], "decontaminate_against": []}}
+    )
+    ensure_shards(cfg2, store)
+    assert sum(read_shard(cfg2, store, k).num_rows for k in range(3)) == 13
+
+
+def test_checkable_tasks_are_deterministic_distinct_and_solved_by_the_solver(tmp_path: Path) -> None:
+    from arena_ops.battle.judge import make_verifier
+    from arena_ops.data.tasks import KINDS, checkable_tasks, write_tasks
+
+    tasks = checkable_tasks(60, seed=3)
+    assert tasks == checkable_tasks(60, seed=3) and tasks != checkable_tasks(60, seed=4)
+    assert len({t["instruction"] for t in tasks}) == 60 and {t["kind"] for t in tasks} == set(KINDS)
+    task_file, solver_file = write_tasks(tmp_path, 60, seed=3)
+    verify = make_verifier("exact")
+    solver = {json.loads(x)["prompt_id"]: json.loads(x)["response"] for x in solver_file.read_text().splitlines()}
+    table = ingest([str(task_file)]).table
+    assert table.num_rows == 60
+    for row in table.to_pylist():
+        assert verify(solver[row["source_id"]], row["reference"][0], row)
+        assert not verify("wrong", row["reference"][0], row)
