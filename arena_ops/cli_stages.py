@@ -224,7 +224,7 @@ def _round_ref(ctx: typer.Context, config, iteration: int) -> dict:  # noqa: ANN
     store = _store(cfg)
     if store.is_committed(layout.round_record(cfg.flywheel, iteration)):
         return {"storage": cfg.storage.model_dump(mode="json"), "flywheel": cfg.flywheel, "iteration": iteration}
-    return resolve_round(str(config or ctx.obj["config"]), iteration, overrides=_overrides(ctx))
+    return resolve_round(str(config or ctx.obj["config"]), iteration=iteration, overrides=_overrides(ctx))
 
 
 def _overrides(ctx: typer.Context) -> dict:

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -39,16 +38,10 @@ def load(ref: Ref) -> tuple[Round, ArenaConfig, ArtifactStore]:
     return rnd, rnd.cfg(), rnd.store()
 
 
-def resolve_round(
-    config_path: str,
-    iteration: int | None = None,
-    policies: list[str] | None = None,
-    competitors: list[str] | None = None,
-    sample_limit: int | None = None,
-    logical_date: datetime | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> Ref:
-    rnd = resolve(config_path, iteration, policies, competitors, sample_limit, logical_date, overrides)
+def resolve_round(config_path: str, **how: Any) -> Ref:
+    """:func:`arena_ops.round.resolve` (keyword arguments: iteration, policies, competitors, sample_limit,
+    logical_date, overrides), returning the reference later tasks pass on."""
+    rnd = resolve(config_path, **how)
     return {**rnd.ref(), "steps": [s.name for s in rnd.steps], "start": rnd.start.label if rnd.start else None}
 
 
@@ -122,7 +115,8 @@ def _plan_key(run: Any) -> str:
     specs = {s.name: [run.revisions[s.name], s.sampling.model_dump()] for s in run.specs}
     judge = [run.cfg.judge.model_dump(), run.cfg.models.judge.model_dump()]
     pairs = {pid: [list(p) for p in ps] for pid, ps in run.plan.pairs.items()}
-    return content_key(pairs, specs, judge, {k: v for k, v in run.meta.items() if k != "plan_key"})
+    # Not the evaluating iteration: a model evaluated once is not re-evaluated when a later round starts from it.
+    return content_key(pairs, specs, judge, {k: v for k, v in run.meta.items() if k not in ("plan_key", "iteration")})
 
 
 def _summary(s: dict[str, Any], uri: str, reused: bool = False) -> dict[str, Any]:
@@ -273,7 +267,7 @@ def run_round(
 ) -> dict[str, Any]:
     """A whole round without Airflow: the DAG's tasks, in the DAG's order, in this process (resumable)."""
     t0 = time.perf_counter()
-    ref = resolve_round(config_path, iteration, policies, overrides=overrides)
+    ref = resolve_round(config_path, iteration=iteration, policies=policies, overrides=overrides)
     rnd, cfg, _ = load(ref)
     say(
         f"round {rnd.iteration} of {rnd.flywheel}: {rnd.schedule} schedule, steps {[s.name for s in rnd.steps]}, "

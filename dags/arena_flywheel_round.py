@@ -57,10 +57,10 @@ with DAG(
         ctx = get_current_context()
         return resolve_round(
             params["config_path"],
-            params["iteration"],
-            params["stages"],
-            params["competitors"],
-            params["sample_limit"],
+            iteration=params["iteration"],
+            policies=params["stages"],
+            competitors=params["competitors"],
+            sample_limit=params["sample_limit"],
             logical_date=ctx.get("logical_date"),
         )
 

@@ -52,7 +52,17 @@ def battle_context(
 def build_step_data(
     cfg: ArenaConfig, store: ArtifactStore, iteration: int, step: str, run: str, stages: list[str], prompts: pa.Table
 ) -> dict[str, Any]:
-    """Write the datasets of ``stages`` from one step's battles and the step's report; returns the report."""
+    """Write the datasets of ``stages`` from one step's battles and the step's report; returns the report. A rerun
+    with the same inputs (battle table, earlier iterations' rows, margins) rewrites nothing."""
+    fw = cfg.flywheel
+    inputs = _inputs_key(cfg, store, iteration, run, stages)
+    report_key = layout.train_data_report(fw, iteration, step)
+    if (
+        store.is_committed(report_key)
+        and store.manifest(report_key).meta.get("inputs") == inputs
+        and all(store.is_committed(layout.train_data(fw, iteration, s)) for s in stages)
+    ):
+        return store.read_json(f"{report_key}/report.json")
     ctx = battle_context(cfg, store, iteration, run, prompts)
     tables: dict[str, pa.Table] = {}
     for name in stages:
@@ -67,10 +77,26 @@ def build_step_data(
         with store.artifact_at(layout.train_data(cfg.flywheel, iteration, name), meta=meta) as w:
             w.write_table("data.parquet", table)
     summary = {"iteration": iteration, "step": step, "run": run, "battles": len(ctx.battles), **knobs, **report(tables)}
-    with store.artifact_at(layout.train_data_report(cfg.flywheel, iteration, step), meta={"iteration": iteration}) as w:
+    with store.artifact_at(report_key, meta={"iteration": iteration, "inputs": inputs}) as w:
         w.write_json("report.json", summary)
     log.info("training data of iteration %d step %s: %s", iteration, step, {k: v.num_rows for k, v in tables.items()})
     return summary
+
+
+def _inputs_key(cfg: ArenaConfig, store: ArtifactStore, iteration: int, run: str, stages: list[str]) -> str:
+    """What a step's datasets depend on: its battle table, the rows accumulated from earlier iterations, the rules."""
+    from arena_ops.battle.parts import content_key
+
+    def sha(prefix: str) -> str | None:
+        return store.manifest(prefix).file("data.parquet").sha256 if store.is_committed(prefix) else None
+
+    earlier = {
+        s: [sha(layout.train_data(cfg.flywheel, it, s)) for it in store.list_iterations(cfg.flywheel) if it < iteration]
+        for s in stages
+        if stage(s).accumulate and cfg.training.accumulate
+    }
+    rules = [k_sft(cfg, iteration), cfg.training.k_dpo, cfg.models.target.name, stages]
+    return content_key(sha(layout.battles(cfg.flywheel, iteration, run)), earlier, rules)
 
 
 def _with_earlier(cfg: ArenaConfig, store: ArtifactStore, iteration: int, name: str, table: pa.Table) -> pa.Table:
