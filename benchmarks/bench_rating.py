@@ -7,7 +7,10 @@ matrix (each battle twice so a tie is one win each way), and a bootstrap that re
 baseline's bootstrap is timed on ``--baseline-rounds`` rounds and scaled to ``--rounds`` (printed as such): a
 1000-round per-battle bootstrap would take far too long to run in full. Both run in this one process, side by side.
 
-Run: ``.venv/bin/python benchmarks/bench_rating.py [--battles N] [--models M] [--rounds R]``.
+``--cli`` also times ``arena elo`` as a whole process on the same battles (a Parquet file), with and without plots:
+what a user waits for, imports included.
+
+Run: ``.venv/bin/python benchmarks/bench_rating.py [--battles N] [--models M] [--rounds R] [--cli]``.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1000)
     ap.add_argument("--baseline-rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cli", action="store_true", help="Also time `arena elo` as a whole process.")
     args = ap.parse_args()
 
     from threadpoolctl import threadpool_info
@@ -113,6 +117,40 @@ def main() -> None:
         f"{base_total / ours_total:>9.0f}"
     )
     print(f"goal: fit + {args.rounds} rounds < 2 s on 2 cores -> {'met' if ours_total < 2 else 'NOT met'}")
+    if args.cli:
+        whole_process(battles, args.rounds)
+
+
+def whole_process(battles: pa.Table, rounds: int) -> None:
+    """``arena elo`` end to end in a fresh interpreter: imports, reading the file, the fit, writing the board."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    arena = str(Path(sys.executable).parent / "arena")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "battles.parquet"
+        pq.write_table(battles, path)
+        cases = {
+            "python -c 'import arena_ops.cli' (imports only)": [sys.executable, "-c", "import arena_ops.cli"],
+            "arena elo --no-plots": [
+                arena,
+                "elo",
+                str(path),
+                "--out",
+                f"{tmp}/a",
+                f"--bootstrap={rounds}",
+                "--no-plots",
+            ],
+            "arena elo (with plots)": [arena, "elo", str(path), "--out", f"{tmp}/b", f"--bootstrap={rounds}"],
+        }
+        for name, cmd in cases.items():
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            print(f"{name:48}{time.perf_counter() - t0:>8.2f} s")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ every model answers ``/v1/models`` (or fails with the Serve status of each deplo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +106,6 @@ def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None
     Idempotent: an application that is running with the same settings (a fingerprint kept in Ray's KV store) is
     left alone, so calling ``up`` again — e.g. from each Airflow round — restarts nothing that did not change.
     """
-    from ray import serve
 
     if not any(spec.source.kind == "served" for spec in [*cfg.models.battlers(), cfg.models.judge]):
         log.info("no served models in the config (recorded/external only): nothing to deploy")
@@ -115,7 +116,29 @@ def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None
         kuberay.apply(cfg, target_path, timeout_s=timeout_s)
         return serving_base_url(cfg.serving)
     models = served_models(cfg, target_path)
+    with _driver(cfg):
+        return _deploy(cfg, models, timeout_s)
+
+
+@contextlib.contextmanager
+def _driver(cfg: ArenaConfig) -> Iterator[None]:
+    """Connected to Ray for the block only, when this call made the connection. Serve's applications are detached
+    and keep running; a process that stayed a driver (an Airflow task, `arena round run`, a test) would be exited by
+    Ray's core worker once that cluster goes away (`serve down`), taking the process with it."""
+    import ray
+
+    connected_here = not ray.is_initialized()
     connect(cfg)
+    try:
+        yield
+    finally:
+        if connected_here:
+            ray.shutdown()
+
+
+def _deploy(cfg: ArenaConfig, models: list[Any], timeout_s: float | None) -> str:
+    from ray import serve
+
     serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
     targets = [*model_targets(cfg, models, _cpu_bind(cfg)), router_target(cfg, models)]
     prints = {model_app_name(m.name): _fingerprint(m) for m in models}
