@@ -173,13 +173,17 @@ def bootstrap_bt(
 def online_elo(battles: pa.Table, k: float = 4.0) -> dict[str, float]:
     """Sequential Elo updates in row order (order-dependent by design; for comparison with the BT fit)."""
     models, ia, ib, outcome = encode(battles)
-    rating = np.full(len(models), INIT)
     points = np.array([1.0, 0.0, 0.5])[outcome]
+    # Inherently sequential. Plain Python floats in a list: numpy scalar indexing per step was 3x slower (0.86 s for
+    # 1M battles, most of `arena elo`'s time).
+    rating = [float(INIT)] * len(models)
+    base, scale = float(BASE), float(SCALE)
     for a, b, sa in zip(ia.tolist(), ib.tolist(), points.tolist(), strict=True):
-        ea = 1.0 / (1.0 + BASE ** ((rating[b] - rating[a]) / SCALE))
-        rating[a] += k * (sa - ea)
-        rating[b] += k * ((1.0 - sa) - (1.0 - ea))
-    return dict(zip(models, rating.tolist(), strict=True))
+        ra, rb = rating[a], rating[b]
+        delta = k * (sa - 1.0 / (1.0 + base ** ((rb - ra) / scale)))
+        rating[a] = ra + delta
+        rating[b] = rb - delta  # k * ((1 - sa) - (1 - ea)) = -delta
+    return dict(zip(models, rating, strict=True))
 
 
 def predicted_win_rate(ratings: np.ndarray) -> np.ndarray:
