@@ -142,12 +142,13 @@ def build_testsets(
     # Highest difficulty first; ties broken by prompt_id so the choice is deterministic.
     ids = hard_candidates["prompt_id"].to_pylist()
     order = sorted(rated, key=lambda i: (-ratings[i].difficulty, ids[i]))[: d.hard_size]
-    hard = hard_candidates.take(sorted(order)).drop_columns(["rating_raw", "rating_error"])
+    # Typed indices: an empty Python list would infer a null-typed array that `take` refuses (nothing was rated).
+    hard = hard_candidates.take(pa.array(sorted(order), pa.int64())).drop_columns(["rating_raw", "rating_error"])
     diverse = with_cluster.take(diverse_rows)
     mix = pa.concat_tables(
         [
-            diverse.append_column("subset", pa.array(["diverse"] * diverse.num_rows)),
-            hard.drop_columns(["difficulty"]).append_column("subset", pa.array(["hard"] * hard.num_rows)),
+            diverse.append_column("subset", pa.array(["diverse"] * diverse.num_rows, pa.string())),
+            hard.drop_columns(["difficulty"]).append_column("subset", pa.array(["hard"] * hard.num_rows, pa.string())),
         ]
     )
     return {"diverse": diverse, "hard": hard, "hard_candidates": hard_candidates, "mix": mix}

@@ -104,3 +104,18 @@ def test_testsets_diverse_covers_clusters_and_hard_keeps_the_hardest(tmp_path: P
     assert sum(c["difficulty"] is None for c in cands) == 1  # stored with its error, never guessed
     assert not set(tables["diverse"]["prompt_id"].to_pylist()) & {c["prompt_id"] for c in cands}
     assert tables["mix"].num_rows == tables["diverse"].num_rows + tables["hard"].num_rows
+
+
+def test_a_judge_that_rates_nothing_leaves_hard_empty_and_mix_diverse(tmp_path: Path) -> None:
+    """E.g. a recorded judge (the CPU configs' verifier setup): Hard is empty, Mix is Diverse, nothing fails."""
+    import asyncio
+
+    from arena_ops.data.testset import rate_difficulty
+
+    cfg = load_config(REPO / "configs/tiny-rounds.yaml", {"storage.root": f"file://{tmp_path}"})
+    texts = [f"What is {i} plus {i}? Answer with the number only." for i in range(40)]
+    ratings = asyncio.run(rate_difficulty(cfg, texts[:3]))
+    assert [r.difficulty for r in ratings] == [None] * 3 and "recorded model" in (ratings[0].error or "")
+    tables = build_testsets(cfg, _table(texts), embed, lambda xs: asyncio.run(rate_difficulty(cfg, xs)))
+    assert tables["hard"].num_rows == 0 and tables["hard_candidates"]["difficulty"].null_count > 0
+    assert tables["mix"].num_rows == tables["diverse"].num_rows > 0
