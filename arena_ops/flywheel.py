@@ -83,7 +83,7 @@ def step_battle_run(rnd: Round, cfg: ArenaConfig, store: ArtifactStore, st: Step
     scfg = with_target(cfg, model)
     meta = {"step": st.name, "slice": st.slice, "battled_model": model.uri if model else None}
     if model is not None:
-        meta["target_label"] = model.label
+        meta.update(target_label=model.label, target_name=cfg.models.target.name)
     return BattleRun(scfg, store, rnd.iteration, st.run, plan(scfg, read_shard(cfg, store, st.slice)), meta=meta)
 
 
@@ -208,7 +208,13 @@ def evaluate(ref: Ref, which: str, progress: Any = None, testsets: list[str] | N
             }
             continue
         ecfg = with_target(cfg, model, sample_limit=None)
-        meta = {"target_label": model.label, "evaluated_model": model.uri, "testset": ts, "iteration": rnd.iteration}
+        meta = {
+            "target_label": model.label,
+            "target_name": cfg.models.target.name,
+            "evaluated_model": model.uri,
+            "testset": ts,
+            "iteration": rnd.iteration,
+        }
         run = BattleRun(
             ecfg,
             store,

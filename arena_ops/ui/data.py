@@ -185,7 +185,7 @@ class ArenaReader:
             runs.add(run)
             files = ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else [])
             for name in files:
-                table = self.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS)
+                table = self._labelled(key, self.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS))
                 models.update(table["model_a"].to_pylist(), table["model_b"].to_pylist())
                 table = _filter(table, f)
                 if f.prompt and table.num_rows:
@@ -200,6 +200,18 @@ class ArenaReader:
             "models": sorted(models),
             "runs": sorted(runs),
         }
+
+    def _labelled(self, key: str, table: pa.Table) -> pa.Table:
+        """The target under the label of the version that battled (``name@i0-sft``), as the boards name it."""
+        meta = self.store.manifest(key).meta
+        name, label = meta.get("target_name"), meta.get("target_label")
+        if not (name and label):
+            return table
+        for col in ("model_a", "model_b"):
+            table = table.set_column(
+                table.column_names.index(col), col, pc.if_else(pc.equal(table[col], name), label, table[col])
+            )
+        return table
 
     def _match_prompt(self, key: str, table: pa.Table, needle: str) -> pa.Table:
         hit = pc.match_substring(table["prompt_id"], needle, ignore_case=True)
@@ -218,7 +230,7 @@ class ArenaReader:
         record, key = None, keys[0]
         for key in keys:
             for name in ("data.parquet", "invalid.parquet"):
-                table = self.store.read_table(f"{key}/{name}")
+                table = self._labelled(key, self.store.read_table(f"{key}/{name}"))
                 rows = table.filter(pc.equal(table["battle_id"], battle_id)).to_pylist()
                 if rows:
                     record = rows[0]

@@ -53,13 +53,18 @@ def seed(root: Path) -> Path:
     table = ingest([str(root / "prompts.jsonl")]).table
     for it, run in ((0, "sft-shard-000"), (1, "sft-shard-001"), (1, "eval-mix")):
         if run == "eval-mix":  # an evaluation: kept apart from the iterations, as flywheel.evaluate files it
-            meta = {"target_label": "alpha@i0-sft", "testset": "mix", "iteration": it}
+            meta = {"target_label": "alpha@i0-sft", "target_name": "alpha", "testset": "mix", "iteration": it}
             battle = BattleRun(
                 cfg, store, it, run, plan(cfg, table), base=layout.eval_base("ui", "mix"), table="i0-sft", meta=meta
             )
         else:
             battle = BattleRun(
-                cfg, store, it, run, plan(cfg, table), meta={"target_label": f"alpha@i{it}-sft" if it else "alpha@base"}
+                cfg,
+                store,
+                it,
+                run,
+                plan(cfg, table),
+                meta={"target_label": f"alpha@i{it}-sft" if it else "alpha@base", "target_name": "alpha"},
             )
         asyncio.run(battle.run_all())
         if run.startswith("sft"):

@@ -87,9 +87,13 @@ def test_json_shapes(client: TestClient) -> None:
 def test_battle_filters_and_paging(client: TestClient) -> None:
     get = lambda **p: client.get("/api/battles", params={"flywheel": "ui", **p}).json()  # noqa: E731
     assert get()["total"] == 72 and len(get(limit=10)["battles"]) == 10
-    pair = get(model_a="gamma", model_b="alpha")
-    assert pair["total"] == 24 and all({b["model_a"], b["model_b"]} == {"alpha", "gamma"} for b in pair["battles"])
-    assert get(model_a="alpha", model_b="gamma")["total"] == 24  # either order
+    # The target appears under the label of the version that battled, as on the boards.
+    pair = get(model_a="gamma", model_b="alpha@i1-sft")
+    assert pair["total"] == 8 and all(
+        {b["model_a"], b["model_b"]} == {"alpha@i1-sft", "gamma"} for b in pair["battles"]
+    )
+    assert get(model_a="alpha@i1-sft", model_b="gamma")["total"] == 8  # either order
+    assert get(model_a="alpha")["total"] == 0 and get(model_a="alpha@i0-sft", run="eval-mix")["total"] == 16
     won = get(verdict="beta")["battles"]
     assert won and all(b[b["winner"]] == "beta" for b in won)
     assert all(b["winner"] == "tie" for b in get(verdict="tie")["battles"])
