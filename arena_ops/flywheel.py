@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from arena_ops import layout
 from arena_ops.config import ArenaConfig, load_config
-from arena_ops.errors import ConfigError
+from arena_ops.errors import TrainingError
 from arena_ops.round import ModelRef, Round, Step, resolve
 from arena_ops.store import ArtifactStore
 from arena_ops.training.stage_registry import STAGES
@@ -179,7 +179,7 @@ def train(ref: Ref, stage: str, poll_s: float = 1.0, timeout_s: float = 6 * 3600
     deadline = time.monotonic() + timeout_s
     while not poll(ref, stage):
         if time.monotonic() > deadline:
-            raise ConfigError(f"{stage} job exceeded {timeout_s:.0f}s")
+            raise TrainingError(f"{stage} job of iteration {ref['iteration']} exceeded {timeout_s:.0f}s")
         time.sleep(poll_s)
     return finish(ref, stage)
 

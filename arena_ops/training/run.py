@@ -212,14 +212,9 @@ def poll_stage(cfg: ArenaConfig, store: ArtifactStore, job: TrainingJob) -> bool
         return False
     code = int(store.read_json(job.status_key).get("exit_code", 1))
     if code != 0:
-        tail = (
-            store.get_bytes(job.log_key).decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-            if store.exists(job.log_key)
-            else []
-        )
-        raise TrainingError(
-            f"training job failed (exit {code}); log {store.key_uri(job.log_key)}; last lines:\n" + "\n".join(tail)
-        )
+        text = store.get_bytes(job.log_key).decode(errors="replace") if store.exists(job.log_key) else ""
+        tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+        raise TrainingError(f"training job failed (exit {code}); log {store.key_uri(job.log_key)}; last lines:\n{tail}")
     return True
 
 

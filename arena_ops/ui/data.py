@@ -204,9 +204,10 @@ class ArenaReader:
     def _labelled(self, key: str, table: pa.Table) -> pa.Table:
         """The target under the label of the version that battled (``name@i0-sft``), as the boards name it."""
         meta = self.store.manifest(key).meta
-        name, label = meta.get("target_name"), meta.get("target_label")
-        if not (name and label):
+        label = meta.get("target_label")
+        if not label:
             return table
+        name = meta.get("target_name") or label.rsplit("@", 1)[0]  # a label is always `{name}@{tag}`
         for col in ("model_a", "model_b"):
             table = table.set_column(
                 table.column_names.index(col), col, pc.if_else(pc.equal(table[col], name), label, table[col])
