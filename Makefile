@@ -5,7 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip
+# pip runs from the environment's real path: console scripts get that path as their shebang, so they keep working
+# in every clone that links the cached environment (a shebang through one clone's `.venv` link dies with that clone).
+PIP     = "$$(readlink -f $(VENV))/bin/python" -m pip
 EXTRAS ?= cpu,dev,demo
 # Optional extra index for torch==2.13.0+cpu on machines whose pip config does not already provide it,
 # e.g. `make setup TORCH_INDEX=<the PyTorch CPU wheel index URL>`.
@@ -35,6 +37,7 @@ help:  ## list the targets
 
 setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo] (fast and harmless when already done)
 	@(cd / && $(CURDIR)/$(PY) -I -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))") \
+		&& test -x "$$(head -1 $(VENV)/bin/arena | cut -c3-)" \
 		|| { echo "pointing the editable install at $(CURDIR)"; $(PIP) install --quiet --no-deps -e . ; }
 	@$(PY) -c "import vllm, ray.serve, airflow.sdk, trl, deepspeed, arena_ops" \
 		&& echo "setup ok: vllm, ray.serve, airflow.sdk, trl, deepspeed and arena_ops import"
@@ -62,9 +65,10 @@ $(STAMP):
 RAY_JOB_TEST := tests/integration/test_training.py::test_ray_job_launcher_trains_and_registers
 LANE_A := tests/integration/test_battle.py tests/integration/test_dag_round.py \
 	tests/integration/test_flywheel_learning.py tests/integration/test_rounds.py tests/integration/test_serving.py \
-	$(RAY_JOB_TEST)
+	tests/integration/test_serving_ray_llm.py $(RAY_JOB_TEST)
 LANE_B := tests/unit tests/dags tests/deploy tests/gpu tests/integration/test_airflow_standalone.py \
-	tests/integration/test_training.py tests/integration/test_demo_model.py tests/integration/test_tiny_model.py
+	tests/integration/test_training.py tests/integration/test_demo_model.py tests/integration/test_tiny_model.py \
+	tests/integration/test_engine_replica.py
 test: setup browser  ## lint, then run the test suite in two parallel lanes (installs first)
 	$(PY) -m ruff check arena_ops dags plugins tests benchmarks
 	@mkdir -p .arena; start=$$(date +%s); \

@@ -128,16 +128,32 @@ def serve_up(
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait (default: serving.deploy_timeout_s).")] = None,
 ) -> None:
     """Start a local Ray head if none, deploy every served model, wait until ready, print the endpoint."""
-    from arena_ops.serving.deploy import up
+    from arena_ops.serving.deploy import deploy
 
     cfg = _load(ctx, config)
     with console.status("deploying models on Ray Serve…"):
-        endpoint = up(cfg, target_path=target, timeout_s=timeout)
+        done = deploy(cfg, target_path=target, timeout_s=timeout)
+    _print_startup(done)
     console.print(
-        f"[green]ready[/green]: OpenAI-compatible endpoint {endpoint}/v1 (models: "
+        f"[green]ready[/green] in {done.seconds:.0f} s: OpenAI-compatible endpoint {done.endpoint}/v1 (models: "
         f"{', '.join(m.name for m in _served(cfg))})"
     )
-    sys.stdout.write(endpoint + "\n")
+    sys.stdout.write(done.endpoint + "\n")
+
+
+def _print_startup(done) -> None:  # done: serving.deploy.Deployment
+    """Where each (re)deployed engine's start-up time went."""
+    if not done.startup:
+        return
+    from rich.table import Table
+
+    from arena_ops.serving.deploy import PHASES
+
+    title = f"engine start-up, seconds per phase (after {done.cluster_s:.1f} s for Ray and Serve)"
+    table = Table("model", *PHASES.values(), "total", title=title, title_justify="left")
+    for model, phases in done.startup.items():
+        table.add_row(model, *(f"{phases.get(p, 0):.1f}" for p in [*PHASES.values(), "total"]))
+    console.print(table)
 
 
 @serve_app.command("update-target")
@@ -151,8 +167,12 @@ def serve_update_target(
     from arena_ops.serving.deploy import update_target
 
     cfg = _load(ctx, config)
-    update_target(cfg, weights, timeout_s=timeout)
-    console.print(f"[green]ready[/green]: {cfg.models.target.name} now serves {weights}")
+    done = update_target(cfg, weights, timeout_s=timeout)
+    _print_startup(done)
+    console.print(
+        f"[green]ready[/green] in {done.seconds:.0f} s: {cfg.models.target.name} now serves {weights} "
+        f"(redeployed: {', '.join(done.deployed) or 'nothing, already serving it'})"
+    )
 
 
 @serve_app.command("status")

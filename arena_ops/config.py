@@ -354,6 +354,12 @@ class ServingConfig(_Section):
         description="Serving managed by this KubeRay RayService: `serve up` patches its serveConfigV2 (the new "
         "target checkpoint) and waits for KubeRay, instead of deploying through Ray. None = arena deploys itself.",
     )
+    backend: Literal["vllm", "ray-serve-llm"] = Field(
+        "vllm",
+        description="How a model is served: `vllm` = a plain Serve deployment wrapping vLLM's AsyncLLM and its OpenAI "
+        "app (fractional CPUs, no placement group: starts in seconds); `ray-serve-llm` = `ray.serve.llm` "
+        "(placement groups across GPUs/nodes for tensor parallelism, its routing and autoscaling policies).",
+    )
     ray_address: str | None = Field(None, description="Ray cluster to deploy on; None starts/uses a local Ray.")
     host: str = Field("127.0.0.1", description="Ray Serve HTTP host.")
     port: int = Field(8000, ge=1, le=65535, description="Ray Serve HTTP port.")

@@ -1,10 +1,24 @@
-"""Serving overhead: the same prompts through (a) ``vllm.LLM.chat`` in-process and (b) the Ray Serve application
-(router → per-model OpenAI ingress → vLLM) via arena's async client at concurrency 32. Prints tokens/s of each and
-the ratio b/a. Each request generates exactly ``--max-tokens`` tokens (``min_tokens`` = ``max_tokens``), so both
-sides do the same work. Deploy time is reported but excluded from the throughput.
+"""Serving, measured side by side in one run. Three modes:
 
-Run: ``.venv/bin/python benchmarks/bench_serving.py --model .arena/models/gemma-3-270m`` (``make demo-model``
-prepares it) or ``--model tiny`` for a tiny random model. ``--device gpu`` on a CUDA machine.
+``throughput``  the same prompts through (a) ``vllm.LLM.chat`` in-process, (b) the Ray Serve deployment through the
+                router via arena's async client at concurrency 32 and (c) straight to the model's own route (no router
+                hop). Each request generates exactly ``--max-tokens`` tokens (``min_tokens`` = ``max_tokens``), so all
+                sides do the same work; deploy time is reported, not counted. Prints tok/s and the ratios b/a, c/a.
+``startup``     ``serve up`` of a config from nothing (the local Ray head included) with each engine's start-up
+                phases, then ``serve update-target`` to new weights twice (a tiny config gets new random weights;
+                other targets a copy of their weights under a new path), then ``serve down``.
+``battles``     battles per hour on a config's served models: one battle run (generation + judging, both games)
+                over ``--prompts`` prompts of its corpus, serving already up or brought up first.
+
+Run, e.g.::
+
+    .venv/bin/python benchmarks/bench_serving.py throughput --model .arena/models/gemma-3-270m
+    .venv/bin/python benchmarks/bench_serving.py throughput --model tiny --backend ray-serve-llm
+    .venv/bin/python benchmarks/bench_serving.py startup --config configs/tiny.yaml
+    .venv/bin/python benchmarks/bench_serving.py battles --config configs/demo.yaml --prompts 24
+
+``make demo-model`` prepares Gemma 3 270M; ``--device gpu`` on a CUDA machine. Every mode prints one JSON line last
+(``--json``-style, for scripts such as ``benchmarks/gpu_check.sh``).
 """
 
 from __future__ import annotations
@@ -13,9 +27,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SHARED_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mt_bench_questions.jsonl"
 
@@ -26,6 +42,9 @@ def prompts(n: int) -> list[str]:
     else:
         qs = [f"Write a short paragraph about topic number {i}." for i in range(n)]
     return [qs[i % len(qs)] for i in range(n)]
+
+
+# throughput -----------------------------------------------------------------------------------------------------
 
 
 def in_process(model: str, texts: list[str], max_tokens: int, args: argparse.Namespace) -> tuple[float, int]:
@@ -50,11 +69,8 @@ def in_process(model: str, texts: list[str], max_tokens: int, args: argparse.Nam
     return elapsed, tokens
 
 
-def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespace):
-    from arena_ops.config import ArenaConfig, SamplingConfig
-    from arena_ops.serving import deploy
-    from arena_ops.serving.app import model_route
-    from arena_ops.serving.client import ChatClient
+def bench_config(model: str, args: argparse.Namespace) -> Any:
+    from arena_ops.config import ArenaConfig
 
     engine = {
         "device": args.device,
@@ -64,7 +80,7 @@ def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespa
         "enforce_eager": args.device == "cpu",
     }
     external = {"kind": "external", "base_url": "http://127.0.0.1:9/v1", "model": "unused"}
-    cfg = ArenaConfig.model_validate(
+    return ArenaConfig.model_validate(
         {
             "flywheel": "bench",
             "storage": {"root": f"file://{tempfile.mkdtemp()}"},
@@ -73,9 +89,18 @@ def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespa
                 "competitors": [{"name": "unused", "source": external}],
                 "judge": {"name": "unused-judge", "source": external},
             },
-            "serving": {"port": args.port, "deploy_timeout_s": 900},
+            "serving": {"backend": args.backend, "port": args.port, "deploy_timeout_s": 900},
         }
     )
+
+
+def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespace):
+    from arena_ops.config import SamplingConfig
+    from arena_ops.serving import deploy
+    from arena_ops.serving.app import model_route
+    from arena_ops.serving.client import ChatClient
+
+    cfg = bench_config(model, args)
     t0 = time.perf_counter()
     url = deploy.up(cfg)
     deploy_s = time.perf_counter() - t0
@@ -98,18 +123,7 @@ def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespa
     return elapsed, tokens, deploy_s, direct
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=".arena/models/gemma-3-270m")
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    ap.add_argument("--dtype", default="float32")  # as configs/demo.yaml: bf16 is slow on CPUs without AVX512-BF16
-    ap.add_argument("--max-model-len", type=int, default=1024)
-    ap.add_argument("--kv-cache-gib", type=float, default=1.0)
-    ap.add_argument("--port", type=int, default=8199)
-    args = ap.parse_args()
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(args.kv_cache_gib))))
     model = args.model
@@ -122,17 +136,148 @@ def main() -> None:
 
     a_s, a_tok = in_process(model, texts, args.max_tokens, args)
     b_s, b_tok, deploy_s, (c_s, c_tok) = served(model, texts, args.max_tokens, args)
-    a_rate, b_rate = a_tok / a_s, b_tok / b_s
+    a_rate, b_rate, c_rate = a_tok / a_s, b_tok / b_s, c_tok / c_s
     print(f"model {model}, {args.prompts} prompts x {args.max_tokens} tokens, device {args.device}")
-    print(f"(a) vllm.LLM.chat in-process      {a_tok:>6} tokens in {a_s:7.2f} s = {a_rate:8.1f} tok/s")
+    print(f"(a) vllm.LLM.chat in-process        {a_tok:>6} tokens in {a_s:7.2f} s = {a_rate:8.1f} tok/s")
     print(
-        f"(b) Ray Serve via client (c={args.concurrency}) {b_tok:>6} tokens in {b_s:7.2f} s = {b_rate:8.1f} tok/s"
-        f"  (deploy {deploy_s:.0f} s, excluded)"
+        f"(b) Ray Serve ({args.backend}) via the router, c={args.concurrency} {b_tok:>6} tokens in {b_s:7.2f} s "
+        f"= {b_rate:8.1f} tok/s  (deploy {deploy_s:.0f} s, excluded)"
     )
+    print(f"(c) same, straight to the model's route {c_tok:>6} tokens in {c_s:7.2f} s = {c_rate:8.1f} tok/s")
+    print(f"ratio b/a = {b_rate / a_rate:.2f} (goal >= 0.9); c/a = {c_rate / a_rate:.2f}")
+    return {
+        "mode": "throughput",
+        "model": model,
+        "backend": args.backend,
+        "device": args.device,
+        "in_process_tok_s": round(a_rate, 1),
+        "router_tok_s": round(b_rate, 1),
+        "direct_tok_s": round(c_rate, 1),
+        "router_over_in_process": round(b_rate / a_rate, 3),
+        "direct_over_in_process": round(c_rate / a_rate, 3),
+        "deploy_s": round(deploy_s, 1),
+    }
+
+
+# startup --------------------------------------------------------------------------------------------------------
+
+
+def startup(args: argparse.Namespace) -> dict[str, Any]:
+    from arena_ops.config import load_config
+    from arena_ops.serving import deploy
+    from arena_ops.serving.app import served_models
+    from arena_ops.tiny_model import build_tiny_chat_model
+
+    cfg = load_config(args.config)
+    deploy.down(cfg)  # from nothing: no Ray head, no Serve
+    t0 = time.perf_counter()
+    up = deploy.deploy(cfg)
+    up_wall = time.perf_counter() - t0
+    print(f"serve up {args.config}: {up_wall:.1f} s wall ({up.cluster_s:.1f} s Ray and Serve); per engine:")
+    for model, phases in up.startup.items():
+        print(f"  {model:<24} {phases}")
+    (target,) = [m for m in served_models(cfg) if m.name == cfg.models.target.name]
+    swaps = []
+    scratch = Path(tempfile.mkdtemp(prefix="bench-swap-"))
+    try:
+        for i in range(args.swaps):
+            if target.tiny is not None:
+                new = build_tiny_chat_model(scratch / f"w{i}", arch=target.tiny.arch, seed=100 + i)
+            else:  # the same weights under a new path: the engine still loads them anew
+                new = scratch / f"w{i}"
+                shutil.copytree(target.path, new)
+            t = time.perf_counter()
+            done = deploy.update_target(cfg, str(new))
+            wall = time.perf_counter() - t
+            swaps.append(round(wall, 2))
+            print(f"update-target #{i + 1}: {wall:.1f} s wall; redeployed {done.deployed}; {done.startup}")
+    finally:
+        deploy.down(cfg)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "mode": "startup",
+        "config": str(args.config),
+        "backend": cfg.serving.backend,
+        "serve_up_s": round(up_wall, 1),
+        "cluster_s": up.cluster_s,
+        "engines": up.startup,
+        "update_target_s": swaps,
+    }
+
+
+# battles --------------------------------------------------------------------------------------------------------
+
+
+def battles(args: argparse.Namespace) -> dict[str, Any]:
+    from arena_ops.battle.run import BattleRun, plan
+    from arena_ops.config import load_config
+    from arena_ops.data.pipeline import ensure_shards, read_shard
+    from arena_ops.serving import deploy
+    from arena_ops.store import ArtifactStore
+
+    cfg = load_config(args.config)
+    scratch = tempfile.mkdtemp(prefix="bench-battles-")
+    cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": f"file://{scratch}"})})
+    store = ArtifactStore.from_config(cfg.storage)
+    ensure_shards(cfg, store)
+    rows = read_shard(cfg, store, 0).slice(0, args.prompts)
+    t0 = time.perf_counter()
+    deploy.up(cfg)
+    up_s = time.perf_counter() - t0
+    run = BattleRun(cfg, store, 0, "bench", plan(cfg, rows))
+    try:
+        t = time.perf_counter()
+        asyncio.run(run.generate())
+        gen_s = time.perf_counter() - t
+        t = time.perf_counter()
+        asyncio.run(run.judge())
+        judge_s = time.perf_counter() - t
+        summary = run.build()
+    finally:
+        if args.down:
+            deploy.down(cfg)
+        shutil.rmtree(scratch, ignore_errors=True)
+    n = summary["battles"] + summary["invalid"]  # an invalid verdict cost the same generation and judging
+    per_hour = n / ((gen_s + judge_s) / 3600)
     print(
-        f"(c) same, straight to the model's app (no router hop) {c_tok} tokens in {c_s:.2f} s = {c_tok / c_s:.1f} tok/s"
+        f"{args.config}: {n} battles over {len(rows)} prompts; generation {gen_s:.1f} s, judging {judge_s:.1f} s "
+        f"(serving up in {up_s:.0f} s, not counted) -> {per_hour:,.0f} battles/hour"
     )
-    print(f"ratio b/a = {b_rate / a_rate:.2f} (goal >= 0.8); c/a = {c_tok / c_s / a_rate:.2f}")
+    return {
+        "mode": "battles",
+        "config": str(args.config),
+        "prompts": len(rows),
+        "battles": n,
+        "generate_s": round(gen_s, 1),
+        "judge_s": round(judge_s, 1),
+        "battles_per_hour": round(per_hour),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("throughput", help="router vs in-process vLLM on the same prompts")
+    t.add_argument("--model", default=".arena/models/gemma-3-270m")
+    t.add_argument("--backend", choices=["vllm", "ray-serve-llm"], default="vllm")
+    t.add_argument("--prompts", type=int, default=64)
+    t.add_argument("--max-tokens", type=int, default=64)
+    t.add_argument("--concurrency", type=int, default=32)
+    t.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    t.add_argument("--dtype", default="float32")  # as configs/demo.yaml: bf16 was 3.8x slower on this CPU
+    t.add_argument("--max-model-len", type=int, default=1024)
+    t.add_argument("--kv-cache-gib", type=float, default=1.0)
+    t.add_argument("--port", type=int, default=8199)
+    s = sub.add_parser("startup", help="serve up from nothing, update-target, serve down")
+    s.add_argument("--config", default="configs/tiny.yaml")
+    s.add_argument("--swaps", type=int, default=2)
+    b = sub.add_parser("battles", help="battles per hour on a config's served models")
+    b.add_argument("--config", default="configs/tiny.yaml")
+    b.add_argument("--prompts", type=int, default=32)
+    b.add_argument("--down", action="store_true", help="take serving down afterwards")
+    args = ap.parse_args()
+    result = {"throughput": throughput, "startup": startup, "battles": battles}[args.mode](args)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -192,25 +192,35 @@ class BattleRun:
         return content_key("battle", pid, a, keys[pid, a], b, keys[pid, b], judge.hash)
 
     async def judge(self, progress: Progress | None = None, chunk: tuple[int, int] | None = None) -> dict[str, int]:
-        """Judge every game (or chunk ``(i, n)``: the i-th of n disjoint slices; Airflow maps judging over chunks)."""
+        """Judge every game (or chunk ``(i, n)``: the i-th of n disjoint slices of the battles; Airflow maps judging
+        over chunks). Both games of a battle are one unit: sent to the judge together, in the same wave of
+        requests, and committed together."""
         judge = self.open_judge()
         try:
             games = self.games(judge)
             if chunk is not None:
                 i, n = chunk
-                games = [g for g in games if int(g.key, 16) % n == i]
+                games = [g for g in games if int(g.battle_id, 16) % n == i]
             done = self.judgments.done_keys()
-            todo = [g for g in games if g.key not in done]
+            todo: dict[str, list[Game]] = {}
+            for g in games:
+                if g.key not in done:
+                    todo.setdefault(g.battle_id, []).append(g)
+            n_todo = sum(map(len, todo.values()))
             if todo and judge.participant is not None and judge.participant.client is not None:
                 await judge.participant.client.ready(self.cfg.serving.deploy_timeout_s)
-            log.info("judge %s: %d games to do, %d already stored", self.run, len(todo), len(games) - len(todo))
-            advance = progress("judge", len(todo)) if progress else None
-            outcome = await execute(todo, judge.play, self.judgments, self.cfg.battle.chunk_size, advance)
+            log.info("judge %s: %d games to do, %d already stored", self.run, n_todo, len(games) - n_todo)
+            advance = progress("judge", len(todo)) if progress else None  # battles
+
+            async def play_both(pair: list[Game]) -> list[dict[str, Any]]:
+                return [row for rows in await asyncio.gather(*map(judge.play, pair)) for row in rows]
+
+            outcome = await execute(list(todo.values()), play_both, self.judgments, self.cfg.battle.chunk_size, advance)
         finally:
             if judge.participant is not None:
                 await judge.participant.aclose()
-        _raise_on_failures("judging", [(f"{g.battle_id}/game{g.game}", e) for g, e in outcome.failures])
-        return {"judged": outcome.done, "reused": len(games) - len(todo)}
+        _raise_on_failures("judging", [(f"{pair[0].battle_id}", e) for pair, e in outcome.failures])
+        return {"judged": n_todo - sum(len(pair) for pair, _ in outcome.failures), "reused": len(games) - n_todo}
 
     # Battle table ----------------------------------------------------------------------------------------------
 

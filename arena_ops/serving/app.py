@@ -1,6 +1,6 @@
-"""Build the Ray Serve LLM applications from the config: one vLLM application per served model
-(``ray.serve.llm.build_openai_app``) and one OpenAI-compatible router in front of them, routed by model id
-(:mod:`arena_ops.serving.router` says why they are separate applications).
+"""Build the Ray Serve applications from the config: one vLLM application per served model (``serving.backend``:
+:mod:`arena_ops.serving.engine`, or ``ray.serve.llm.build_openai_app``) and one OpenAI-compatible router in front of
+them, routed by model id (:mod:`arena_ops.serving.router` says why they are separate applications).
 
 Only this module and :mod:`arena_ops.serving.deploy` import Ray; both do it lazily, so the config and client stay
 light (Airflow workers and the battle code never import Ray or vLLM).
@@ -114,15 +114,9 @@ def engine_kwargs(engine: EngineConfig) -> dict[str, Any]:
     return kwargs
 
 
-def llm_config(model: ServedModel, storage: StorageConfig, cpu_threads_bind: str | None = None):  # -> LLMConfig
-    from ray.serve.llm import LLMConfig
-
-    return LLMConfig(**llm_options(model, local_model_dir(model, storage), cpu_threads_bind))
-
-
 def llm_options(model: ServedModel, model_source: Any, cpu_threads_bind: str | None = None) -> dict[str, Any]:
-    """The ``LLMConfig`` fields of one model, as plain data: what :func:`llm_config` deploys and what
-    :func:`serve_config` declares (the Helm chart's RayService renders the same, see helm/arena-flywheel)."""
+    """The ``LLMConfig`` fields of one model (backend ``ray-serve-llm``), as plain data: what :func:`serve_config`
+    declares (the Helm chart's RayService renders the same, see helm/arena-flywheel)."""
     e = model.engine
     options: dict[str, Any] = {
         "model_loading_config": {"model_id": model.name, "model_source": model_source},
@@ -147,6 +141,9 @@ def llm_options(model: ServedModel, model_source: Any, cpu_threads_bind: str | N
 
 
 ROUTER_APP = "arena-router"
+ROUTER_IMPORT_PATH = "arena_ops.serving.router:build_router"
+ENGINE_IMPORT_PATH = "arena_ops.serving.engine:build_engine_app"
+ENGINE_DEPLOYMENT = "VLLMServer"  # arena_ops.serving.engine.DEPLOYMENT (that module imports Ray; this one does not)
 
 
 def model_slug(name: str) -> str:
@@ -161,56 +158,77 @@ def model_app_name(name: str) -> str:
     return f"arena-model-{model_slug(name)}"
 
 
-def model_targets(cfg: ArenaConfig, models: list[ServedModel], cpu_threads_bind: str | None = None) -> list:
-    """One Serve application per model (``build_openai_app`` with one LLM config) under ``/m/<model>``."""
-    from ray.serve import RunTarget
-    from ray.serve.llm import build_openai_app
+def engine_app(cfg: ArenaConfig, m: ServedModel, cpu_threads_bind: str | None = None) -> dict[str, Any]:
+    """One model's application (backend ``vllm``, :mod:`arena_ops.serving.engine`) in a declarative Serve config.
+    Engine and storage settings are passed as the config states them (the replica fills in the defaults); the weights
+    are the deployment's ``user_config``, so a new target checkpoint reconfigures the running replicas."""
+    e = m.engine
+    args: dict[str, Any] = {
+        "model_id": m.name,
+        "engine": e.model_dump(mode="json", exclude_unset=True),
+        "storage": cfg.storage.model_dump(mode="json", exclude_unset=True),
+    }
+    if cpu_threads_bind:
+        args["cpu_threads_bind"] = cpu_threads_bind
+    weights: dict[str, Any] = {"path": m.path}
+    if m.tiny is not None:
+        weights["tiny"] = m.tiny.model_dump(mode="json", exclude_unset=True)
+    actor: dict[str, Any] = {"num_cpus": e.cpus_per_replica}
+    if e.device == "gpu":
+        actor["num_gpus"] = e.tensor_parallel_size
+    deployment = {
+        "name": ENGINE_DEPLOYMENT,
+        "ray_actor_options": actor,
+        "autoscaling_config": {
+            "min_replicas": e.min_replicas,
+            "max_replicas": e.max_replicas,
+            "initial_replicas": max(e.min_replicas, 1),
+        },
+        "user_config": weights,
+    }
+    return {
+        "name": model_app_name(m.name),
+        "route_prefix": model_route(m.name),
+        "import_path": ENGINE_IMPORT_PATH,
+        "args": args,
+        "deployments": [deployment],
+    }
 
-    return [
-        RunTarget(
-            build_openai_app({"llm_configs": [llm_config(m, cfg.storage, cpu_threads_bind)]}),
-            name=model_app_name(m.name),
-            route_prefix=model_route(m.name),
-        )
-        for m in models
-    ]
+
+def ray_llm_app(m: ServedModel, model_source: Any, cpu_threads_bind: str | None = None) -> dict[str, Any]:
+    """One model's application (backend ``ray-serve-llm``: ``ray.serve.llm.build_openai_app``)."""
+    return {
+        "name": model_app_name(m.name),
+        "route_prefix": model_route(m.name),
+        "import_path": "ray.serve.llm:build_openai_app",
+        "args": {"llm_configs": [llm_options(m, model_source, cpu_threads_bind)]},
+    }
 
 
-def router_target(cfg: ArenaConfig, models: list[ServedModel]):  # -> RunTarget
-    """The OpenAI-compatible ingress at ``serving.route_prefix``, forwarding by model id."""
-    from ray.serve import RunTarget
-
-    from arena_ops.serving.router import Router
-
-    return RunTarget(Router.bind(router_upstreams(cfg, models)), name=ROUTER_APP, route_prefix=cfg.serving.route_prefix)
-
-
-def router_upstreams(cfg: ArenaConfig, models: list[ServedModel]) -> dict[str, str]:
-    """Model id → its application's URL. Through the Serve proxy on the router's own node (Serve runs a proxy on
-    every node)."""
+def router_upstreams(cfg: ArenaConfig, models: list[ServedModel]) -> dict[str, Any]:
+    """Model id → where the router sends its requests. Backend ``vllm``: the model's application, called through a
+    deployment handle (no second HTTP hop). ``ray-serve-llm``: its URL through the Serve proxy on the router's own
+    node (Serve runs a proxy on every node)."""
+    if cfg.serving.backend == "vllm":
+        return {m.name: {"app": model_app_name(m.name)} for m in models}
     base = f"http://127.0.0.1:{cfg.serving.port}"
     return {m.name: base + model_route(m.name) for m in models}
 
 
-ROUTER_IMPORT_PATH = "arena_ops.serving.router:build_router"
-
-
-def serve_config(cfg: ArenaConfig, target_path: str | None = None) -> dict[str, Any]:
-    """The declarative Serve config of what :func:`arena_ops.serving.deploy.up` deploys — one ``build_openai_app``
-    application per served model plus the router — for ``serve deploy`` and a KubeRay RayService's
-    ``serveConfigV2``. Weights stay where the config says: ``s3://`` prefixes become Ray's ``bucket_uri`` (each
-    replica downloads them), Hugging Face ids and paths are passed as they are. ``target_path``: this round's target
-    weights, as for ``up``."""
+def serve_config(
+    cfg: ArenaConfig, target_path: str | None = None, cpu_threads_bind: str | None = None, host: str = "0.0.0.0"
+) -> dict[str, Any]:
+    """The declarative Serve config (``ServeDeploySchema``) of the whole serving layer — one engine application per
+    served model plus the router: what :func:`arena_ops.serving.deploy.up` applies and what a KubeRay RayService's
+    ``serveConfigV2`` holds (the Helm chart renders the same). Weights stay where the config says and each replica
+    fetches them on its node (``s3://`` prefixes: the engine app downloads them; ``ray.serve.llm`` as a
+    ``bucket_uri``); Hugging Face ids and paths are passed as they are. ``target_path``: this round's target weights,
+    as for ``up``; ``cpu_threads_bind``: vLLM's CPU thread binding (a local head binds every core)."""
     models = served_models(cfg, target_path)
-    apps: list[dict[str, Any]] = [
-        {
-            "name": model_app_name(m.name),
-            "route_prefix": model_route(m.name),
-            "import_path": "ray.serve.llm:build_openai_app",
-            "args": {"llm_configs": [llm_options(m, _declared_source(m.path))]},
-        }
-        for m in models
-    ]
+    if cfg.serving.backend == "vllm":
+        apps = [engine_app(cfg, m, cpu_threads_bind) for m in models]
+    else:
+        apps = [ray_llm_app(m, _declared_source(m.path), cpu_threads_bind) for m in models]
     apps.append(
         {
             "name": ROUTER_APP,
@@ -219,7 +237,7 @@ def serve_config(cfg: ArenaConfig, target_path: str | None = None) -> dict[str, 
             "args": {"upstreams": router_upstreams(cfg, models)},
         }
     )
-    return {"http_options": {"host": "0.0.0.0", "port": cfg.serving.port}, "applications": apps}
+    return {"http_options": {"host": host, "port": cfg.serving.port}, "applications": apps}
 
 
 def _declared_source(path: str) -> Any:

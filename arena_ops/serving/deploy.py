@@ -19,12 +19,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arena_ops.config import ArenaConfig
 from arena_ops.errors import ServingError
-from arena_ops.serving.app import ROUTER_APP, model_app_name, model_targets, router_target, served_models
+from arena_ops.serving.app import (
+    ENGINE_DEPLOYMENT,
+    ENGINE_IMPORT_PATH,
+    ROUTER_APP,
+    local_model_dir,
+    model_app_name,
+    serve_config,
+    served_models,
+)
 from arena_ops.serving.client import ChatClient, serving_base_url
 
 log = logging.getLogger(__name__)
@@ -100,24 +109,83 @@ def connect(cfg: ArenaConfig, start: bool = True) -> str:
     return address
 
 
+@dataclass
+class Deployment:
+    """What one ``up`` did: the endpoint, the applications it (re)deployed, and how long each engine took to start."""
+
+    endpoint: str
+    deployed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    cluster_s: float = 0.0  # of which: Ray (a local head is started when none runs) and Serve's controller and proxy
+    deploy_started: float = field(default_factory=time.time)
+    # model id → start-up phase (see PHASES) → seconds, backend ``vllm``.
+    startup: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+PHASES = {
+    "replica_started": "actor",  # a new replica: Ray scheduling, worker process, Serve's replica wrapper
+    "vllm_imported": "import",
+    "load_started": "cfg",  # Serve hands the replica its weights (a swap of weights starts here)
+    "weights_local": "weights",
+    "engine_ready": "engine",
+    "app_ready": "app",
+    "first_token": "token",
+}
+
+
 def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None = None) -> str:
     """Deploy every served model and the router, wait until all answer; return the OpenAI-compatible base URL.
 
     Idempotent: an application that is running with the same settings (a fingerprint kept in Ray's KV store) is
     left alone, so calling ``up`` again — e.g. from each Airflow round — restarts nothing that did not change.
     """
+    return deploy(cfg, target_path, timeout_s).endpoint
 
+
+def deploy(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None = None) -> Deployment:
+    """:func:`up`, reporting what was deployed and each engine's start-up timeline."""
     if not any(spec.source.kind == "served" for spec in [*cfg.models.battlers(), cfg.models.judge]):
         log.info("no served models in the config (recorded/external only): nothing to deploy")
-        return serving_base_url(cfg.serving)
+        return Deployment(serving_base_url(cfg.serving))
     if cfg.serving.rayservice is not None:  # KubeRay owns the applications: ask it (see serving.kuberay)
         from arena_ops.serving import kuberay
 
         kuberay.apply(cfg, target_path, timeout_s=timeout_s)
-        return serving_base_url(cfg.serving)
+        return Deployment(serving_base_url(cfg.serving))
     models = served_models(cfg, target_path)
+    started = time.time()
     with _driver(cfg):
-        return _deploy(cfg, models, timeout_s)
+        result = _deploy(cfg, target_path, timeout_s)
+        if cfg.serving.backend == "vllm":
+            result.startup = _startup(models, result.deployed, result.deploy_started)
+    result.seconds = round(time.time() - started, 1)
+    result.cluster_s = round(result.deploy_started - started, 1)
+    return result
+
+
+def _startup(models: list[Any], deployed: list[str], since: float) -> dict[str, dict[str, float]]:
+    """Each (re)deployed engine's phases, from the timestamps its replica recorded (see serving.engine)."""
+    from ray import serve
+
+    out = {}
+    for m in models:
+        app = model_app_name(m.name)
+        if app not in deployed:
+            continue
+        try:
+            handle = serve.get_deployment_handle(ENGINE_DEPLOYMENT, app)
+            stamps = handle.startup_timeline.remote().result(timeout_s=30)
+        except Exception as exc:  # a report, not a reason to fail a deployment that is up
+            log.warning("no start-up timeline from %s: %s", app, exc)
+            continue
+        phases, last = {}, since
+        for key, name in PHASES.items():
+            if key in stamps:
+                phases[name] = round(stamps[key] - last, 2)
+                last = stamps[key]
+        phases["total"] = round(last - since, 2)
+        out[m.name] = phases
+    return out
 
 
 @contextlib.contextmanager
@@ -136,31 +204,50 @@ def _driver(cfg: ArenaConfig) -> Iterator[None]:
             ray.shutdown()
 
 
-def _deploy(cfg: ArenaConfig, models: list[Any], timeout_s: float | None) -> str:
+def _deploy(cfg: ArenaConfig, target_path: str | None, timeout_s: float | None) -> Deployment:
+    """Apply the declarative config of every app (Serve's own config path, as a RayService does): apps whose config
+    is unchanged are left alone, an engine app whose weights alone changed reconfigures its running replicas, any
+    other change restarts that app only."""
     from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
 
     serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
-    targets = [*model_targets(cfg, models, _cpu_bind(cfg)), router_target(cfg, models)]
-    prints = {model_app_name(m.name): _fingerprint(m) for m in models}
-    prints[ROUTER_APP] = _fingerprint((cfg.serving.port, cfg.serving.route_prefix, sorted(m.name for m in models)))
+    config = serve_config(cfg, target_path, _cpu_bind(cfg), host=cfg.serving.host)
+    if cfg.serving.backend == "ray-serve-llm":
+        _local_weights(cfg, target_path)
+    apps = {app["name"]: app for app in config["applications"]}
+    prints = {name: _fingerprint(app) for name, app in apps.items()}
     running = serve.status().applications
-    stale = [
-        t
-        for t in targets
-        if _last(getattr(running.get(t.name), "status", "")) != "RUNNING" or _kv_get(t.name) != prints[t.name]
-    ]
+    stale = [n for n in apps if _last(getattr(running.get(n), "status", "")) != "RUNNING" or _kv_get(n) != prints[n]]
+    deploy_started = time.time()
     if stale:
-        log.info("deploying %s", [t.name for t in stale])
-        serve.run_many(stale, wait_for_applications_running=False)  # in parallel; wait below
-    wait_ready(cfg, [t.name for t in targets], timeout_s if timeout_s is not None else cfg.serving.deploy_timeout_s)
-    for t in stale:
-        _kv_put(t.name, prints[t.name])
-    return serving_base_url(cfg.serving)
+        log.info("deploying %s", stale)
+        # The whole config, always (Serve deletes apps it does not list); the public `serve deploy` does the same
+        # through the dashboard's REST API, which a remote cluster may not expose to this client.
+        _get_global_client().deploy_apps(ServeDeploySchema.parse_obj(config))
+    weights = {
+        name: app["deployments"][0]["user_config"]
+        for name, app in apps.items()
+        if name in stale and app.get("import_path") == ENGINE_IMPORT_PATH
+    }
+    wait_ready(cfg, list(apps), timeout_s if timeout_s is not None else cfg.serving.deploy_timeout_s, weights)
+    for name in stale:
+        _kv_put(name, prints[name])
+    return Deployment(serving_base_url(cfg.serving), stale, deploy_started=deploy_started)
 
 
-def update_target(cfg: ArenaConfig, target_path: str, timeout_s: float | None = None) -> str:
+def _local_weights(cfg: ArenaConfig, target_path: str | None) -> None:
+    """``ray.serve.llm`` loads what its config names: build configured tiny models that do not exist yet (engine
+    apps do that in the replica)."""
+    for m in served_models(cfg, target_path):
+        if m.tiny is not None and not m.path.startswith("s3://"):
+            local_model_dir(m, cfg.storage)
+
+
+def update_target(cfg: ArenaConfig, target_path: str, timeout_s: float | None = None) -> Deployment:
     """Serve the target from new weights; only the target's application is redeployed, the others keep running."""
-    return up(cfg, target_path=target_path, timeout_s=timeout_s)
+    return deploy(cfg, target_path=target_path, timeout_s=timeout_s)
 
 
 def _fingerprint(obj: Any) -> str:
@@ -168,7 +255,7 @@ def _fingerprint(obj: Any) -> str:
 
     from arena_ops import __version__
 
-    return hashlib.sha256(f"{__version__}|{obj!r}".encode()).hexdigest()
+    return hashlib.sha256(f"{__version__}|{json.dumps(obj, sort_keys=True, default=str)}".encode()).hexdigest()
 
 
 def _kv_key(app: str) -> bytes:
@@ -194,11 +281,15 @@ def _cpu_bind(cfg: ArenaConfig) -> str | None:
     return f"0-{max((os.cpu_count() or 1) - 1, 0)}" if cfg.serving.ray_address is None else None
 
 
-def wait_ready(cfg: ArenaConfig, apps: list[str], timeout_s: float) -> None:
-    """Until every app is RUNNING and every model is listed by the router; a clear error on failure or timeout."""
+def wait_ready(
+    cfg: ArenaConfig, apps: list[str], timeout_s: float, weights: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Until every app is RUNNING, every engine app in ``weights`` (app → its deployment's ``user_config``) serves
+    those weights, and every model is listed by the router; a clear error on failure or timeout."""
     from ray import serve
 
     deadline = time.monotonic() + timeout_s
+    pending_weights = dict(weights or {})
     while True:
         statuses = serve.status().applications
         states = {name: str(getattr(statuses.get(name), "status", "MISSING")).rsplit(".", 1)[-1] for name in apps}
@@ -208,16 +299,29 @@ def wait_ready(cfg: ArenaConfig, apps: list[str], timeout_s: float) -> None:
                 "Serve failed to deploy: " + "; ".join(f"{n}: {_describe(statuses.get(n))}" for n in failed)
             )
         if all(st == "RUNNING" for st in states.values()):
-            break
+            # A status read just after the config was applied can still be the old RUNNING: ask the replicas.
+            pending_weights = {app: w for app, w in pending_weights.items() if _serves(app) != w}
+            if not pending_weights:
+                break
         if time.monotonic() > deadline:
             pending = {n: st for n, st in states.items() if st != "RUNNING"}
+            pending.update({n: "loading weights" for n in pending_weights if n not in pending})
             raise ServingError(
                 f"Serve apps not ready after {timeout_s:.0f}s: "
                 + "; ".join(f"{n} ({st}): {_describe(statuses.get(n))}" for n, st in pending.items())
             )
-        time.sleep(2)
+        time.sleep(1)
     remaining = max(deadline - time.monotonic(), 10.0)
     asyncio.run(_all_listed(cfg, remaining))
+
+
+def _serves(app: str) -> dict[str, Any] | None:
+    from ray import serve
+
+    try:
+        return serve.get_deployment_handle(ENGINE_DEPLOYMENT, app).loaded.remote().result(timeout_s=10)
+    except Exception:  # replica starting or being replaced: ask again
+        return None
 
 
 async def _all_listed(cfg: ArenaConfig, timeout_s: float) -> None:

@@ -18,27 +18,47 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
+from arena_ops.serving.engine import DEPLOYMENT as ENGINE_DEPLOYMENT
+
 api = FastAPI(title="Arena Flywheel model router")
 
 
 @serve.deployment(name="ArenaRouter", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024)
 @serve.ingress(api)
 class Router:
-    def __init__(self, upstreams: dict[str, str]) -> None:
-        """``upstreams``: model id → base URL of that model's application (through the local Serve proxy)."""
+    def __init__(self, upstreams: dict[str, Any]) -> None:
+        """``upstreams``: model id → ``{"app": name}`` (an engine application of :mod:`arena_ops.serving.engine`,
+        called through a deployment handle) or the base URL of that model's application (through the local Serve
+        proxy; ``ray.serve.llm`` apps)."""
         self.upstreams = upstreams
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(None), limits=httpx.Limits(max_connections=1024))
+        self.handles = {
+            model: serve.get_deployment_handle(ENGINE_DEPLOYMENT, up["app"])
+            for model, up in upstreams.items()
+            if isinstance(up, dict)
+        }
+
+    async def _call(self, model: str, method: str, path: str, body: bytes = b"") -> tuple[int, bytes, str]:
+        handle = self.handles.get(model)
+        if handle is not None:
+            return await handle.handle_request.remote(method, path, body)
+        kwargs: dict[str, Any] = {"timeout": 10} if method == "GET" else {}
+        resp = await self.http.request(
+            method, f"{self.upstreams[model]}{path}", content=body or None,
+            headers={"content-type": "application/json"}, **kwargs,
+        )  # fmt: skip
+        return resp.status_code, resp.content, resp.headers.get("content-type", "application/json")
 
     @api.get("/v1/models")
     async def models(self) -> JSONResponse:
-        async def listed(url: str) -> list[dict]:
+        async def listed(model: str) -> list[dict]:
             try:
-                resp = await self.http.get(f"{url}/v1/models", timeout=10)
-                return resp.json().get("data", []) if resp.status_code == 200 else []
-            except (httpx.HTTPError, ValueError):
+                status, body, _ = await asyncio.wait_for(self._call(model, "GET", "/v1/models"), 10)
+                return json.loads(body).get("data", []) if status == 200 else []
+            except Exception:  # an engine that is (re)starting or gone is simply not listed
                 return []
 
-        data = [m for part in await asyncio.gather(*map(listed, self.upstreams.values())) for m in part]
+        data = [m for part in await asyncio.gather(*map(listed, self.upstreams)) for m in part]
         return JSONResponse({"object": "list", "data": data})
 
     @api.post("/v1/{path:path}")
@@ -48,16 +68,13 @@ class Router:
             model = json.loads(raw).get("model")
         except (ValueError, AttributeError):
             return self._error(400, "request body must be a JSON object with a 'model' field")
-        upstream = self.upstreams.get(model)
-        if upstream is None:
+        if model not in self.upstreams:
             return self._error(404, f"model {model!r} is not served here; served: {sorted(self.upstreams)}")
         try:
-            resp = await self.http.post(
-                f"{upstream}/v1/{path}", content=raw, headers={"content-type": "application/json"}
-            )
-        except httpx.HTTPError as exc:
+            status, body, ctype = await self._call(model, "POST", f"/v1/{path}", raw)
+        except Exception as exc:  # unreachable or restarting: retryable for the client
             return self._error(503, f"model {model!r} unreachable: {type(exc).__name__}: {exc}")
-        return Response(resp.content, status_code=resp.status_code, media_type=resp.headers.get("content-type"))
+        return Response(body, status_code=status, media_type=ctype)
 
     @staticmethod
     def _error(status: int, message: str) -> JSONResponse:
@@ -68,5 +85,5 @@ class Router:
 
 def build_router(args: dict[str, Any]) -> Any:
     """Application builder for a declarative Serve config (``import_path: arena_ops.serving.router:build_router``,
-    ``args: {upstreams: {model: url}}``), as rendered into the Helm chart's RayService."""
+    ``args: {upstreams: {model: {app: name} | url}}``), as rendered into the Helm chart's RayService."""
     return Router.bind(dict(args["upstreams"]))

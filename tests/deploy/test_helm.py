@@ -109,8 +109,10 @@ def test_rayservice_serves_exactly_what_arena_ops_serving_declares(chart: Any, v
     )
 
 
-def test_serve_config_agrees_for_cpu_engines_and_s3_weights(chart: Any) -> None:
-    """Engine defaults, CPU-only fields, s3:// weights and odd names, none of them in the shipped values."""
+@pytest.mark.parametrize("backend", ["vllm", "ray-serve-llm"])
+def test_serve_config_agrees_for_cpu_engines_and_s3_weights(chart: Any, backend: str) -> None:
+    """Both backends; engine defaults, CPU-only fields, s3:// weights, a GPU engine and odd names, none of them in the
+    shipped values."""
     config = {
         "flywheel": "edge",
         "storage": {"root": "s3://b/f"},
@@ -127,19 +129,37 @@ def test_serve_config_agrees_for_cpu_engines_and_s3_weights(chart: Any) -> None:
                 {
                     "name": "c",
                     "source": {"kind": "served", "path": "org/c", "engine": {"device": "cpu", "cpus_per_replica": 3}},
-                }
+                },
+                {
+                    "name": "g",
+                    "source": {
+                        "kind": "served",
+                        "path": "/models/g",
+                        "tiny": {"arch": "qwen2"},
+                        "engine": {"device": "gpu", "tensor_parallel_size": 2},
+                    },
+                },
             ],
             "judge": {"name": "j", "source": {"kind": "external", "base_url": "http://x/v1", "model": "j"}},
         },
-        "serving": {"port": 9000, "route_prefix": "/api"},
+        "serving": {"backend": backend, "port": 9000, "route_prefix": "/api"},
     }
     values = _merge(NO_SUBCHARTS, {"flywheel": {"config": config}})
     merged, docs = render(chart, values)
     rendered = yaml.safe_load(by_kind(docs, "RayService")[0]["spec"]["serveConfigV2"])
     assert rendered == serve_config(ArenaConfig.model_validate(merged["flywheel"]["config"]))
-    assert rendered["applications"][0]["args"]["llm_configs"][0]["model_loading_config"]["model_source"] == {
-        "bucket_uri": "s3://b/models/t"
-    }
+    target, _, gpu, router = rendered["applications"]
+    if backend == "vllm":
+        (deployment,) = target["deployments"]
+        assert deployment["user_config"] == {"path": "s3://b/models/t"}  # fetched by the replica on its node
+        assert deployment["autoscaling_config"]["min_replicas"] == 0 and target["args"]["engine"]["kv_cache_gib"] == 2.5
+        assert gpu["deployments"][0]["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 2}
+        assert gpu["deployments"][0]["user_config"] == {"path": "/models/g", "tiny": {"arch": "qwen2"}}
+        assert router["args"]["upstreams"]["g"] == {"app": "arena-model-g"}  # called through a deployment handle
+    else:
+        source = target["args"]["llm_configs"][0]["model_loading_config"]["model_source"]
+        assert source == {"bucket_uri": "s3://b/models/t"}
+        assert router["args"]["upstreams"]["g"] == "http://127.0.0.1:9000/m/g"
 
 
 def test_key_fields(chart: Any) -> None:

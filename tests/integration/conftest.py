@@ -36,8 +36,13 @@ def replica_pid(app_deployment: str) -> int:
 
 
 class Serving:
-    def __init__(self, root: Path) -> None:
+    """An `arena serve` deployment of two tiny models on its own local Ray head; ``backend``: ``serving.backend``."""
+
+    def __init__(self, root: Path, backend: str = "vllm") -> None:
         self.root = root
+        self.backend = backend
+        # The Serve deployment of each model app (replica processes are named ServeReplica:<app>:<deployment>).
+        self.deployment = "VLLMServer" if backend == "vllm" else "LLMServer"
         self.port = free_port()
         self.config = root / "arena.yaml"
         engine = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25}"
@@ -55,7 +60,7 @@ class Serving:
               judge:
                 name: tiny-b
                 source: {{kind: served, path: ./models/b, tiny: {{arch: qwen2, seed: 1}}, engine: {engine}}}
-            serving: {{port: {self.port}, deploy_timeout_s: 540}}
+            serving: {{backend: {backend}, port: {self.port}, deploy_timeout_s: 540}}
             """)
         )
         self.env = {
@@ -74,9 +79,13 @@ class Serving:
 
 @pytest.fixture(scope="session")
 def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    yield from serve_up(tmp_path_factory, "vllm")
+
+
+def serve_up(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Serving]:
     if ray_processes():
         pytest.skip(f"Ray processes already run on this machine; the no-leftovers check needs none: {ray_processes()}")
-    s = Serving(tmp_path_factory.mktemp("serving"))
+    s = Serving(tmp_path_factory.mktemp(f"serving-{backend}"), backend)
     res = s.arena("serve", "up")
     try:
         assert res.returncode == 0, res.stderr[-3000:]

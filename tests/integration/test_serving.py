@@ -1,7 +1,8 @@
 """Real Ray Serve + vLLM (CPU) with two tiny models: HTTP chat, routing by model id, structured output, logprobs,
 an in-place target update that leaves the other model running, and a `serve down` that leaves no Ray process.
 
-Driven through the `arena serve` CLI, as a user would, on an isolated local Ray head (own port and state dir).
+Driven through the `arena serve` CLI, as a user would, on an isolated local Ray head (own port and state dir), with the
+default backend (``serving.backend: vllm``); ``test_serving_ray_llm.py`` runs the same tests on ``ray-serve-llm``.
 """
 
 from __future__ import annotations
@@ -74,17 +75,21 @@ def test_structured_output_choice_and_regex(serving: Serving) -> None:
 def test_update_target_restarts_only_the_target(serving: Serving) -> None:
     from arena_ops.tiny_model import build_tiny_chat_model
 
-    before_a = replica_pid("arena-model-tiny-a:LLMServer")
-    before_b = replica_pid("arena-model-tiny-b:LLMServer")
+    before_a = replica_pid(f"arena-model-tiny-a:{serving.deployment}")
+    before_b = replica_pid(f"arena-model-tiny-b:{serving.deployment}")
     before_router = replica_pid("arena-router:ArenaRouter")
     greedy = SamplingConfig(temperature=0.0, max_tokens=3)
     old = chat(serving.url, "tiny-a", sampling=greedy, top_logprobs=3)
     new_weights = build_tiny_chat_model(serving.root / "models" / "a-iter1", seed=7)
     res = serving.arena("serve", "update-target", str(new_weights))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert replica_pid("arena-model-tiny-b:LLMServer") == before_b
+    assert "(redeployed: arena-model-tiny-a)" in " ".join(res.stdout.split())
+    assert replica_pid(f"arena-model-tiny-b:{serving.deployment}") == before_b
     assert replica_pid("arena-router:ArenaRouter") == before_router
-    assert replica_pid("arena-model-tiny-a:LLMServer") != before_a
+    if serving.backend == "vllm":  # the weights are the deployment's user_config: swapped inside the same replica
+        assert replica_pid(f"arena-model-tiny-a:{serving.deployment}") == before_a
+    else:  # ray.serve.llm: a new replica
+        assert replica_pid(f"arena-model-tiny-a:{serving.deployment}") != before_a
     new = chat(serving.url, "tiny-a", sampling=greedy, top_logprobs=3)
     assert new.logprobs[0].top != old.logprobs[0].top  # the new weights answer
 

@@ -32,10 +32,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/* serveConfigV2 from flywheel.config — the same applications arena_ops.serving.app.serve_config declares
-     (tests/deploy/test_helm.py checks that they agree): one ray.serve.llm app per served model under /m/<slug>,
-     and the router at serving.route_prefix. Defaults mirror arena_ops.config.EngineConfig. */}}
+     (tests/deploy/test_helm.py checks that they agree): one app per served model under /m/<slug> (serving.backend
+     "vllm": arena_ops.serving.engine with the weights as the deployment's user_config; "ray-serve-llm":
+     ray.serve.llm), and the router at serving.route_prefix. Defaults mirror arena_ops.config.EngineConfig. */}}
 {{- define "arena.serveConfig" -}}
 {{- $serving := .Values.flywheel.config.serving | default dict -}}
+{{- $storage := .Values.flywheel.config.storage | default dict -}}
+{{- $backend := include "arena.get" (list $serving "backend" "vllm") -}}
 {{- $port := include "arena.get" (list $serving "port" 8000) -}}
 {{- $apps := list -}}
 {{- $upstreams := dict -}}
@@ -43,6 +46,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $e := .source.engine | default dict -}}
 {{- $slug := regexReplaceAll "[^A-Za-z0-9._-]+" .name "-" | trimAll "-" -}}
 {{- $device := include "arena.get" (list $e "device" "cpu") -}}
+{{- $min := include "arena.get" (list $e "min_replicas" 1) | int64 -}}
+{{- $max := include "arena.get" (list $e "max_replicas" 1) | int64 -}}
+{{- if eq $backend "vllm" -}}
+{{- $actor := dict "num_cpus" (include "arena.get" (list $e "cpus_per_replica" 1.0) | float64) -}}
+{{- if eq $device "gpu" }}{{ $_ := set $actor "num_gpus" (include "arena.get" (list $e "tensor_parallel_size" 1) | int64) }}{{ end -}}
+{{- $weights := dict "path" .source.path -}}
+{{- if .source.tiny }}{{ $_ := set $weights "tiny" .source.tiny }}{{ end -}}
+{{- $deployment := dict "name" "VLLMServer" "ray_actor_options" $actor "user_config" $weights
+      "autoscaling_config" (dict "min_replicas" $min "max_replicas" $max "initial_replicas" (max $min 1)) -}}
+{{- $args := dict "model_id" .name "engine" $e "storage" $storage -}}
+{{- $apps = append $apps (dict "name" (printf "arena-model-%s" $slug) "route_prefix" (printf "/m/%s" $slug)
+      "import_path" "arena_ops.serving.engine:build_engine_app" "args" $args "deployments" (list $deployment)) -}}
+{{- $_ := set $upstreams .name (dict "app" (printf "arena-model-%s" $slug)) -}}
+{{- else -}}
 {{- $gib := include "arena.get" (list $e "kv_cache_gib" 1.0) | float64 -}}
 {{- $kw := dict
       "dtype" (include "arena.get" (list $e "dtype" "auto"))
@@ -50,8 +67,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
       "tensor_parallel_size" (include "arena.get" (list $e "tensor_parallel_size" 1) | int64)
       "enforce_eager" (include "arena.get" (list $e "enforce_eager" true) | eq "true")
       "kv_cache_memory_bytes" (mulf $gib 1073741824 | int64) -}}
-{{- $min := include "arena.get" (list $e "min_replicas" 1) | int64 -}}
-{{- $max := include "arena.get" (list $e "max_replicas" 1) | int64 -}}
 {{- $path := .source.path -}}
 {{- $source := trimPrefix "file://" $path -}}
 {{- if hasPrefix "s3://" $path }}{{ $source = dict "bucket_uri" $path }}{{ end -}}
@@ -70,6 +85,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $apps = append $apps (dict "name" (printf "arena-model-%s" $slug) "route_prefix" (printf "/m/%s" $slug)
       "import_path" "ray.serve.llm:build_openai_app" "args" (dict "llm_configs" (list $llm))) -}}
 {{- $_ := set $upstreams .name (printf "http://127.0.0.1:%v/m/%s" $port $slug) -}}
+{{- end -}}
 {{- end -}}
 {{- $apps = append $apps (dict "name" "arena-router" "route_prefix" (include "arena.get" (list $serving "route_prefix" "/"))
       "import_path" "arena_ops.serving.router:build_router" "args" (dict "upstreams" $upstreams)) -}}

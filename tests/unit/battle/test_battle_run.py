@@ -251,3 +251,37 @@ def test_verifier_judge_needs_no_llm(arena, tmp_path: Path) -> None:
     run, summary = _run(cfg)
     assert summary["per_model"]["alpha"] == {"wins": 8, "losses": 0, "ties": 0}
     assert summary["judge_tokens"] == 0
+
+
+def test_both_games_of_a_battle_are_judged_together_and_chunks_keep_them(arena, monkeypatch) -> None:
+    """A battle's two games go to the judge in the same wave (started one after the other) and a judging chunk
+    (Airflow maps judging over chunks) holds whole battles, never one game of a battle."""
+    judge = ScriptedJudge(honest)
+    try:
+        cfg = arena(judge.url)
+        store = ArtifactStore.from_config(cfg.storage)
+        ensure_shards(cfg, store)
+        run = BattleRun(cfg, store, 0, "shard-000", plan(cfg, read_shard(cfg, store, 0)))
+        asyncio.run(run.generate())
+        from arena_ops.battle import judging
+
+        real_play, started = judging.Judge.play, []
+
+        async def recording(self, game):  # noqa: ANN001
+            started.append(game.battle_id)
+            return await real_play(self, game)
+
+        monkeypatch.setattr(judging.Judge, "play", recording)
+        per_chunk = []
+        for i in range(3):
+            before = len(started)
+            assert asyncio.run(run.judge(chunk=(i, 3)))["judged"] == len(started) - before
+            per_chunk.append(started[before:])
+        assert sorted(b for chunk in per_chunk for b in chunk) == sorted(
+            b for b in {g.battle_id for g in run.games(run.open_judge())} for _ in range(2)
+        )
+        for chunk in per_chunk:
+            assert all(chunk[k] == chunk[k + 1] for k in range(0, len(chunk), 2)), chunk  # pairs, adjacent
+        assert asyncio.run(run.judge())["judged"] == 0  # every game of every battle is stored
+    finally:
+        judge.close()

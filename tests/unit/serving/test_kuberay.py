@@ -76,8 +76,11 @@ def test_new_target_patches_only_its_app_and_waits_for_kuberay(cfg: ArenaConfig,
     before = serve_config(cfg)
     changed = [a["name"] for a, b in zip(served["applications"], before["applications"], strict=True) if a != b]
     assert changed == ["arena-model-t"]  # competitors, judge and router untouched: KubeRay redeploys only the target
-    source = served["applications"][0]["args"]["llm_configs"][0]["model_loading_config"]["model_source"]
-    assert source == {"bucket_uri": "s3://b/f/k/iter=0/model/sft"}
+    # Only the weights (the engine deployment's user_config) differ: Serve reconfigures the running replicas.
+    assert served["applications"][0]["deployments"][0]["user_config"] == {"path": "s3://b/f/k/iter=0/model/sft"}
+    assert {k: v for k, v in served["applications"][0].items() if k != "deployments"} == {
+        k: v for k, v in before["applications"][0].items() if k != "deployments"
+    }
     assert api.pending == 0  # returned only after the rollout finished
     assert kuberay.apply(cfg, "s3://b/f/k/iter=0/model/sft", api=api, timeout_s=5) is False  # a rerun: no-op
 
