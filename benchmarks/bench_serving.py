@@ -2,8 +2,9 @@
 
 ``throughput``  the same prompts through (a) ``vllm.LLM.chat`` in-process, (b) the Ray Serve deployment through the
                 router via arena's async client at concurrency 32 and (c) straight to the model's own route (no router
-                hop). Each request generates exactly ``--max-tokens`` tokens (``min_tokens`` = ``max_tokens``), so all
-                sides do the same work; deploy time is reported, not counted. Prints tok/s and the ratios b/a, c/a.
+                hop), interleaved for ``--rounds`` rounds. Each request generates exactly ``--max-tokens`` tokens
+                (``min_tokens`` = ``max_tokens``), so all sides do the same work; deploy time is reported, not
+                counted. Prints tok/s (medians) and the ratios b/a, c/a.
 ``startup``     ``serve up`` of a config from nothing (the local Ray head included) with each engine's start-up
                 phases, then ``serve update-target`` to new weights twice (a tiny config gets new random weights;
                 other targets a copy of their weights under a new path), then ``serve down``.
@@ -28,6 +29,8 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,26 +50,25 @@ def prompts(n: int) -> list[str]:
 # throughput -----------------------------------------------------------------------------------------------------
 
 
-def in_process(model: str, texts: list[str], max_tokens: int, args: argparse.Namespace) -> tuple[float, int]:
+def in_process(args: argparse.Namespace) -> list[float]:
+    """(a): ``vllm.LLM`` (vLLM's defaults: its own engine-core process), after a warm-up: [seconds, tokens]."""
     from vllm import LLM, SamplingParams
 
+    texts = prompts(args.prompts)
     llm = LLM(
-        model=model,
+        model=args.model,
         dtype=args.dtype,
         max_model_len=args.max_model_len,
         enforce_eager=args.device == "cpu",
         kv_cache_memory_bytes=int(args.kv_cache_gib * 2**30),
         seed=0,
     )
-    params = SamplingParams(temperature=0.7, max_tokens=max_tokens, min_tokens=max_tokens)
+    params = SamplingParams(temperature=0.7, max_tokens=args.max_tokens, min_tokens=args.max_tokens)
     chats = [[{"role": "user", "content": t}] for t in texts]
-    llm.chat(chats[:2], params, use_tqdm=False)  # warm-up
+    llm.chat(chats[:2], params, use_tqdm=False)
     start = time.perf_counter()
     outs = llm.chat(chats, params, use_tqdm=False)
-    elapsed = time.perf_counter() - start
-    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    del llm
-    return elapsed, tokens
+    return [time.perf_counter() - start, sum(len(o.outputs[0].token_ids) for o in outs)]
 
 
 def bench_config(model: str, args: argparse.Namespace) -> Any:
@@ -94,36 +96,32 @@ def bench_config(model: str, args: argparse.Namespace) -> Any:
     )
 
 
-def served(model: str, texts: list[str], max_tokens: int, args: argparse.Namespace):
+def through_http(base: str, texts: list[str], max_tokens: int, concurrency: int) -> tuple[float, int]:
+    """(b)/(c): every prompt through arena's async client at ``concurrency``."""
     from arena_ops.config import SamplingConfig
-    from arena_ops.serving import deploy
-    from arena_ops.serving.app import model_route
     from arena_ops.serving.client import ChatClient
 
-    cfg = bench_config(model, args)
-    t0 = time.perf_counter()
-    url = deploy.up(cfg)
-    deploy_s = time.perf_counter() - t0
     sampling = SamplingConfig(temperature=0.7, max_tokens=max_tokens)
 
-    async def run(base: str) -> tuple[float, int]:
-        async with ChatClient(base, "bench-model", concurrency=args.concurrency, timeout_s=600) as c:
-            await asyncio.gather(*(c.chat([{"role": "user", "content": t}], sampling) for t in texts[:2]))
+    async def run() -> tuple[float, int]:
+        async with ChatClient(base, "bench-model", concurrency=concurrency, timeout_s=600) as c:
             start = time.perf_counter()
             results = await asyncio.gather(
                 *(c.chat([{"role": "user", "content": t}], sampling, extra={"min_tokens": max_tokens}) for t in texts)
             )
             return time.perf_counter() - start, sum(r.completion_tokens for r in results)
 
-    try:
-        elapsed, tokens = asyncio.run(run(url))
-        direct = asyncio.run(run(url + model_route("bench-model")))  # skipping the router hop
-    finally:
-        deploy.down(cfg)
-    return elapsed, tokens, deploy_s, direct
+    return asyncio.run(run())
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """(a) before and after; (b) and (c) take turns for ``--rounds`` rounds in between. On a shared machine the
+    speed drifts between minutes, so ratios compare medians of runs spread over the same stretch of time."""
+    import statistics
+
+    from arena_ops.serving import deploy
+    from arena_ops.serving.app import model_route
+
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(args.kv_cache_gib))))
     model = args.model
@@ -133,28 +131,53 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         model, args.dtype = str(build_tiny_chat_model(tempfile.mkdtemp(prefix="bench-tiny-"))), "float32"
     model = str(Path(model).resolve())
     texts = prompts(args.prompts)
+    rates: dict[str, list[float]] = {"a": [], "b": [], "c": []}
 
-    a_s, a_tok = in_process(model, texts, args.max_tokens, args)
-    b_s, b_tok, deploy_s, (c_s, c_tok) = served(model, texts, args.max_tokens, args)
-    a_rate, b_rate, c_rate = a_tok / a_s, b_tok / b_s, c_tok / c_s
-    print(f"model {model}, {args.prompts} prompts x {args.max_tokens} tokens, device {args.device}")
-    print(f"(a) vllm.LLM.chat in-process        {a_tok:>6} tokens in {a_s:7.2f} s = {a_rate:8.1f} tok/s")
-    print(
-        f"(b) Ray Serve ({args.backend}) via the router, c={args.concurrency} {b_tok:>6} tokens in {b_s:7.2f} s "
-        f"= {b_rate:8.1f} tok/s  (deploy {deploy_s:.0f} s, excluded)"
-    )
-    print(f"(c) same, straight to the model's route {c_tok:>6} tokens in {c_s:7.2f} s = {c_rate:8.1f} tok/s")
-    print(f"ratio b/a = {b_rate / a_rate:.2f} (goal >= 0.9); c/a = {c_rate / a_rate:.2f}")
+    def in_process_rate() -> None:
+        # In a child process, before and after serving runs: a live-but-idle vLLM engine (its worker polls for
+        # work) slowed the served engine down, so they never coexist.
+        cmd = [sys.executable, __file__, "in-process", "--model", model, "--prompts", str(args.prompts)]
+        cmd += ["--max-tokens", str(args.max_tokens), "--dtype", args.dtype, "--device", args.device]
+        cmd += ["--max-model-len", str(args.max_model_len), "--kv-cache-gib", str(args.kv_cache_gib)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise SystemExit(f"in-process run failed: {res.stderr[-3000:]}")
+        seconds, tokens = json.loads(res.stdout.strip().splitlines()[-1])
+        rates["a"].append(tokens / seconds)
+        print(f"in-process: {rates['a'][-1]:.1f} tok/s", flush=True)
+
+    in_process_rate()
+    cfg = bench_config(model, args)
+    t0 = time.perf_counter()
+    url = deploy.up(cfg)
+    deploy_s = time.perf_counter() - t0
+    try:
+        through_http(url, texts[:2], 4, args.concurrency)  # warm-up
+        for r in range(args.rounds):
+            for side, base in (("b", url), ("c", url + model_route("bench-model"))):
+                seconds, tokens = through_http(base, texts, args.max_tokens, args.concurrency)
+                rates[side].append(tokens / seconds)
+            print(f"round {r + 1}: router {rates['b'][-1]:.1f} tok/s, direct {rates['c'][-1]:.1f} tok/s", flush=True)
+    finally:
+        deploy.down(cfg)
+    in_process_rate()
+    a, b, c = (statistics.median(rates[k]) for k in "abc")
+    print(f"model {model}, {args.prompts} prompts x {args.max_tokens} tokens, {args.device}, {args.rounds} rounds")
+    print(f"(a) vllm.LLM.chat in-process                 {a:8.1f} tok/s (median)")
+    print(f"(b) Ray Serve ({args.backend}) through the router, c={args.concurrency}  {b:8.1f} tok/s")
+    print(f"(c) same, straight to the model's route      {c:8.1f} tok/s   (deploy {deploy_s:.0f} s, not counted)")
+    print(f"ratio b/a = {b / a:.2f} (goal >= 0.9); c/a = {c / a:.2f}")
     return {
         "mode": "throughput",
         "model": model,
         "backend": args.backend,
         "device": args.device,
-        "in_process_tok_s": round(a_rate, 1),
-        "router_tok_s": round(b_rate, 1),
-        "direct_tok_s": round(c_rate, 1),
-        "router_over_in_process": round(b_rate / a_rate, 3),
-        "direct_over_in_process": round(c_rate / a_rate, 3),
+        "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+        "in_process_tok_s": round(a, 1),
+        "router_tok_s": round(b, 1),
+        "direct_tok_s": round(c, 1),
+        "router_over_in_process": round(b / a, 3),
+        "direct_over_in_process": round(c / a, 3),
         "deploy_s": round(deploy_s, 1),
     }
 
@@ -268,6 +291,7 @@ def main() -> None:
     t.add_argument("--max-model-len", type=int, default=1024)
     t.add_argument("--kv-cache-gib", type=float, default=1.0)
     t.add_argument("--port", type=int, default=8199)
+    t.add_argument("--rounds", type=int, default=3)
     s = sub.add_parser("startup", help="serve up from nothing, update-target, serve down")
     s.add_argument("--config", default="configs/tiny.yaml")
     s.add_argument("--swaps", type=int, default=2)
@@ -275,8 +299,13 @@ def main() -> None:
     b.add_argument("--config", default="configs/tiny.yaml")
     b.add_argument("--prompts", type=int, default=32)
     b.add_argument("--down", action="store_true", help="take serving down afterwards")
+    i = sub.add_parser("in-process", help="(a) of throughput alone: prints [seconds, tokens]")
+    for action in t._actions:
+        if action.dest in ("model", "prompts", "max_tokens", "device", "dtype", "max_model_len", "kv_cache_gib"):
+            i._add_action(action)
     args = ap.parse_args()
-    result = {"throughput": throughput, "startup": startup, "battles": battles}[args.mode](args)
+    modes = {"throughput": throughput, "startup": startup, "battles": battles, "in-process": in_process}
+    result = modes[args.mode](args)
     print(json.dumps(result))
 
 

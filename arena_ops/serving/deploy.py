@@ -26,11 +26,11 @@ from typing import Any
 from arena_ops.config import ArenaConfig
 from arena_ops.errors import ServingError
 from arena_ops.serving.app import (
-    ENGINE_DEPLOYMENT,
     ENGINE_IMPORT_PATH,
     ROUTER_APP,
     local_model_dir,
     model_app_name,
+    model_route,
     serve_config,
     served_models,
 )
@@ -157,26 +157,21 @@ def deploy(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | 
     with _driver(cfg):
         result = _deploy(cfg, target_path, timeout_s)
         if cfg.serving.backend == "vllm":
-            result.startup = _startup(models, result.deployed, result.deploy_started)
+            result.startup = _startup(cfg, models, result.deployed, result.deploy_started)
     result.seconds = round(time.time() - started, 1)
     result.cluster_s = round(result.deploy_started - started, 1)
     return result
 
 
-def _startup(models: list[Any], deployed: list[str], since: float) -> dict[str, dict[str, float]]:
+def _startup(cfg: ArenaConfig, models: list[Any], deployed: list[str], since: float) -> dict[str, dict[str, float]]:
     """Each (re)deployed engine's phases, from the timestamps its replica recorded (see serving.engine)."""
-    from ray import serve
-
     out = {}
     for m in models:
-        app = model_app_name(m.name)
-        if app not in deployed:
+        if model_app_name(m.name) not in deployed:
             continue
-        try:
-            handle = serve.get_deployment_handle(ENGINE_DEPLOYMENT, app)
-            stamps = handle.startup_timeline.remote().result(timeout_s=30)
-        except Exception as exc:  # a report, not a reason to fail a deployment that is up
-            log.warning("no start-up timeline from %s: %s", app, exc)
+        stamps = _ask(cfg, m.name, "startup")
+        if not stamps:  # a report, not a reason to fail a deployment that is up
+            log.warning("no start-up timeline from %s", m.name)
             continue
         phases, last = {}, since
         for key, name in PHASES.items():
@@ -186,6 +181,18 @@ def _startup(models: list[Any], deployed: list[str], since: float) -> dict[str, 
         phases["total"] = round(last - since, 2)
         out[m.name] = phases
     return out
+
+
+def _ask(cfg: ArenaConfig, model: str, what: str) -> Any:
+    """An engine replica's ``/arena/<what>`` through the Serve proxy; None when it does not answer (yet)."""
+    import httpx
+
+    url = f"http://{cfg.serving.host}:{cfg.serving.port}{model_route(model)}/arena/{what}"
+    try:
+        resp = httpx.get(url, timeout=10)
+        return resp.json() if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
@@ -227,9 +234,9 @@ def _deploy(cfg: ArenaConfig, target_path: str | None, timeout_s: float | None) 
         # through the dashboard's REST API, which a remote cluster may not expose to this client.
         _get_global_client().deploy_apps(ServeDeploySchema.parse_obj(config))
     weights = {
-        name: app["deployments"][0]["user_config"]
-        for name, app in apps.items()
-        if name in stale and app.get("import_path") == ENGINE_IMPORT_PATH
+        m.name: apps[model_app_name(m.name)]["deployments"][0]["user_config"]
+        for m in served_models(cfg, target_path)
+        if model_app_name(m.name) in stale and apps[model_app_name(m.name)]["import_path"] == ENGINE_IMPORT_PATH
     }
     wait_ready(cfg, list(apps), timeout_s if timeout_s is not None else cfg.serving.deploy_timeout_s, weights)
     for name in stale:
@@ -284,7 +291,7 @@ def _cpu_bind(cfg: ArenaConfig) -> str | None:
 def wait_ready(
     cfg: ArenaConfig, apps: list[str], timeout_s: float, weights: dict[str, dict[str, Any]] | None = None
 ) -> None:
-    """Until every app is RUNNING, every engine app in ``weights`` (app → its deployment's ``user_config``) serves
+    """Until every app is RUNNING, every engine in ``weights`` (model → its deployment's ``user_config``) serves
     those weights, and every model is listed by the router; a clear error on failure or timeout."""
     from ray import serve
 
@@ -300,12 +307,12 @@ def wait_ready(
             )
         if all(st == "RUNNING" for st in states.values()):
             # A status read just after the config was applied can still be the old RUNNING: ask the replicas.
-            pending_weights = {app: w for app, w in pending_weights.items() if _serves(app) != w}
+            pending_weights = {m: w for m, w in pending_weights.items() if _ask(cfg, m, "loaded") != w}
             if not pending_weights:
                 break
         if time.monotonic() > deadline:
             pending = {n: st for n, st in states.items() if st != "RUNNING"}
-            pending.update({n: "loading weights" for n in pending_weights if n not in pending})
+            pending.update({model_app_name(m): "loading weights" for m in pending_weights})
             raise ServingError(
                 f"Serve apps not ready after {timeout_s:.0f}s: "
                 + "; ".join(f"{n} ({st}): {_describe(statuses.get(n))}" for n, st in pending.items())
@@ -313,15 +320,6 @@ def wait_ready(
         time.sleep(1)
     remaining = max(deadline - time.monotonic(), 10.0)
     asyncio.run(_all_listed(cfg, remaining))
-
-
-def _serves(app: str) -> dict[str, Any] | None:
-    from ray import serve
-
-    try:
-        return serve.get_deployment_handle(ENGINE_DEPLOYMENT, app).loaded.remote().result(timeout_s=10)
-    except Exception:  # replica starting or being replaced: ask again
-        return None
 
 
 async def _all_listed(cfg: ArenaConfig, timeout_s: float) -> None:

@@ -191,11 +191,17 @@ class VLLMServer:
         return resp.status_code, resp.content, resp.headers.get("content-type", "application/json")
 
     async def __call__(self, request: Request) -> Response:
-        """HTTP through the Serve proxy (``/m/<model>/v1/...``)."""
+        """HTTP through the Serve proxy: ``/m/<model>/v1/...`` (vLLM's OpenAI API) and ``/m/<model>/arena/loaded``,
+        ``/m/<model>/arena/startup`` (:meth:`loaded`, :meth:`startup_timeline`: for ``serve up``, which asks over
+        HTTP — a deployment handle in a short-lived driver leaves Ray threads behind)."""
         path = request.url.path
         root = request.scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
+        if path == "/arena/loaded":
+            return Response(json.dumps(self.loaded()), media_type="application/json")
+        if path == "/arena/startup":
+            return Response(json.dumps(self.startup_timeline()), media_type="application/json")
         status, body, ctype = await self.handle_request(
             request.method, path, await request.body(), request.headers.get("content-type", "application/json")
         )
