@@ -142,7 +142,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise SystemExit(f"in-process run failed: {res.stderr[-3000:]}")
-        seconds, tokens = json.loads(res.stdout.strip().splitlines()[-1])
+        (seconds, tokens), *_ = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("[")][-1:]
         rates["a"].append(tokens / seconds)
         print(f"in-process: {rates['a'][-1]:.1f} tok/s", flush=True)
 

@@ -232,7 +232,14 @@ def _deploy(cfg: ArenaConfig, target_path: str | None, timeout_s: float | None) 
         log.info("deploying %s", stale)
         # The whole config, always (Serve deletes apps it does not list); the public `serve deploy` does the same
         # through the dashboard's REST API, which a remote cluster may not expose to this client.
-        _get_global_client().deploy_apps(ServeDeploySchema.parse_obj(config))
+        try:
+            _get_global_client().deploy_apps(ServeDeploySchema.parse_obj(config))
+        except Exception as exc:  # e.g. apps deployed imperatively (by hand, or an older arena) cannot be mixed in
+            raise ServingError(
+                f"Serve refused the serving config: {type(exc).__name__}: {str(exc)[-1500:]} — if applications "
+                "that arena did not declare are running on this cluster, remove them first (`arena serve down` "
+                "for a local head)"
+            ) from exc
     weights = {
         m.name: apps[model_app_name(m.name)]["deployments"][0]["user_config"]
         for m in served_models(cfg, target_path)

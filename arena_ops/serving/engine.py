@@ -57,8 +57,9 @@ def engine_cli_args(model_id: str, model_dir: str, engine: EngineConfig) -> list
 
 
 def inproc(engine: EngineConfig) -> bool:
-    """Run the engine core in the replica's process (:mod:`arena_ops.serving.inproc`): CPU, one worker."""
-    return engine.device == "cpu" and engine.tensor_parallel_size == 1
+    """Run the engine core in the replica's process (:mod:`arena_ops.serving.inproc`): ``engine_core: in-process``
+    with one worker (tensor parallelism needs a process per worker)."""
+    return engine.engine_core == "in-process" and engine.tensor_parallel_size == 1
 
 
 def engine_env(engine: EngineConfig, cpu_threads_bind: str | None) -> dict[str, str]:

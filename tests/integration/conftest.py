@@ -45,7 +45,7 @@ class Serving:
         self.deployment = "VLLMServer" if backend == "vllm" else "LLMServer"
         self.port = free_port()
         self.config = root / "arena.yaml"
-        engine = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25}"
+        engine = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25, engine_core: in-process}"
         self.config.write_text(
             textwrap.dedent(f"""\
             flywheel: serving-test

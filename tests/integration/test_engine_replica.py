@@ -1,6 +1,7 @@
 """The engine replica of ``serving.backend: vllm`` (arena_ops.serving.engine) in this process, without Ray: vLLM's
-OpenAI app over an in-process engine core (arena_ops.serving.inproc), concurrent requests, structured output, and
-a weights swap (Serve's ``reconfigure``) that serves the new weights from the same process. The same class behind
+OpenAI app over either engine core (in the replica, arena_ops.serving.inproc, or vLLM's engine-core process),
+concurrent requests, structured output, and a weights swap (Serve's ``reconfigure``) that serves the new weights
+from the same replica. The same class behind
 Ray Serve is tests/integration/test_serving.py."""
 
 from __future__ import annotations
@@ -27,18 +28,20 @@ def top(body: bytes) -> list:
     return [t["token"] for t in json.loads(body)["choices"][0]["logprobs"]["content"][0]["top_logprobs"]]
 
 
+@pytest.mark.parametrize("engine_core", ["in-process", "process"])
 def test_replica_serves_concurrently_and_swaps_weights_in_place(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine_core: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from arena_ops.config import EngineConfig
     from arena_ops.serving.engine import VLLMServer, engine_env
 
-    for key, value in engine_env(EngineConfig(**ENGINE), "0-1").items():
+    engine = {**ENGINE, "engine_core": engine_core}
+    for key, value in engine_env(EngineConfig(**engine), "0-1").items():
         monkeypatch.setenv(key, value)  # the replica sets them; restored for the tests after this one
     server_cls = VLLMServer.func_or_class
 
     async def go() -> None:
-        server = server_cls("m", ENGINE, {"root": f"file://{tmp_path}/store"}, "0-1")
+        server = server_cls("m", engine, {"root": f"file://{tmp_path}/store"}, "0-1")
         assert server.loaded() is None
         await server.reconfigure({"path": str(tiny_model_dir)})
         assert server.loaded() == {"path": str(tiny_model_dir)}
