@@ -127,7 +127,8 @@ PHASES = {
     "vllm_imported": "import",
     "load_started": "cfg",  # Serve hands the replica its weights (a swap of weights starts here)
     "weights_local": "weights",
-    "engine_ready": "engine",
+    "old_engine_stopped": "stop",  # a swap that needs a new engine stops the old one first
+    "engine_ready": "engine",  # a new engine, or new weights loaded into the running one
     "app_ready": "app",
     "first_token": "token",
 }

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import types
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -100,36 +101,72 @@ class VLLMServer:
         self.engine: Any = None
         self.http: Any = None
         self.weights: dict[str, Any] | None = None
+        self.model_dir: str | None = None
         self.failure: str | None = None
+        self._inflight = 0
         self._ready = asyncio.Event()
         self._swap = asyncio.Lock()
 
     async def reconfigure(self, weights: dict[str, Any]) -> None:
-        """Serve the weights ``{"path": ..., "tiny": {...} | None}``: build an engine (replacing the current one)."""
+        """Serve the weights ``{"path": ..., "tiny": {...} | None}``. New weights of the model already loaded (same
+        architecture, tokenizer and generation defaults: a fine-tuned checkpoint of it) are loaded into the running
+        engine in place (vLLM's ``reload_weights``, under a second); anything else gets a new engine."""
         async with self._swap:
             if weights == self.weights:
                 return
-            self._ready.clear()  # requests wait for the new engine
+            self._ready.clear()  # new requests wait for the new weights
+            while self._inflight:  # requests in flight finish on the old ones
+                await asyncio.sleep(0.05)
             if self.weights is not None:
                 self.timeline = {}  # a swap: the timeline of this load only
             self.timeline["load_started"] = time.time()
-            if self.engine is not None:  # memory first: two engines of one model may not fit
-                await self.http.aclose()
-                self.engine.shutdown()
-                self.engine = self.http = self.weights = None
             try:
-                self.engine, self.http = await self._load(weights)
+                model_dir = await asyncio.to_thread(self._fetch, weights)
+                self.timeline["weights_local"] = time.time()
+                in_place = self.engine is not None and same_model(self.model_dir, model_dir)
+                if not (in_place and await self._reload(model_dir)):
+                    await self._replace(model_dir)
             except Exception as exc:
                 # Serve reports the failed update; requests meanwhile get a 503 naming the cause, not a hang.
                 self.failure = f"{type(exc).__name__}: {exc}"
                 raise
             else:
-                self.weights, self.failure = weights, None
+                self.weights, self.model_dir, self.failure = weights, model_dir, None
                 log.info("model %s serves %s: %s", self.model_id, weights["path"], self.startup())
             finally:
                 self._ready.set()
 
-    async def _load(self, weights: dict[str, Any]) -> tuple[Any, Any]:
+    def _fetch(self, weights: dict[str, Any]) -> str:
+        from arena_ops.config import StorageConfig, TinyModelConfig
+        from arena_ops.serving.app import ServedModel, local_model_dir
+
+        tiny = TinyModelConfig(**weights["tiny"]) if weights.get("tiny") else None
+        store = StorageConfig(**self.storage)
+        store.s3.conn_id = None
+        return local_model_dir(ServedModel(self.model_id, weights["path"], self.engine_config, tiny), store)
+
+    async def _reload(self, model_dir: str) -> bool:
+        """New weights into the running engine; False (and a log line) when vLLM refuses them."""
+        try:
+            await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": model_dir})
+            await self.engine.reset_prefix_cache()
+            self.timeline["engine_ready"] = time.time()
+            await self._first_token(self.http)
+        except Exception as exc:
+            log.warning("model %s: reloading %s in place failed (%s); a new engine", self.model_id, model_dir, exc)
+            self.timeline.pop("engine_ready", None)
+            return False
+        return True
+
+    async def _replace(self, model_dir: str) -> None:
+        if self.engine is not None:  # memory first: two engines of one model may not fit
+            await self.http.aclose()
+            self.engine.shutdown()
+            self.engine = self.http = self.weights = self.model_dir = None
+            self.timeline["old_engine_stopped"] = time.time()
+        self.engine, self.http = await self._load(model_dir)
+
+    async def _load(self, model_dir: str) -> tuple[Any, Any]:
         import httpx
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -138,16 +175,6 @@ class VLLMServer:
         from vllm.usage.usage_lib import UsageContext
         from vllm.utils.argparse_utils import FlexibleArgumentParser
         from vllm.v1.engine.async_llm import AsyncLLM
-
-        from arena_ops.config import StorageConfig, TinyModelConfig
-        from arena_ops.serving.app import ServedModel, local_model_dir
-
-        tiny = TinyModelConfig(**weights["tiny"]) if weights.get("tiny") else None
-        store = StorageConfig(**self.storage)
-        store.s3.conn_id = None
-        served = ServedModel(self.model_id, weights["path"], self.engine_config, tiny)
-        model_dir = await asyncio.to_thread(local_model_dir, served, store)
-        self.timeline["weights_local"] = time.time()
 
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(
             engine_cli_args(self.model_id, model_dir, self.engine_config)
@@ -161,34 +188,43 @@ class VLLMServer:
         else:
             engine = AsyncLLM.from_vllm_config(config, **options)
         self.timeline["engine_ready"] = time.time()  # weights loaded, KV cache allocated, warm-up done (vLLM logs each)
+        try:
+            tasks = await engine.get_supported_tasks()
+            app = build_app(args, tasks, engine.model_config)
+            await init_app_state(engine, app.state, args, tasks)
+            # vLLM's engine-error handler flips ``state.server.should_exit`` on uvicorn's server, which Serve replaces.
+            app.state.server = types.SimpleNamespace()
+            http = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://vllm", timeout=httpx.Timeout(None)
+            )
+            self.timeline["app_ready"] = time.time()
+            await self._first_token(http)
+        except BaseException:
+            engine.shutdown()
+            raise
+        return engine, http
 
-        tasks = await engine.get_supported_tasks()
-        app = build_app(args, tasks, engine.model_config)
-        await init_app_state(engine, app.state, args, tasks)
-        # vLLM's engine-error handler flips ``state.server.should_exit`` on uvicorn's server, which Serve replaces.
-        app.state.server = types.SimpleNamespace()
-        http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://vllm", timeout=httpx.Timeout(None)
-        )
-        self.timeline["app_ready"] = time.time()
+    async def _first_token(self, http: Any) -> None:
         first = await http.post(
             "/v1/completions", content=_one_token(self.model_id), headers={"content-type": "application/json"}
         )
         if first.status_code != 200:
-            engine.shutdown()
             raise RuntimeError(f"model {self.model_id}: first request failed ({first.status_code}): {first.text[:500]}")
         self.timeline["first_token"] = time.time()
-        return engine, http
 
     async def handle_request(
         self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
     ) -> tuple[int, bytes, str]:
         """One OpenAI API call, answered by vLLM's app in this process: (status, body, content type)."""
         await self._ready.wait()
-        if self.http is None:
+        if self.http is None or self.failure is not None:
             body = {"error": {"message": f"model {self.model_id} has no engine: {self.failure}", "code": 503}}
             return 503, json.dumps(body).encode(), "application/json"
-        resp = await self.http.request(method, path, content=body or None, headers={"content-type": content_type})
+        self._inflight += 1
+        try:
+            resp = await self.http.request(method, path, content=body or None, headers={"content-type": content_type})
+        finally:
+            self._inflight -= 1
         return resp.status_code, resp.content, resp.headers.get("content-type", "application/json")
 
     async def __call__(self, request: Request) -> Response:
@@ -210,7 +246,7 @@ class VLLMServer:
 
     def loaded(self) -> dict[str, Any] | None:
         """The weights this replica serves (``None`` while the first engine loads)."""
-        return self.weights if self._ready.is_set() and self.http is not None else None
+        return self.weights if self._ready.is_set() and self.failure is None else None
 
     def startup(self) -> dict[str, float]:
         """Seconds spent in each phase of the last (re)load, in order."""
@@ -230,6 +266,32 @@ class VLLMServer:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
+
+
+# What must be equal for new weights to load into a running engine: the model's shape and everything vLLM read from
+# the directory at start (tokenizer, chat template, default sampling parameters).
+_SAME_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+    "merges.txt", "chat_template.jinja", "chat_template.json", "generation_config.json",
+)  # fmt: skip
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype"}
+
+
+def same_model(old_dir: str | None, new_dir: str) -> bool:
+    """Whether ``new_dir`` holds new weights of the model in ``old_dir`` (see ``_SAME_FILES``); local directories
+    only (a Hugging Face id always gets a new engine)."""
+    if old_dir is None or not Path(old_dir, "config.json").is_file() or not Path(new_dir, "config.json").is_file():
+        return False
+
+    def config(d: str) -> dict[str, Any]:
+        data = json.loads(Path(d, "config.json").read_text())
+        return {k: v for k, v in data.items() if k not in _VOLATILE_CONFIG_KEYS}
+
+    def content(d: str, name: str) -> bytes | None:
+        f = Path(d, name)
+        return f.read_bytes() if f.is_file() else None
+
+    return config(old_dir) == config(new_dir) and all(content(old_dir, n) == content(new_dir, n) for n in _SAME_FILES)
 
 
 def _one_token(model_id: str) -> bytes:

@@ -66,6 +66,11 @@ class AsyncInprocClient(InprocClient):
     async def reset_prefix_cache_async(self, *args: Any, **kwargs: Any) -> Any:
         return await self._on_thread(lambda: self.reset_prefix_cache(*args, **kwargs))
 
+    async def collective_rpc_async(
+        self, method: str, timeout: float | None = None, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        return await self._on_thread(lambda: self.collective_rpc(method, timeout, args, kwargs))
+
     async def reset_encoder_cache_async(self) -> None:
         await self._on_thread(self.reset_encoder_cache)
 

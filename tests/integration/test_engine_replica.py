@@ -66,9 +66,12 @@ def test_replica_serves_concurrently_and_swaps_weights_in_place(
             a + b + c for a in "AB" for b in "AB" for c in "AB"
         }
 
+        # New weights of the same model (a fine-tuned checkpoint): loaded into the running engine.
+        first_engine = server.engine
         new = {"path": str(tmp_path / "new"), "tiny": {"arch": "llama", "seed": 9}}  # built by the replica
         await server.reconfigure(new)
-        assert server.loaded() == new and list(server.startup_timeline())[0] == "load_started"
+        assert server.loaded() == new and server.engine is first_engine
+        assert list(server.startup_timeline()) == ["load_started", "weights_local", "engine_ready", "first_token"]
         status, swapped, _ = await server.handle_request(
             "POST", "/v1/chat/completions", chat(logprobs=True, top_logprobs=3)
         )
@@ -76,6 +79,14 @@ def test_replica_serves_concurrently_and_swaps_weights_in_place(
         stamps = server.startup_timeline()
         await server.reconfigure(dict(new))  # the same weights again: nothing reloads
         assert server.startup_timeline() == stamps
+
+        # Another architecture: a new engine, the old one stopped first.
+        other = {"path": str(tmp_path / "qwen"), "tiny": {"arch": "qwen2", "seed": 3}}
+        await server.reconfigure(other)
+        assert server.loaded() == other and server.engine is not first_engine
+        assert "old_engine_stopped" in server.startup_timeline()
+        status, body, _ = await server.handle_request("POST", "/v1/chat/completions", chat())
+        assert status == 200, body
 
         with pytest.raises(Exception, match="does not exist"):
             await server.reconfigure({"path": str(tmp_path / "missing")})
