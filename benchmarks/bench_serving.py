@@ -232,6 +232,8 @@ def startup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def battles(args: argparse.Namespace) -> dict[str, Any]:
+    import pyarrow as pa
+
     from arena_ops.battle.run import BattleRun, plan
     from arena_ops.config import load_config
     from arena_ops.data.pipeline import ensure_shards, read_shard
@@ -240,10 +242,16 @@ def battles(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = load_config(args.config)
     scratch = tempfile.mkdtemp(prefix="bench-battles-")
-    cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": f"file://{scratch}"})})
+    cfg = cfg.model_copy(
+        update={
+            "storage": cfg.storage.model_copy(update={"root": f"file://{scratch}"}),
+            "battle": cfg.battle.model_copy(update={"sample_limit": None}),  # --prompts decides
+        }
+    )
     store = ArtifactStore.from_config(cfg.storage)
     ensure_shards(cfg, store)
-    rows = read_shard(cfg, store, 0).slice(0, args.prompts)
+    shards = [read_shard(cfg, store, k) for k in range(cfg.data.num_shards)]
+    rows = pa.concat_tables(shards).slice(0, args.prompts)
     t0 = time.perf_counter()
     deploy.up(cfg)
     up_s = time.perf_counter() - t0
