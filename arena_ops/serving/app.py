@@ -160,13 +160,14 @@ def model_app_name(name: str) -> str:
 
 def engine_app(cfg: ArenaConfig, m: ServedModel, cpu_threads_bind: str | None = None) -> dict[str, Any]:
     """One model's application (backend ``vllm``, :mod:`arena_ops.serving.engine`) in a declarative Serve config.
-    Engine and storage settings are passed as the config states them (the replica fills in the defaults); the weights
+    Engine and S3 settings are passed as the config states them (the replica fills in the defaults); the weights
     are the deployment's ``user_config``, so a new target checkpoint reconfigures the running replicas."""
     e = m.engine
     args: dict[str, Any] = {
         "model_id": m.name,
         "engine": e.model_dump(mode="json", exclude_unset=True),
-        "storage": cfg.storage.model_dump(mode="json", exclude_unset=True),
+        # Only what fetching s3:// weights needs (not the store's root: a change of it must not restart engines).
+        "s3": cfg.storage.s3.model_dump(mode="json", exclude_unset=True),
     }
     if cpu_threads_bind:
         args["cpu_threads_bind"] = cpu_threads_bind

@@ -85,15 +85,15 @@ class VLLMServer:
     """
 
     def __init__(
-        self, model_id: str, engine: dict[str, Any], storage: dict[str, Any], cpu_threads_bind: str | None = None
+        self, model_id: str, engine: dict[str, Any], s3: dict[str, Any], cpu_threads_bind: str | None = None
     ) -> None:
         """``engine``: the model's :class:`~arena_ops.config.EngineConfig` fields as the config states them;
-        ``storage``: the store config, used to fetch ``s3://`` weights onto this replica's node (credentials from
+        ``s3``: the store's S3 settings, used to fetch ``s3://`` weights onto this replica's node (credentials from
         the node's environment: Airflow connections do not exist on Ray nodes)."""
         self.timeline: dict[str, float] = {"replica_started": time.time()}
         self.model_id = model_id
         self.engine_config = EngineConfig(**engine)
-        self.storage = storage
+        self.s3 = s3
         os.environ.update(engine_env(self.engine_config, cpu_threads_bind))
         import vllm.entrypoints.launchers.app  # noqa: F401 - the import is most of a CPU replica's start-up
 
@@ -137,12 +137,11 @@ class VLLMServer:
                 self._ready.set()
 
     def _fetch(self, weights: dict[str, Any]) -> str:
-        from arena_ops.config import StorageConfig, TinyModelConfig
+        from arena_ops.config import S3Config, StorageConfig, TinyModelConfig
         from arena_ops.serving.app import ServedModel, local_model_dir
 
         tiny = TinyModelConfig(**weights["tiny"]) if weights.get("tiny") else None
-        store = StorageConfig(**self.storage)
-        store.s3.conn_id = None
+        store = StorageConfig(s3=S3Config(**{**self.s3, "conn_id": None}))
         return local_model_dir(ServedModel(self.model_id, weights["path"], self.engine_config, tiny), store)
 
     async def _reload(self, model_dir: str) -> bool:
@@ -302,6 +301,5 @@ def build_engine_app(args: dict[str, Any]) -> Any:
     """Application builder (``import_path: arena_ops.serving.engine:build_engine_app``) of a declarative Serve
     config: what ``arena serve up`` deploys and the Helm chart's RayService renders. The deployment's options and its
     ``user_config`` (the weights) come from the config's ``deployments`` entry."""
-    return VLLMServer.bind(
-        args["model_id"], args.get("engine") or {}, args.get("storage") or {}, args.get("cpu_threads_bind")
-    )
+    model_id, engine, s3 = args["model_id"], args.get("engine") or {}, args.get("s3") or {}
+    return VLLMServer.bind(model_id, engine, s3, args.get("cpu_threads_bind"))

@@ -48,3 +48,22 @@ def test_tiny_model_is_built_when_missing(tmp_path: Path) -> None:
 def test_routes_are_url_safe() -> None:
     assert model_route("Qwen/Qwen2.5-72B-Instruct") == "/m/Qwen-Qwen2.5-72B-Instruct"
     assert model_route("gpt-4o@2024:08") == "/m/gpt-4o-2024-08"
+
+
+def test_engine_apps_change_only_with_their_model() -> None:
+    """What Serve compares to decide a restart: a new target changes only the target's weights (its user_config);
+    another store root (another flywheel, or a test on the same cluster) changes no engine app at all."""
+    from arena_ops.serving.app import serve_config
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml")
+    other_root = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": "file:///elsewhere"})})
+    base = serve_config(cfg)["applications"]
+    assert serve_config(other_root)["applications"] == base
+    swapped = serve_config(cfg, target_path="/new/weights")["applications"]
+    changed = [(a["name"], a["deployments"][0]["user_config"]) for a, b in zip(swapped, base, strict=True) if a != b]
+    assert changed == [("arena-model-tiny-target", {"path": "/new/weights"})]
+    assert {k: v for k, v in swapped[0].items() if k != "deployments"} == {
+        k: v for k, v in base[0].items() if k != "deployments"
+    }
+    engine = base[0]["args"]["engine"]
+    assert engine["engine_core"] == "in-process" and "root" not in str(base[0]["args"])
