@@ -20,6 +20,9 @@ import pytest
 from tests.conftest import free_port
 
 ARENA = str(Path(sys.executable).parent / "arena")
+# The engine settings of every tiny served model in the integration tests: configs that share the deployment must
+# declare the same (another setting is another engine app, and Serve would redeploy it).
+TINY_ENGINE = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25, engine_core: in-process}"
 RAY_PROCESS = re.compile(r"ray::|raylet|gcs_server|ServeReplica|default_worker")
 
 
@@ -45,7 +48,7 @@ class Serving:
         self.deployment = "VLLMServer" if backend == "vllm" else "LLMServer"
         self.port = free_port()
         self.config = root / "arena.yaml"
-        engine = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25, engine_core: in-process}"
+        engine = TINY_ENGINE
         self.config.write_text(
             textwrap.dedent(f"""\
             flywheel: serving-test

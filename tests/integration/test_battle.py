@@ -24,7 +24,7 @@ from arena_ops.data.pipeline import ensure_shards, read_shard
 from arena_ops.rating.battles import read_battles
 from arena_ops.rating.bt import aggregate, fit_bt
 from arena_ops.store import ArtifactStore
-from tests.integration.conftest import ARENA, Serving
+from tests.integration.conftest import ARENA, TINY_ENGINE, Serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def write_config(serving: Serving, root: Path, sample_limit: int, extra: str = "
     (root / "prompts.jsonl").write_text(
         "".join(json.dumps(q) + "\n" for q in questions if 101 <= q["question_id"] <= 130)
     )
-    engine = "{device: cpu, dtype: float32, max_model_len: 2048, kv_cache_gib: 0.25}"
+    engine = TINY_ENGINE
     models = serving.root / "models"
     cfg = root / "arena.yaml"
     cfg.write_text(
