@@ -50,17 +50,17 @@ def write_config(serving: Serving, root: Path, sample_limit: int, extra: str = "
         models:
           target:
             name: tiny-a
-            source: {{kind: served, path: {models}/a, engine: {engine}}}
+            source: {{kind: served, path: {models}/a, tiny: {{arch: llama, seed: 0}}, engine: {engine}}}
             sampling: {{temperature: 0.8, max_tokens: 12}}
           competitors:
             - name: tiny-b
-              source: {{kind: served, path: {models}/b, engine: {engine}}}
+              source: {{kind: served, path: {models}/b, tiny: {{arch: qwen2, seed: 1}}, engine: {engine}}}
               sampling: {{temperature: 0.8, max_tokens: 12}}
             - name: gpt-4
               source: {{kind: recorded, path: {DATASETS}/mt_bench_reference_answers_gpt4.jsonl}}
           judge:
             name: tiny-b
-            source: {{kind: served, path: {models}/b, engine: {engine}}}
+            source: {{kind: served, path: {models}/b, tiny: {{arch: qwen2, seed: 1}}, engine: {engine}}}
             sampling: {{temperature: 0.0, max_tokens: 256}}
         data: {{sources: [prompts.jsonl], num_shards: 2, prefix_dedup_chars: 0}}
         training: {{schedule: compact}}
