@@ -160,20 +160,18 @@ def model_app_name(name: str) -> str:
 
 def engine_app(cfg: ArenaConfig, m: ServedModel, cpu_threads_bind: str | None = None) -> dict[str, Any]:
     """One model's application (backend ``vllm``, :mod:`arena_ops.serving.engine`) in a declarative Serve config.
-    Engine and S3 settings are passed as the config states them (the replica fills in the defaults); the weights
+    Engine settings are passed as the config states them (the replica fills in the defaults); the weights
     are the deployment's ``user_config``, so a new target checkpoint reconfigures the running replicas."""
     e = m.engine
-    args: dict[str, Any] = {
-        "model_id": m.name,
-        "engine": e.model_dump(mode="json", exclude_unset=True),
-        # Only what fetching s3:// weights needs (not the store's root: a change of it must not restart engines).
-        "s3": cfg.storage.s3.model_dump(mode="json", exclude_unset=True),
-    }
+    args: dict[str, Any] = {"model_id": m.name, "engine": e.model_dump(mode="json", exclude_unset=True)}
     if cpu_threads_bind:
         args["cpu_threads_bind"] = cpu_threads_bind
     weights: dict[str, Any] = {"path": m.path}
     if m.tiny is not None:
         weights["tiny"] = m.tiny.model_dump(mode="json", exclude_unset=True)
+    s3 = cfg.storage.s3.model_dump(mode="json", exclude_unset=True)
+    if s3:  # what fetching s3:// weights needs; in user_config, so that a change of it restarts nothing
+        weights["s3"] = s3
     actor: dict[str, Any] = {"num_cpus": e.cpus_per_replica}
     if e.device == "gpu":
         actor["num_gpus"] = e.tensor_parallel_size

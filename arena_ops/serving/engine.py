@@ -85,15 +85,12 @@ class VLLMServer:
     """
 
     def __init__(
-        self, model_id: str, engine: dict[str, Any], s3: dict[str, Any], cpu_threads_bind: str | None = None
+        self, model_id: str, engine: dict[str, Any], cpu_threads_bind: str | None = None
     ) -> None:
-        """``engine``: the model's :class:`~arena_ops.config.EngineConfig` fields as the config states them;
-        ``s3``: the store's S3 settings, used to fetch ``s3://`` weights onto this replica's node (credentials from
-        the node's environment: Airflow connections do not exist on Ray nodes)."""
+        """``engine``: the model's :class:`~arena_ops.config.EngineConfig` fields as the config states them."""
         self.timeline: dict[str, float] = {"replica_started": time.time()}
         self.model_id = model_id
         self.engine_config = EngineConfig(**engine)
-        self.s3 = s3
         os.environ.update(engine_env(self.engine_config, cpu_threads_bind))
         import vllm.entrypoints.launchers.app  # noqa: F401 - the import is most of a CPU replica's start-up
 
@@ -108,11 +105,14 @@ class VLLMServer:
         self._swap = asyncio.Lock()
 
     async def reconfigure(self, weights: dict[str, Any]) -> None:
-        """Serve the weights ``{"path": ..., "tiny": {...} | None}``. New weights of the model already loaded (same
+        """Serve the weights ``{"path", "tiny"?, "s3"?}``. New weights of the model already loaded (same
         architecture, tokenizer and generation defaults: a fine-tuned checkpoint of it) are loaded into the running
         engine in place (vLLM's ``reload_weights``, under a second); anything else gets a new engine."""
         async with self._swap:
             if weights == self.weights:
+                return
+            if self.weights is not None and self.failure is None and _model_of(weights) == _model_of(self.weights):
+                self.weights = weights  # only the S3 settings changed: they matter for the next fetch
                 return
             self._ready.clear()  # new requests wait for the new weights
             while self._inflight:  # requests in flight finish on the old ones
@@ -141,7 +141,8 @@ class VLLMServer:
         from arena_ops.serving.app import ServedModel, local_model_dir
 
         tiny = TinyModelConfig(**weights["tiny"]) if weights.get("tiny") else None
-        store = StorageConfig(s3=S3Config(**{**self.s3, "conn_id": None}))
+        # Credentials from the node's environment: Airflow connections do not exist on Ray nodes.
+        store = StorageConfig(s3=S3Config(**{**(weights.get("s3") or {}), "conn_id": None}))
         return local_model_dir(ServedModel(self.model_id, weights["path"], self.engine_config, tiny), store)
 
     async def _reload(self, model_dir: str) -> bool:
@@ -276,6 +277,11 @@ _SAME_FILES = (
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype"}
 
 
+def _model_of(weights: dict[str, Any]) -> dict[str, Any]:
+    """The part of a ``user_config`` that names the weights (``s3`` only says how to fetch them)."""
+    return {k: v for k, v in weights.items() if k != "s3"}
+
+
 def same_model(old_dir: str | None, new_dir: str) -> bool:
     """Whether ``new_dir`` holds new weights of the model in ``old_dir`` (see ``_SAME_FILES``); local directories
     only (a Hugging Face id always gets a new engine)."""
@@ -301,5 +307,4 @@ def build_engine_app(args: dict[str, Any]) -> Any:
     """Application builder (``import_path: arena_ops.serving.engine:build_engine_app``) of a declarative Serve
     config: what ``arena serve up`` deploys and the Helm chart's RayService renders. The deployment's options and its
     ``user_config`` (the weights) come from the config's ``deployments`` entry."""
-    model_id, engine, s3 = args["model_id"], args.get("engine") or {}, args.get("s3") or {}
-    return VLLMServer.bind(model_id, engine, s3, args.get("cpu_threads_bind"))
+    return VLLMServer.bind(args["model_id"], args.get("engine") or {}, args.get("cpu_threads_bind"))

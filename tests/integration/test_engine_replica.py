@@ -55,7 +55,7 @@ def scenario(engine_core: str, tiny_model: str, tmp: str) -> None:
     server_cls = VLLMServer.func_or_class
 
     async def go() -> None:
-        server = server_cls("m", engine, {}, "0-1")
+        server = server_cls("m", engine, "0-1")
         assert server.loaded() is None
         await server.reconfigure({"path": str(tiny_model_dir)})
         assert server.loaded() == {"path": str(tiny_model_dir)}

@@ -83,7 +83,9 @@ def test_update_target_restarts_only_the_target(serving: Serving) -> None:
     new_weights = build_tiny_chat_model(serving.root / "models" / "a-iter1", seed=7)
     res = serving.arena("serve", "update-target", str(new_weights))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "(redeployed: arena-model-tiny-a)" in " ".join(res.stdout.split())
+    # Other test modules deployed their own configs on this cluster before; whatever else this call re-applies,
+    # only the target may restart or load new weights: the replicas' pids below and the engines' timelines.
+    assert "redeployed: arena-model-tiny-a" in " ".join(res.stdout.split())
     assert replica_pid(f"arena-model-tiny-b:{serving.deployment}") == before_b
     assert replica_pid("arena-router:ArenaRouter") == before_router
     if serving.backend == "vllm":  # the weights are the deployment's user_config: swapped inside the same replica

@@ -55,7 +55,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if .source.tiny }}{{ $_ := set $weights "tiny" .source.tiny }}{{ end -}}
 {{- $deployment := dict "name" "VLLMServer" "ray_actor_options" $actor "user_config" $weights
       "autoscaling_config" (dict "min_replicas" $min "max_replicas" $max "initial_replicas" (max $min 1)) -}}
-{{- $args := dict "model_id" .name "engine" $e "s3" ($storage.s3 | default dict) -}}
+{{- if $storage.s3 }}{{ $_ := set $weights "s3" $storage.s3 }}{{ end -}}
+{{- $args := dict "model_id" .name "engine" $e -}}
 {{- $apps = append $apps (dict "name" (printf "arena-model-%s" $slug) "route_prefix" (printf "/m/%s" $slug)
       "import_path" "arena_ops.serving.engine:build_engine_app" "args" $args "deployments" (list $deployment)) -}}
 {{- $_ := set $upstreams .name (dict "app" (printf "arena-model-%s" $slug)) -}}
