@@ -75,6 +75,10 @@ def test_structured_output_choice_and_regex(serving: Serving) -> None:
 def test_update_target_restarts_only_the_target(serving: Serving) -> None:
     from arena_ops.tiny_model import build_tiny_chat_model
 
+    # From this config's steady state: other modules applied their own configs to this cluster before (a CI run
+    # saw a competitor restarted when this config was re-applied after them; see the note of issue 16).
+    steady = serving.arena("serve", "up")
+    assert steady.returncode == 0, steady.stderr[-3000:]
     before_a = replica_pid(f"arena-model-tiny-a:{serving.deployment}")
     before_b = replica_pid(f"arena-model-tiny-b:{serving.deployment}")
     before_router = replica_pid("arena-router:ArenaRouter")
