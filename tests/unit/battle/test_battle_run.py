@@ -191,14 +191,19 @@ def test_rerun_does_nothing_new_and_duplicates_nothing(arena) -> None:
         judge.close()
 
 
+def _generated(cfg: ArenaConfig) -> BattleRun:
+    """A battle run on the first shard with every answer generated, nothing judged yet."""
+    store = ArtifactStore.from_config(cfg.storage)
+    ensure_shards(cfg, store)
+    run = BattleRun(cfg, store, 0, "shard-000", plan(cfg, read_shard(cfg, store, 0)))
+    asyncio.run(run.generate())
+    return run
+
+
 def test_interrupted_judging_resumes_only_missing_games(arena, monkeypatch: pytest.MonkeyPatch) -> None:
     judge = ScriptedJudge(honest)
     try:
-        cfg = arena(judge.url)
-        store = ArtifactStore.from_config(cfg.storage)
-        ensure_shards(cfg, store)
-        run = BattleRun(cfg, store, 0, "shard-000", plan(cfg, read_shard(cfg, store, 0)))
-        asyncio.run(run.generate())
+        run = _generated(arena(judge.url))
         real_play = None
         started = []
 
@@ -258,11 +263,7 @@ def test_both_games_of_a_battle_are_judged_together_and_chunks_keep_them(arena, 
     (Airflow maps judging over chunks) holds whole battles, never one game of a battle."""
     judge = ScriptedJudge(honest)
     try:
-        cfg = arena(judge.url)
-        store = ArtifactStore.from_config(cfg.storage)
-        ensure_shards(cfg, store)
-        run = BattleRun(cfg, store, 0, "shard-000", plan(cfg, read_shard(cfg, store, 0)))
-        asyncio.run(run.generate())
+        run = _generated(arena(judge.url))
         from arena_ops.battle import judging
 
         real_play, started = judging.Judge.play, []
