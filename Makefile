@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # pip runs from the environment's real path: console scripts get that path as their shebang, so they keep working
 # in every clone that links the cached environment (a shebang through one clone's `.venv` link dies with that clone).
 PIP     = "$$(readlink -f $(VENV))/bin/python" -m pip
-EXTRAS ?= cpu,dev,demo
+EXTRAS ?= cpu,dev,demo,stack
 # Optional extra index for torch==2.13.0+cpu on machines whose pip config does not already provide it,
 # e.g. `make setup TORCH_INDEX=<the PyTorch CPU wheel index URL>`.
 TORCH_INDEX ?=
@@ -35,7 +35,7 @@ STAMP := $(VENV)/.arena-setup-$(DEPS_KEY)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo] (fast and harmless when already done)
+setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo,stack] (fast and harmless when already done)
 	@(cd / && $(CURDIR)/$(PY) -I -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))") \
 		&& test -x "$$(head -1 $(VENV)/bin/arena | cut -c3-)" \
 		|| { echo "pointing the editable install at $(CURDIR)"; $(PIP) install --quiet --no-deps -e . ; }

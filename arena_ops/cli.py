@@ -14,6 +14,7 @@ from rich.text import Text
 from arena_ops.cli_common import ConfigOpt, SetOpt, console, err_console
 from arena_ops.cli_common import load as _load
 from arena_ops.cli_round import round_app
+from arena_ops.cli_stack import stack_app
 from arena_ops.cli_stages import battle_app, data_app, train_app
 from arena_ops.errors import ArenaError
 
@@ -38,6 +39,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(battle_app, name="battle")
 app.add_typer(train_app, name="train")
 app.add_typer(round_app, name="round")
+app.add_typer(stack_app, name="stack")
 
 
 @app.callback()

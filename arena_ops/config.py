@@ -85,6 +85,11 @@ class EngineConfig(_Section):
         "Serve replica, no spawned processes — the fastest start and weight swap, but the model step competes with "
         "request handling for the GIL (measured: 0.6× the throughput on Gemma), so for small models (tiny, CI).",
     )
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each replica claims, e.g. {worker: 0.1}: the replica goes to a node that "
+        "was started with them (`ray start --resources`; `arena stack` starts its worker node with {worker: 100}).",
+    )
 
     @model_validator(mode="after")
     def _replicas_ordered(self) -> EngineConfig:
@@ -295,6 +300,10 @@ class LauncherConfig(_Section):
     kind: Literal["local", "ray_job"] = Field("local", description="Subprocess here, or a Ray Jobs submission.")
     num_processes: int = Field(1, ge=1, description="Training processes (GPUs, or CPU workers).")
     ray_address: str | None = Field(None, description="Ray dashboard address for ray_job, e.g. http://head:8265.")
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources a ray_job's entrypoint claims (e.g. {worker: 1}: it runs on such a node).",
+    )
 
 
 class TrainingConfig(_Section):
@@ -368,6 +377,11 @@ class ServingConfig(_Section):
         "(placement groups across GPUs/nodes for tensor parallelism, its routing and autoscaling policies).",
     )
     ray_address: str | None = Field(None, description="Ray cluster to deploy on; None starts/uses a local Ray.")
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        "EveryNode",
+        description="Where Serve runs HTTP proxies: on every node (Serve's default), or on the head only (needed when "
+        "several nodes share one IP, as `arena stack`'s do: their proxies would take the same port).",
+    )
     host: str = Field("127.0.0.1", description="Ray Serve HTTP host.")
     port: int = Field(8000, ge=1, le=65535, description="Ray Serve HTTP port.")
     route_prefix: str = Field("/", description="Route of the OpenAI-compatible ingress.")
@@ -385,6 +399,27 @@ class AirflowConfig(_Section):
     train_poke_s: float = Field(60.0, gt=0, description="How often the reschedule-mode sensor checks a training job.")
 
 
+class StackConfig(_Section):
+    """`arena stack`: the production stack's parts on this machine, bound to 127.0.0.1. Their addresses are the
+    ones the rest of the config names — the S3 server at ``storage.s3.endpoint_url`` (bucket from ``storage.root``),
+    the Ray head at ``serving.ray_address`` (its dashboard at ``training.launcher.ray_address``); this section holds
+    what only the stack needs."""
+
+    dir: str = Field(".arena/stack", description="Data, secrets, state and logs of the stack (relative: to this file).")
+    postgres_port: int = Field(5433, ge=1, le=65535, description="PostgreSQL (Airflow's metadata database).")
+    airflow_port: int = Field(8080, ge=1, le=65535, description="Airflow's api-server (UI and REST API).")
+    airflow_parallelism: int = Field(4, ge=1, description="Task instances the LocalExecutor runs at once.")
+    head_cpus: int = Field(16, ge=1, description="Logical CPUs of the Ray head node (Serve's replicas share cores).")
+    worker_cpus: int = Field(4, ge=1, description="Logical CPUs of the Ray worker node.")
+    worker_resources: dict[str, float] = Field(
+        default_factory=lambda: {"worker": 100.0},
+        description="Custom resources of the worker node: claim them (engine.ray_resources, "
+        "training.launcher.ray_resources) to place a replica or a training job there.",
+    )
+    object_store_mib: int = Field(512, ge=64, description="Ray object store per node.")
+    up_timeout_s: float = Field(600.0, gt=0, description="`stack up` gives up on a component after this long.")
+
+
 class ArenaConfig(_Section):
     flywheel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name of this flywheel (a store folder).")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where artifacts live.")
@@ -396,6 +431,7 @@ class ArenaConfig(_Section):
     rating: RatingConfig = Field(default_factory=RatingConfig, description="Bradley–Terry Elo and bootstrap.")
     serving: ServingConfig = Field(default_factory=ServingConfig, description="Ray Serve application.")
     airflow: AirflowConfig = Field(default_factory=AirflowConfig, description="Scheduling of the round DAG.")
+    stack: StackConfig = Field(default_factory=StackConfig, description="`arena stack`: the embedded default.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ArenaConfig:
@@ -511,6 +547,7 @@ def _line_of(text: str, loc: list[Any]) -> int | None:
 def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     """Make relative local paths absolute, relative to the config file's directory."""
     cfg.storage.root = _resolve_uri(cfg.storage.root, base)
+    cfg.stack.dir = _resolve_local(cfg.stack.dir, base)
     cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
     cfg.data.decontaminate_against = [_resolve_local(s, base) for s in cfg.data.decontaminate_against]
     if cfg.judge.template.endswith((".yaml", ".yml")):

@@ -135,7 +135,7 @@ def llm_options(model: ServedModel, model_source: Any, cpu_threads_bind: str | N
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         # ray.serve.llm assumes GPUs unless told otherwise (measured: see STACK_FACTS).
         options["accelerator_config"] = {"kind": "cpu"}
-        options["placement_group_config"] = {"bundles": [{"CPU": e.cpus_per_replica}]}
+        options["placement_group_config"] = {"bundles": [{"CPU": e.cpus_per_replica, **e.ray_resources}]}
         options["runtime_env"] = {"env_vars": env}
     return options
 
@@ -173,6 +173,8 @@ def engine_app(cfg: ArenaConfig, m: ServedModel, cpu_threads_bind: str | None = 
     if s3:  # what fetching s3:// weights needs; in user_config, so that a change of it restarts nothing
         weights["s3"] = s3
     actor: dict[str, Any] = {"num_cpus": e.cpus_per_replica}
+    if e.ray_resources:
+        actor["resources"] = dict(e.ray_resources)
     if e.device == "gpu":
         actor["num_gpus"] = e.tensor_parallel_size
     deployment = {
@@ -236,7 +238,11 @@ def serve_config(
             "args": {"upstreams": router_upstreams(cfg, models)},
         }
     )
-    return {"http_options": {"host": host, "port": cfg.serving.port}, "applications": apps}
+    return {
+        "proxy_location": cfg.serving.proxy_location,
+        "http_options": {"host": host, "port": cfg.serving.port},
+        "applications": apps,
+    }
 
 
 def _declared_source(path: str) -> Any:

@@ -220,7 +220,9 @@ def _deploy(cfg: ArenaConfig, target_path: str | None, timeout_s: float | None) 
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
+    serve.start(
+        proxy_location=cfg.serving.proxy_location, http_options={"host": cfg.serving.host, "port": cfg.serving.port}
+    )
     config = serve_config(cfg, target_path, _cpu_bind(cfg), host=cfg.serving.host)
     if cfg.serving.backend == "ray-serve-llm":
         _local_weights(cfg, target_path)
@@ -229,6 +231,11 @@ def _deploy(cfg: ArenaConfig, target_path: str | None, timeout_s: float | None) 
     running = serve.status().applications
     stale = [n for n in apps if _last(getattr(running.get(n), "status", "")) != "RUNNING" or _kv_get(n) != prints[n]]
     deploy_started = time.time()
+    # Serve's config is the whole cluster's: an app this config does not declare (another config's model, applied
+    # to the same cluster) is deleted, and comes back as a new replica when that config is applied again.
+    removed = sorted(n for n in running if n not in apps)
+    if stale and removed:
+        log.warning("this config does not declare %s: Serve removes them", removed)
     if stale:
         log.info("deploying %s", stale)
         # The whole config, always (Serve deletes apps it does not list); the public `serve deploy` does the same

@@ -151,7 +151,11 @@ def submit_ray_job(launcher: LauncherConfig, job_file: Path, work_dir: Path, ds_
     deadline = time.monotonic() + 120
     while True:
         try:
-            job_id = client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"working_dir": str(work_dir)})
+            job_id = client.submit_job(
+                entrypoint=shlex.join(cmd),
+                runtime_env={"working_dir": str(work_dir)},
+                entrypoint_resources=dict(launcher.ray_resources) or None,
+            )
             break
         except RuntimeError as exc:  # a fresh head's job agent needs a moment: "No available agent to submit job"
             if "No available agent" not in str(exc) or time.monotonic() > deadline:

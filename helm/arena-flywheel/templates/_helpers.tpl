@@ -51,6 +51,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if eq $backend "vllm" -}}
 {{- $actor := dict "num_cpus" (include "arena.get" (list $e "cpus_per_replica" 1.0) | float64) -}}
 {{- if eq $device "gpu" }}{{ $_ := set $actor "num_gpus" (include "arena.get" (list $e "tensor_parallel_size" 1) | int64) }}{{ end -}}
+{{- if $e.ray_resources }}{{ $_ := set $actor "resources" $e.ray_resources }}{{ end -}}
 {{- $weights := dict "path" .source.path -}}
 {{- if .source.tiny }}{{ $_ := set $weights "tiny" .source.tiny }}{{ end -}}
 {{- $deployment := dict "name" "VLLMServer" "ray_actor_options" $actor "user_config" $weights
@@ -79,7 +80,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $_ := set $kw "distributed_executor_backend" "mp" -}}
 {{- $_ := set $llm "accelerator_config" (dict "kind" "cpu") -}}
 {{- $cpus := include "arena.get" (list $e "cpus_per_replica" 1.0) | float64 -}}
-{{- $_ := set $llm "placement_group_config" (dict "bundles" (list (dict "CPU" $cpus))) -}}
+{{- $_ := set $llm "placement_group_config" (dict "bundles" (list (merge (dict "CPU" $cpus) ($e.ray_resources | default dict)))) -}}
 {{- $space := addf $gib 0.5 | floor | int64 | max 1 -}}
 {{- $_ := set $llm "runtime_env" (dict "env_vars" (dict "VLLM_CPU_KVCACHE_SPACE" (toString $space))) -}}
 {{- end -}}
@@ -90,7 +91,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- $apps = append $apps (dict "name" "arena-router" "route_prefix" (include "arena.get" (list $serving "route_prefix" "/"))
       "import_path" "arena_ops.serving.router:build_router" "args" (dict "upstreams" $upstreams)) -}}
-{{- toJson (dict "http_options" (dict "host" "0.0.0.0" "port" ($port | int64)) "applications" $apps) -}}
+{{- $proxy := include "arena.get" (list $serving "proxy_location" "EveryNode") -}}
+{{- toJson (dict "proxy_location" $proxy "http_options" (dict "host" "0.0.0.0" "port" ($port | int64)) "applications" $apps) -}}
 {{- end -}}
 
 {{/* Env of every Ray container: the flywheel config, S3 credentials, optional model env Secret. */}}

@@ -1,0 +1,325 @@
+"""The flywheel as users run it, on `arena stack` (PostgreSQL, SeaweedFS, a two-node Ray cluster, the whole Airflow;
+started once for the module with the CLI and stopped at the end, leaving no process): a nightly schedule run by the
+scheduler, a run triggered as the UI does (REST with conf), a backfill of three past iterations beside the running
+scheduler (CLI and REST), the Elo DAG on the battles Asset, and the Arena view in a browser. A cheap flywheel
+(recorded models, a verifier judge, no training) keeps each round to seconds of work: the point is the scheduling on
+real parts; serving and training on the stack are in test_stack_faults.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arena_ops.config import load_config
+from arena_ops.stack import Stack
+from arena_ops.store import ArtifactStore
+from tests.conftest import HOSTILE, write_recorded_task
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ARENA = str(Path(sys.executable).parent / "arena")
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", REPO / ".arena" / "test-artifacts"))
+CHROMIUM = os.environ.get("ARENA_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make test` installs it
+# As root and on a machine without outside network: no sandbox, and none of Chromium's background connections.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START = date(2026, 1, 1)
+ROUND = "arena_flywheel_round"
+
+
+def free_block(n: int, also: tuple[int, ...] = ()) -> int:
+    """A port p with p..p+n-1 (and p+k..p+k+n-1 for k in ``also``) free on loopback, from a range Linux does not hand
+    out as ephemeral ports."""
+    import random
+
+    for _ in range(200):
+        p = random.randrange(20000, 29000)
+        ports = [p + i + k for k in (0, *also) for i in range(n)]
+        if all(_free(q) for q in ports):
+            return p
+    raise RuntimeError("no free port block")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def stack_config(root: Path) -> Path:
+    prompts = [
+        {"id": f"q{i}", "instruction": f"What is {i} times 3? Reply with the number.", "output": str(3 * i)}
+        for i in range(6)
+    ]
+    write_recorded_task(
+        root,
+        prompts,
+        {
+            "alpha": lambda i: prompts[i]["output"],
+            "beta": lambda i: HOSTILE,  # wrong, and markup that must stay text in the UI
+        },
+    )
+    s3 = free_block(5, also=(10000,))  # SeaweedFS: S3 and its other servers, their gRPC ports at +10000
+    ray, dashboard, pg, af = free_block(2), free_block(1), free_block(1), free_block(3)
+    cfg = root / "arena.yaml"
+    cfg.write_text(
+        textwrap.dedent(f"""\
+        flywheel: live
+        storage:
+          root: s3://arena-test/flywheel
+          s3: {{endpoint_url: "http://127.0.0.1:{s3}", conn_id: arena_s3}}
+        models:
+          target: {{name: alpha, source: {{kind: recorded, path: alpha.jsonl}}}}
+          competitors: [{{name: beta, source: {{kind: recorded, path: beta.jsonl}}}}]
+          judge: {{name: beta, source: {{kind: recorded, path: beta.jsonl}}}}
+        data: {{sources: [prompts.jsonl], num_shards: 2, prefix_dedup_chars: 0, minhash_threshold: null}}
+        judge: {{kind: verifier, verifier: exact}}
+        training:
+          schedule: compact
+          stages: []
+          launcher: {{kind: ray_job, ray_address: "http://127.0.0.1:{dashboard}", ray_resources: {{worker: 1}}}}
+        rating: {{bootstrap_rounds: 20}}
+        serving: {{ray_address: "127.0.0.1:{ray}", proxy_location: HeadOnly, port: {free_block(1)}}}
+        airflow: {{schedule: "0 2 * * *", start_date: "2026-01-01", retries: 2, judge_chunks: 2, train_poke_s: 2}}
+        stack: {{dir: stack, postgres_port: {pg}, airflow_port: {af}, head_cpus: 4, worker_cpus: 2}}
+        """)
+    )
+    return cfg
+
+
+class AirflowREST:
+    """Airflow's REST API as the UI calls it: a JWT from /auth/token, then /api/v2."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.url = stack.airflow_url
+        self.user, self.password = next(iter(json.loads((stack.airflow_home / "passwords.json").read_text()).items()))
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+        token = self.http.post("/auth/token", json={"username": self.user, "password": self.password})
+        assert token.status_code in (200, 201), token.text
+        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+
+    def wait_for_dags(self, dag_ids: list[str], timeout_s: float = 300) -> None:
+        deadline, ids = time.monotonic() + timeout_s, set()
+        while time.monotonic() < deadline:
+            ids = {d["dag_id"] for d in self.http.get("/api/v2/dags").json().get("dags", [])}
+            if set(dag_ids) <= ids:
+                return
+            time.sleep(2)
+        raise AssertionError(f"DAGs {dag_ids} not parsed; have {ids}")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.http.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100}).json()["dag_runs"]
+
+    def wait_runs(self, dag_id: str, pick, n: int, timeout_s: float) -> list[dict]:
+        """Wait until ``n`` runs chosen by ``pick`` have finished; return them."""
+        deadline, chosen = time.monotonic() + timeout_s, []
+        while time.monotonic() < deadline:
+            chosen = [r for r in self.runs(dag_id) if pick(r)]
+            if len(chosen) >= n and all(r["state"] in ("success", "failed") for r in chosen):
+                return chosen
+            time.sleep(5)
+        raise AssertionError(f"{dag_id}: after {timeout_s:.0f} s the runs are {[(r['run_id'], r['state']) for r in chosen]}")
+
+
+@dataclass
+class Live:
+    stack: Stack
+    api: AirflowREST
+    store: ArtifactStore
+    env: dict[str, str]
+    up_s: float
+    manual_run: str  # the REST-triggered round (iteration 40)
+
+    def arena(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ARENA, "--config", str(self.stack.config_path), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+
+    def airflow(self, *args: str) -> str:
+        res = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"airflow {' '.join(args)}: {res.stdout[-2000:]}{res.stderr[-3000:]}"
+        return res.stdout
+
+    def board(self) -> set[str]:
+        key = "live/leaderboard/leaderboard.json"
+        return {row["model"] for row in self.store.read_json(key)} if self.store.exists(key) else set()
+
+    def reported(self, iteration: int) -> bool:
+        return self.store.exists(f"live/iter={iteration}/report/round/_MANIFEST.json")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """`arena stack up` (the CLI, as `make up` runs it), the DAGs unpaused — the scheduler then creates the nightly
+    run of the most recent 02:00 — and one round triggered as the UI does. `arena stack down` at the end, and no
+    process of the stack may be left."""
+    root = tmp_path_factory.mktemp("live")
+    config = stack_config(root)
+    stack = Stack(load_config(config), config)
+    env = {**os.environ, **stack.client_env()}
+    live = Live(stack, None, None, env, 0.0, "")  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    res = live.arena("stack", "up")
+    try:
+        assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+        live.up_s = time.monotonic() - t0
+        print(f"arena stack up: {live.up_s:.0f} s")
+        os.environ.update(stack.client_env())  # the store resolves the S3 connection as a shell would
+        live.store = ArtifactStore.from_config(stack.cfg.storage)
+        live.api = api = AirflowREST(stack)
+        api.wait_for_dags([ROUND, "arena_elo"])
+        for dag_id in (ROUND, "arena_elo"):
+            assert api.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        res = api.http.post(
+            f"/api/v2/dags/{ROUND}/dagRuns", json={"logical_date": None, "conf": {"iteration": 40}}
+        )
+        assert res.status_code == 200, res.text
+        live.manual_run = res.json()["dag_run_id"]
+        yield live
+    finally:
+        down = live.arena("stack", "down", timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert stack.marked() == []
+
+
+def test_stack_is_real_and_up_is_idempotent(live: Live) -> None:
+    stack = live.stack
+    status = live.arena("stack", "status")
+    assert status.returncode == 0, status.stdout
+    pids = {c.name: c.pid for c in stack.status()}
+    again = live.arena("stack", "up")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {c.name: c.pid for c in stack.status()} == pids  # nothing restarted
+    # Airflow's metadata database is the stack's PostgreSQL.
+    conn = live.airflow("config", "get-value", "database", "sql_alchemy_conn")
+    assert conn.startswith("postgresql") and f":{stack.pg_port}/airflow" in conn
+    # The S3 server refuses unsigned requests; the Airflow connection's keys are accepted.
+    assert httpx.get(f"http://127.0.0.1:{stack.s3_port}/arena-test").status_code == 403
+    # Two Ray nodes, the worker with its own resources.
+    nodes = stack._ray_nodes()
+    assert len(nodes) == 2 and sum("worker" in n["resourcesTotal"] for n in nodes) == 1
+
+
+def test_ui_trigger_runs_a_round_with_its_conf(live: Live) -> None:
+    (run,) = live.api.wait_runs(ROUND, lambda r: r["dag_run_id"] == live.manual_run, 1, timeout_s=900)
+    assert run["state"] == "success", run
+    assert live.reported(40)
+
+
+def test_nightly_schedule_runs_the_latest_round(live: Live) -> None:
+    """Unpaused with catchup off, the scheduler runs the most recent 02:00 (as a nightly round does); its iteration
+    follows the logical date."""
+    (run,) = live.api.wait_runs(ROUND, lambda r: r["run_type"] == "scheduled", 1, timeout_s=900)
+    assert run["state"] == "success", run
+    when = datetime.fromisoformat(run["logical_date"].replace("Z", "+00:00"))
+    assert when.hour == 2 and (datetime.now(UTC) - when).total_seconds() < 86400
+    assert live.reported((when.date() - START).days)
+
+
+def test_backfill_of_three_past_iterations_beside_the_scheduler(live: Live) -> None:
+    """Two days by `airflow backfill create`, then one by the REST backfill API (Airflow runs one backfill of a DAG at
+    a time), while the scheduler runs rounds; each run's iteration follows its logical date, the Elo DAG runs on the
+    battles Asset, the board has them all."""
+    live.airflow("backfill", "create", "--dag-id", ROUND, "--from-date", "2026-01-05T00:00:00+00:00",
+                 "--to-date", "2026-01-06T23:00:00+00:00")  # fmt: skip
+    live.api.wait_runs(ROUND, lambda r: r["run_type"] == "backfill", 2, timeout_s=1200)
+    deadline = time.monotonic() + 120  # the scheduler closes a backfill once its runs are done
+    while time.monotonic() < deadline:
+        backfills = live.api.http.get("/api/v2/backfills", params={"dag_id": ROUND}).json()["backfills"]
+        if all(b["completed_at"] for b in backfills):
+            break
+        time.sleep(3)
+    res = live.api.http.post(
+        "/api/v2/backfills",
+        json={"dag_id": ROUND, "from_date": "2026-01-07T00:00:00Z", "to_date": "2026-01-07T23:00:00Z"},
+    )
+    assert res.status_code == 200, res.text
+    runs = live.api.wait_runs(ROUND, lambda r: r["run_type"] == "backfill", 3, timeout_s=1200)
+    assert len(runs) == 3 and all(r["state"] == "success" for r in runs), runs
+    iterations = {(datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00")).date() - START).days for r in runs}
+    assert iterations == {4, 5, 6}
+    assert all(live.reported(i) for i in iterations)
+
+    want = {f"alpha@{i}" for i in (4, 5, 6, 40)} | {"beta"}
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not live.board() >= want:
+        time.sleep(5)
+    assert live.board() >= want
+    elo = live.api.runs("arena_elo")
+    assert any(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in elo), elo
+
+
+def test_arena_ui_in_browser(live: Live) -> None:
+    """The Arena plugin inside the real Airflow UI: its endpoints refuse anonymous callers; a user who logs in on
+    Airflow's own login page sees the leaderboard in the Arena view, opens a battle, and hostile markup in a
+    response stays text. Screenshots go to $ARENA_TEST_ARTIFACTS (default .arena/test-artifacts)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    api = live.api
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and not {"alpha@40", "beta"} <= live.board():
+        time.sleep(5)
+    assert {"alpha@40", "beta"} <= live.board(), "the Elo DAG never rated the triggered round"
+
+    anon = httpx.Client(base_url=api.url, timeout=30)
+    for path in ("/arena/", "/arena/api/flywheels", "/arena/api/leaderboard?flywheel=live", "/arena/battles"):
+        assert anon.get(path).status_code == 401, path
+        assert anon.get(path, cookies={"_token": "not-a-jwt"}).status_code in (401, 403), path
+    rows = api.http.get("/arena/api/leaderboard", params={"flywheel": "live"}).json()["rows"]  # bearer token
+    assert {"alpha@40", "beta"} <= {r["model"] for r in rows}
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{api.url}/plugin/arena")
+            page.get_by_label("Username").fill(api.user)
+            page.get_by_label("Password").fill(api.password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/plugin/arena", timeout=60_000)
+            arena = page.frame_locator("iframe")
+            expect(arena.locator("#leaderboard tbody tr[data-model='alpha@40']")).to_be_visible(timeout=60_000)
+            expect(arena.locator("#leaderboard tbody tr[data-model='beta']")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "arena-ui.png"))
+
+            arena.get_by_role("link", name="beta", exact=True).first.click()  # beta's battles
+            arena.locator("input[name=prompt]").fill("times 3")
+            arena.get_by_role("button", name="Filter").click()
+            arena.locator("#battles a").first.click()
+            response = arena.locator("pre.response", has_text="window.__pwned")
+            expect(response).to_have_text(HOSTILE)
+            frame = next(f for f in page.frames if "/arena/battles/" in f.url)
+            assert frame.evaluate("window.__pwned") is None  # neither the script nor the onerror ran
+            expect(arena.locator("#scores")).to_contain_text("verifier")
+            page.screenshot(path=str(ARTIFACTS / "arena-battle.png"))
+        finally:
+            browser.close()
