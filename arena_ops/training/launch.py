@@ -186,10 +186,14 @@ def stop_ray_job(launcher: LauncherConfig, job_id: str) -> None:
     _ray_client(launcher).stop_job(job_id)
 
 
-def start_local(job_file: Path, num_processes: int, ds_config: Path | None) -> int:
+def start_local(
+    job_file: Path, num_processes: int, ds_config: Path | None, extra_env: dict[str, str] | None = None
+) -> int:
     """Start a local job detached from this process (it outlives an Airflow worker slot) under a supervisor that,
-    when the job ends, puts its exit status and log into the store (see :func:`supervise`). Returns the pid."""
+    when the job ends, puts its exit status and log into the store (see :func:`supervise`). Returns the pid.
+    ``extra_env``: e.g. the store's credentials (in the job's environment only, never in a file)."""
     cmd, env = local_command(job_file, num_processes, ds_config)
+    env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "arena_ops.training.launch", str(job_file.parent), "--", *cmd],
         env=env,

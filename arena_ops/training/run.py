@@ -154,7 +154,7 @@ def prepare_stage(
         "dataset_key": f"{data_prefix}/data.parquet",
         "dataset_uri": store.key_uri(f"{data_prefix}/data.parquet"),
         "hyperparams": hp,
-        "storage": cfg.storage.model_dump(mode="json"),
+        "storage": job_storage(cfg),
         "model_key": job.model_key,
         "job_key": job.job_key,
         "rl_algorithm": t.rl_algorithm,
@@ -180,6 +180,37 @@ def prepare_stage(
     return job
 
 
+def job_storage(cfg: ArenaConfig) -> dict[str, Any]:
+    """The store as a training job sees it. A job never runs inside Airflow, where connections resolve: it reads
+    and writes with its environment's credentials — the node's on a Ray cluster, or those its local launcher
+    resolved (:func:`job_credentials`). The endpoint of an Airflow connection is not a secret: it travels."""
+    storage = cfg.storage.model_dump(mode="json")
+    s3 = cfg.storage.s3
+    if s3.conn_id and cfg.storage.root.startswith("s3://"):
+        from arena_ops.store import s3_credentials
+
+        kwargs = s3_credentials(s3, cfg.storage.root)
+        if "endpoint_override" in kwargs:
+            storage["s3"]["endpoint_url"] = f"{kwargs['scheme']}://{kwargs['endpoint_override']}"
+        storage["s3"]["region"] = kwargs["region"]
+    storage["s3"]["conn_id"] = None
+    return storage
+
+
+def job_credentials(cfg: ArenaConfig) -> dict[str, str]:
+    """Environment variables with the S3 keys of ``storage.s3.conn_id``, for a job this process launches."""
+    s3 = cfg.storage.s3
+    if not (s3.conn_id and cfg.storage.root.startswith("s3://")):
+        return {}
+    from arena_ops.store import s3_credentials
+
+    kwargs = s3_credentials(s3, cfg.storage.root)
+    env = {s3.access_key_env: kwargs["access_key"], s3.secret_key_env: kwargs["secret_key"]}
+    if kwargs.get("session_token"):
+        env[s3.session_token_env] = kwargs["session_token"]
+    return env
+
+
 def _local_copy(store: ArtifactStore, job: TrainingJob) -> Path:
     """The job spec in a fresh local directory of the machine that launches it (used by the launch only)."""
     work = Path(tempfile.mkdtemp(prefix=f"arena-{job.stage}-"))
@@ -198,7 +229,7 @@ def submit_stage(cfg: ArenaConfig, store: ArtifactStore, job: TrainingJob) -> Tr
     if t.launcher.kind == "ray_job":
         ray_id = submit_ray_job(t.launcher, work / "job.json", work, work / "ds_config.json")
         return job.model_copy(update={"ray_job_id": ray_id}).save(store)
-    pid = start_local(work / "job.json", t.launcher.num_processes, work / "ds_config.json")
+    pid = start_local(work / "job.json", t.launcher.num_processes, work / "ds_config.json", job_credentials(cfg))
     return job.model_copy(update={"pid": pid}).save(store)
 
 

@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import free_port
@@ -27,8 +28,23 @@ RAY_PROCESS = re.compile(r"ray::|raylet|gcs_server|ServeReplica|default_worker")
 
 
 def ray_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in out if RAY_PROCESS.search(line) and "ps -eo" not in line]
+    """Ray's live processes on this machine, except those of an `arena stack` (another lane's test may run one).
+    Zombies do not count: they have exited, and wait for init to reap them."""
+    out = subprocess.run(["ps", "-eo", "pid,sid,stat,args"], capture_output=True, text=True).stdout.splitlines()
+    found = []
+    for line in out:
+        if RAY_PROCESS.search(line) and "ps -eo" not in line:
+            pid, sid, stat, args = line.split(None, 3)
+            if not stat.startswith("Z") and not _stack_session(int(sid)):
+                found.append(f"{pid} {args}")
+    return found
+
+
+def _stack_session(sid: int) -> bool:
+    try:
+        return "ARENA_STACK" in psutil.Process(sid).environ()  # the leader: `ray start --block` of a stack
+    except psutil.Error:
+        return False
 
 
 def replica_pid(app_deployment: str) -> int:

@@ -142,7 +142,9 @@ class AirflowREST:
             if len(chosen) >= n and all(r["state"] in ("success", "failed") for r in chosen):
                 return chosen
             time.sleep(5)
-        raise AssertionError(f"{dag_id}: after {timeout_s:.0f} s the runs are {[(r['run_id'], r['state']) for r in chosen]}")
+        raise AssertionError(
+            f"{dag_id}: after {timeout_s:.0f} s the runs are {[(r['run_id'], r['state']) for r in chosen]}"
+        )
 
 
 @dataclass
@@ -198,9 +200,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         api.wait_for_dags([ROUND, "arena_elo"])
         for dag_id in (ROUND, "arena_elo"):
             assert api.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
-        res = api.http.post(
-            f"/api/v2/dags/{ROUND}/dagRuns", json={"logical_date": None, "conf": {"iteration": 40}}
-        )
+        res = api.http.post(f"/api/v2/dags/{ROUND}/dagRuns", json={"logical_date": None, "conf": {"iteration": 40}})
         assert res.status_code == 200, res.text
         live.manual_run = res.json()["dag_run_id"]
         yield live

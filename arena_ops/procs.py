@@ -1,0 +1,45 @@
+"""Processes by session: what `arena` starts in the background (a local Ray head, the components of `arena stack`)
+runs in a session of its own, which every descendant inherits unless it starts its own — Ray's daemons and workers,
+Serve replicas, Airflow's task processes do not. Stopping a session stops exactly what was started, never another
+Ray cluster or Airflow on the same machine (``ray stop`` would stop them all)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+import psutil
+
+
+def session_members(sessions: set[int]) -> list[int]:
+    """Live (non-zombie) processes in any of ``sessions``, this process excluded."""
+    out = []
+    for pid in psutil.pids():
+        if pid == os.getpid():
+            continue
+        try:
+            if os.getsid(pid) in sessions and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except (OSError, psutil.Error):
+            continue
+    return out
+
+
+def stop_sessions(sessions: set[int], grace_s: float = 30.0) -> list[int]:
+    """SIGTERM every process of ``sessions``, SIGKILL what is left after ``grace_s``; returns the pids still alive
+    (none unless the kernel refused)."""
+    for pid in session_members(sessions):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while session_members(sessions) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    for pid in session_members(sessions):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while session_members(sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return session_members(sessions)
