@@ -453,18 +453,18 @@ class Stack:
         self._ensure_airflow_db()
         env = self._airflow_env()
         self._run("airflow-setup", [_bin("airflow"), "db", "migrate"], env)
+        # The S3 connection, created or updated in place (the keys in secrets.json are the truth), from a private
+        # file that is removed at once.
         conn_id = self.cfg.storage.s3.conn_id or S3_CONN_ID
         c = self.s3_connection()
-        if self._has_conn(conn_id, env):  # re-created: the keys in secrets.json are the truth
-            self._run("airflow-setup", [_bin("airflow"), "connections", "delete", conn_id], env, 120)
-        add = [_bin("airflow"), "connections", "add", conn_id, "--conn-json", json.dumps(c)]
-        self._run("airflow-setup", add, env, 120)
-
-    def _has_conn(self, conn_id: str, env: dict[str, str]) -> bool:
-        res = subprocess.run(
-            [_bin("airflow"), "connections", "get", conn_id, "-o", "json"], env=env, capture_output=True, timeout=120
-        )
-        return res.returncode == 0
+        path = self.airflow_home / "connections.tmp.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({conn_id: {**c, "extra": json.dumps(c["extra"])}}, f)
+        try:
+            self._run("airflow-setup", [_bin("airflow"), "connections", "import", "--overwrite", str(path)], env, 120)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _start_airflow(self, name: str) -> None:
         argv = [_bin("airflow"), name]
@@ -511,7 +511,9 @@ class Stack:
         for name, start, healthy in self._plan():
             t0 = time.monotonic()
             if self.pid(name) is None:
-                if name in AIRFLOW_COMPONENTS and not airflow_prepared and not self._all_airflow_running():
+                # Migrations and the S3 connection when Airflow starts from nothing; a scheduler restarted beside a
+                # running api-server (a round in flight) finds both as they were.
+                if name in AIRFLOW_COMPONENTS and not airflow_prepared and self.pid("api-server") is None:
                     progress("airflow: migrating the metadata database")
                     self._prepare_airflow()
                     airflow_prepared = True
@@ -524,9 +526,6 @@ class Stack:
             took[name] = round(time.monotonic() - t0, 1)
             progress(f"{name}: healthy ({took[name]} s)")
         return took
-
-    def _all_airflow_running(self) -> bool:
-        return all(self.pid(n) is not None for n in AIRFLOW_COMPONENTS)
 
     def _check_port_free(self, name: str) -> None:
         port = {"postgres": self.pg_port, "s3": self.s3_port, "ray-head": self.ray_port}.get(name)
