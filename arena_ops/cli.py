@@ -88,6 +88,7 @@ def store_ls(
     store = ArtifactStore.from_config(cfg.storage)
     flywheel = flywheel or cfg.flywheel
     table = Table("iteration", "stage", "artifact", "rows", "files", "committed", title=f"{store.uri}/{flywheel}")
+
     def row(where: str, stage: str, name: str, prefix: str) -> None:
         try:
             m = store.manifest(prefix)

@@ -84,9 +84,7 @@ class VLLMServer:
     target checkpoint swaps the engine inside the replica (vLLM stays imported) instead of restarting it.
     """
 
-    def __init__(
-        self, model_id: str, engine: dict[str, Any], cpu_threads_bind: str | None = None
-    ) -> None:
+    def __init__(self, model_id: str, engine: dict[str, Any], cpu_threads_bind: str | None = None) -> None:
         """``engine``: the model's :class:`~arena_ops.config.EngineConfig` fields as the config states them."""
         self.timeline: dict[str, float] = {"replica_started": time.time()}
         self.model_id = model_id
