@@ -141,8 +141,7 @@ def submit_ray_job(launcher: LauncherConfig, job_file: Path, work_dir: Path, ds_
             "RANK=0",
             "LOCAL_RANK=0",
             "WORLD_SIZE=1",
-            "MASTER_ADDR=127.0.0.1",
-            "MASTER_PORT=29511",
+            "MASTER_ADDR=127.0.0.1",  # the job picks a free MASTER_PORT of its node (arena_ops.training.stages)
             "python",
             "-m",
             "arena_ops.training.stages",

@@ -212,6 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1:
         sys.exit("usage: python -m arena_ops.training.stages JOB.json")
     job = json.loads(Path(argv[0]).read_text())
+    if os.environ.get("WORLD_SIZE") == "1" and not os.environ.get("MASTER_PORT"):
+        # One process (a Ray job's default): a free port of this node for torch.distributed's store — a fixed one
+        # failed with EADDRINUSE when two jobs shared a node.
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
     scratch = Path(tempfile.mkdtemp(prefix="arena-train-"))
     job.setdefault("output_dir", str(scratch / "out"))
     job["model"] = materialise_model(job["base_model"], job["storage"])
