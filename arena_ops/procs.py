@@ -43,3 +43,21 @@ def stop_sessions(sessions: set[int], grace_s: float = 30.0) -> list[int]:
     while session_members(sessions) and time.monotonic() < deadline:
         time.sleep(0.2)
     return session_members(sessions)
+
+
+def carries(pid: int, key: str, value: str) -> bool:
+    """Whether the process, or one of its ancestors, has ``key=value`` in its environment. Ancestors count because
+    a process title set with setproctitle (Ray's workers, Serve replicas, Airflow's processes) may overwrite what
+    ``/proc/<pid>/environ`` shows; a raylet or a session leader above them still shows it."""
+    try:
+        chain = [psutil.Process(pid)]
+        chain += chain[0].parents()
+    except psutil.Error:
+        return False
+    for p in chain:
+        try:
+            if p.environ().get(key) == value:
+                return True
+        except (psutil.Error, OSError):
+            continue
+    return False

@@ -35,16 +35,25 @@ def ray_processes() -> list[str]:
     for line in out:
         if RAY_PROCESS.search(line) and "ps -eo" not in line:
             pid, sid, stat, args = line.split(None, 3)
-            if not stat.startswith("Z") and not _stack_session(int(sid)):
+            if not stat.startswith("Z") and not _stack_process(int(pid), int(sid)):
                 found.append(f"{pid} {args}")
     return found
 
 
-def _stack_session(sid: int) -> bool:
-    try:
-        return "ARENA_STACK" in psutil.Process(sid).environ()  # the leader: `ray start --block` of a stack
-    except psutil.Error:
-        return False
+def _stack_process(pid: int, sid: int) -> bool:
+    """A process of some `arena stack`: it, an ancestor (a stack's raylet) or its session leader carries the mark."""
+    for p in (pid, sid):
+        try:
+            chain = [psutil.Process(p), *psutil.Process(p).parents()]
+        except psutil.Error:
+            continue
+        for q in chain:
+            try:
+                if "ARENA_STACK" in q.environ():
+                    return True
+            except psutil.Error:
+                continue
+    return False
 
 
 def replica_pid(app_deployment: str) -> int:

@@ -23,6 +23,7 @@ import pytest
 
 from arena_ops import layout
 from arena_ops.config import load_config
+from arena_ops.procs import carries
 from arena_ops.stack import Stack
 from arena_ops.store import ArtifactStore
 from tests.integration.conftest import TINY_ENGINE
@@ -167,19 +168,26 @@ def assert_round_intact(live: Live, iteration: int) -> None:
     assert len(battle_ids) == len(set(battle_ids)) and len(set(battle_ids)) >= BATTLES, battle_ids
 
 
-def replica_of(app_prefix: str) -> psutil.Process:
+def of_stack(live: Live, needle: str) -> psutil.Process | None:
+    """This stack's process whose command line holds ``needle`` (another test lane may run the same model names or
+    training jobs on its own Ray cluster: those must not be touched)."""
     for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if f"ServeReplica:{app_prefix}" in cmd:
+        if needle in " ".join(p.info["cmdline"] or []) and carries(p.pid, "ARENA_STACK", str(live.stack.dir)):
             return p
-    raise AssertionError(f"no replica process of {app_prefix}")
+    return None
+
+
+def replica_of(live: Live, app_prefix: str) -> psutil.Process:
+    p = of_stack(live, f"ServeReplica:{app_prefix}")
+    assert p is not None, f"no replica process of {app_prefix} in this stack"
+    return p
 
 
 def test_replica_killed_during_generation(live: Live) -> None:
     run_id = trigger(live, 0)
     wait_until("a first committed chunk of responses", lambda: committed_parts(live, 0, layout.RESPONSES))
     done_at_kill = len(committed_parts(live, 0, layout.RESPONSES))
-    replica = replica_of("arena-model-tiny-a")
+    replica = replica_of(live, "arena-model-tiny-a")
     replica.kill()
     killed = time.monotonic()
     run = wait_run(live, run_id)
@@ -189,7 +197,7 @@ def test_replica_killed_during_generation(live: Live) -> None:
     )
     assert done_at_kill < BATTLES, "the generation finished before the kill: the test did not test anything"
     assert run["state"] == "success", run
-    assert replica_of("arena-model-tiny-a").pid != replica.pid  # Serve started a new replica
+    assert replica_of(live, "arena-model-tiny-a").pid != replica.pid  # Serve started a new replica
     assert_round_intact(live, 0)
 
 
@@ -227,13 +235,9 @@ def test_s3_stopped_during_writes(live: Live) -> None:
 def test_training_job_killed(live: Live) -> None:
     run_id = trigger(live, 3)
 
-    def training_process():
-        for p in psutil.process_iter(["cmdline"]):
-            if "arena_ops.training.stages" in " ".join(p.info["cmdline"] or []):
-                return p
-        return None
-
-    job = wait_until("the SFT job's process", training_process, timeout_s=900, every_s=0.5)
+    job = wait_until(
+        "the SFT job's process", lambda: of_stack(live, "arena_ops.training.stages"), timeout_s=900, every_s=0.5
+    )
     job.kill()
     killed = time.monotonic()
     run = wait_run(live, run_id)
