@@ -64,7 +64,6 @@ class ComponentStatus:
     pid: int | None
     address: str
     healthy: bool
-    detail: str = ""
 
 
 def _bin(name: str) -> str:

@@ -115,7 +115,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from arena_ops.stack import weed_mini_command
 
     data = tmp_path_factory.mktemp("seaweedfs")
-    port = _free_block()
+    port = free_block(5, also=(10000,))  # S3 and SeaweedFS's other servers, their gRPC ports at +10000
     log = open(data / "weed.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         weed_mini_command(data, port),
@@ -145,13 +145,14 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def _free_block() -> int:
-    """A port p with p..p+4 and their gRPC ports (+10000) free, outside the ephemeral range."""
+def free_block(n: int, also: tuple[int, ...] = ()) -> int:
+    """A port p with p..p+n-1 (and p+k..p+k+n-1 for k in ``also``) free on loopback, from a range Linux does not hand
+    out as ephemeral ports."""
     import random
 
     for _ in range(200):
         p = random.randrange(20000, 29000)
-        ports = [p + i + k for k in (0, 10000) for i in range(5)]
+        ports = [p + i + k for k in (0, *also) for i in range(n)]
         if all(_bindable(q) for q in ports):
             return p
     raise RuntimeError("no free block of ports")

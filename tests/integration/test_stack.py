@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,7 +24,7 @@ import pytest
 from arena_ops.config import load_config
 from arena_ops.stack import Stack
 from arena_ops.store import ArtifactStore
-from tests.conftest import HOSTILE, write_recorded_task
+from tests.conftest import HOSTILE, free_block, write_recorded_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,28 +45,6 @@ CHROMIUM_ARGS = [
 ]
 START = date(2026, 1, 1)
 ROUND = "arena_flywheel_round"
-
-
-def free_block(n: int, also: tuple[int, ...] = ()) -> int:
-    """A port p with p..p+n-1 (and p+k..p+k+n-1 for k in ``also``) free on loopback, from a range Linux does not hand
-    out as ephemeral ports."""
-    import random
-
-    for _ in range(200):
-        p = random.randrange(20000, 29000)
-        ports = [p + i + k for k in (0, *also) for i in range(n)]
-        if all(_free(q) for q in ports):
-            return p
-    raise RuntimeError("no free port block")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def stack_config(root: Path) -> Path:

@@ -26,8 +26,9 @@ from arena_ops.config import load_config
 from arena_ops.procs import carries
 from arena_ops.stack import Stack
 from arena_ops.store import ArtifactStore
+from tests.conftest import free_block
 from tests.integration.conftest import TINY_ENGINE
-from tests.integration.test_stack import ROUND, AirflowREST, Live, free_block
+from tests.integration.test_stack import ROUND, AirflowREST, Live
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -183,6 +184,12 @@ def replica_of(live: Live, app_prefix: str) -> psutil.Process:
     return p
 
 
+def start_what_stopped(live: Live) -> None:
+    """The runbook's recovery: `arena stack up` (`make up`) starts what is not running."""
+    up = live.arena("stack", "up")
+    assert up.returncode == 0, up.stderr[-3000:]
+
+
 def test_replica_killed_during_generation(live: Live) -> None:
     run_id = trigger(live, 0)
     wait_until("a first committed chunk of responses", lambda: committed_parts(live, 0, layout.RESPONSES))
@@ -208,8 +215,7 @@ def test_scheduler_killed_mid_round(live: Live) -> None:
     os.kill(scheduler, signal.SIGKILL)
     killed = time.monotonic()
     wait_until("the scheduler to be gone", lambda: live.stack.pid("scheduler") is None, timeout_s=30)
-    up = live.arena("stack", "up")  # the runbook's recovery: `make up` starts what is not running
-    assert up.returncode == 0, up.stderr[-3000:]
+    start_what_stopped(live)
     assert live.stack.pid("scheduler") not in (None, scheduler)
     run = wait_run(live, run_id)
     print(f"scheduler SIGKILLed mid-round; round done {time.monotonic() - killed:.0f} s later")
@@ -224,8 +230,7 @@ def test_s3_stopped_during_writes(live: Live) -> None:
     os.kill(s3, signal.SIGKILL)
     stopped = time.monotonic()
     time.sleep(15)  # the round's writes fail meanwhile
-    up = live.arena("stack", "up")
-    assert up.returncode == 0, up.stderr[-3000:]
+    start_what_stopped(live)
     run = wait_run(live, run_id)
     print(f"S3 server down for {time.monotonic() - stopped:.0f} s of the round; round done then")
     assert run["state"] == "success", run
