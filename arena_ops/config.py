@@ -300,6 +300,12 @@ class LauncherConfig(_Section):
     kind: Literal["local", "ray_job"] = Field("local", description="Subprocess here, or a Ray Jobs submission.")
     num_processes: int = Field(1, ge=1, description="Training processes (GPUs, or CPU workers).")
     ray_address: str | None = Field(None, description="Ray dashboard address for ray_job, e.g. http://head:8265.")
+    cpus: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of each training process (OMP_NUM_THREADS); a ray_job also claims them. CPU "
+        "training needs it under ray_job: Ray starts jobs with OMP_NUM_THREADS=1 (one core, 4x slower measured).",
+    )
     ray_resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources a ray_job's entrypoint claims (e.g. {worker: 1}: it runs on such a node).",

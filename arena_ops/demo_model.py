@@ -18,11 +18,13 @@ from arena_ops.errors import ArenaError
 
 log = logging.getLogger(__name__)
 
-# A plain prompt layout for a base model: the chat template vLLM applies when a request has messages.
+# A plain prompt layout for a base model: the chat template vLLM applies when a request has messages. An answer ends
+# with EOS, as in every chat template: fine-tuning on answers then teaches the model to stop after one (TRL adds no
+# EOS to conversational rows), and vLLM stops there.
 BASE_MODEL_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{% if message['role'] == 'user' %}{{ 'Question: ' + message['content'] + '\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ 'Answer: ' + message['content'] + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'Answer: ' + message['content'] + eos_token + '\n' }}"
     "{% else %}{{ message['content'] + '\n' }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'Answer:' }}{% endif %}"
 )
@@ -33,6 +35,10 @@ def prepare_gemma(out_dir: str | Path, force: bool = False) -> Path:
     out = Path(out_dir)
     marker = out / ".arena-converted"
     if marker.exists() and not force:
+        template = out / "chat_template.jinja"
+        if template.read_text() != BASE_MODEL_CHAT_TEMPLATE:  # converted by an older version: only the template
+            template.write_text(BASE_MODEL_CHAT_TEMPLATE)
+            log.info("updated the chat template of %s", out)
         log.info("Gemma 3 270M already converted at %s", out)
         return out
     try:

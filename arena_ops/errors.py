@@ -11,6 +11,10 @@ class ConfigError(ArenaError):
     """A configuration file is missing, unparsable or invalid; the message names the file and key."""
 
 
+class SlicesExhaustedError(ConfigError):
+    """An iteration needs slices beyond data.num_shards (the paper schedule uses three per iteration)."""
+
+
 class StoreError(ArenaError):
     """The artifact store could not do what was asked; the message names the URI."""
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arena_ops import layout
 from arena_ops.config import ArenaConfig, StorageConfig, load_config
-from arena_ops.errors import ConfigError
+from arena_ops.errors import ConfigError, SlicesExhaustedError
 from arena_ops.store import ArtifactStore
 from arena_ops.training.stage_registry import STAGES, with_needs
 
@@ -176,7 +176,7 @@ def plan_steps(cfg: ArenaConfig, iteration: int, policies: list[str] | None = No
     spi = cfg.training.slices_per_iteration
     first = iteration * spi
     if first + spi > n:
-        raise ConfigError(
+        raise SlicesExhaustedError(
             f"iteration {iteration} needs slices {first}…{first + spi - 1} under the paper schedule, but "
             f"data.num_shards is {n} (enough for {n // spi} iterations): add data and raise data.num_shards, or use "
             "training.schedule: compact"

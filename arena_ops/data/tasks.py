@@ -109,6 +109,29 @@ def _first_word(r: random.Random) -> tuple[str, str]:
     return f"What is the first word of this list: {' '.join(ws)}? Answer with the word only.", ws[0]
 
 
+def _last_word(r: random.Random) -> tuple[str, str]:
+    ws = r.sample(WORDS, 4)
+    return f"What is the last word of this list: {' '.join(ws)}? Answer with the word only.", ws[-1]
+
+
+def _extract(r: random.Random) -> tuple[str, str]:
+    n, thing, place = r.randint(2, 99), r.choice(WORDS), r.choice(WORDS)
+    sentence = f"We found {n} {thing}s near the {place}."
+    return f"Extract the number from this sentence: '{sentence}' Answer with the number only.", str(n)
+
+
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]  # fmt: skip
+
+
+def _date_format(r: random.Random) -> tuple[str, str]:
+    y, m, d = r.randint(1990, 2030), r.randint(1, 12), r.randint(1, 28)
+    return (
+        f"Write the date {d} {MONTHS[m - 1]} {y} in the format YYYY-MM-DD. Answer with the date only.",
+        f"{y}-{m:02d}-{d:02d}",
+    )
+
+
 KINDS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "add": _add,
     "subtract": _subtract,
@@ -119,20 +142,32 @@ KINDS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "convert": _convert,
     "count": _count,
     "first-word": _first_word,
+    "last-word": _last_word,
+    "extract": _extract,
+    "date-format": _date_format,
 }
 
 
 def checkable_tasks(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """``n`` distinct tasks, kinds in turn, deterministic for a seed: ``{id, kind, instruction, output}``."""
+    """``n`` distinct tasks, kinds in turn, deterministic for a seed: ``{id, kind, instruction, output}``. A kind
+    whose instructions run out (e.g. a word's reversal: one per word) leaves the turn to the others."""
     r = random.Random(seed)
     out: list[dict[str, str]] = []
     seen: set[str] = set()
     kinds = list(KINDS)
+    turn = 0
     while len(out) < n:
-        kind = kinds[len(out) % len(kinds)]
-        instruction, answer = KINDS[kind](r)
-        if instruction in seen:
+        if not kinds:
+            raise ValueError(f"only {len(out)} distinct checkable tasks exist; asked for {n}")
+        kind = kinds[turn % len(kinds)]
+        for _ in range(200):  # draws until an unseen instruction; a kind that finds none in 200 is used up
+            instruction, answer = KINDS[kind](r)
+            if instruction not in seen:
+                break
+        else:
+            kinds.remove(kind)
             continue
+        turn += 1
         seen.add(instruction)
         out.append({"id": f"{kind}-{len(out):05d}", "kind": kind, "instruction": instruction, "output": answer})
     return out

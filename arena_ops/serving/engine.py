@@ -272,7 +272,13 @@ _SAME_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
     "merges.txt", "chat_template.jinja", "chat_template.json", "generation_config.json",
 )  # fmt: skip
-_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype"}
+# Keys that say how a checkpoint was saved or loaded, not what it is (a trainer saves use_cache false; a tokenizer
+# loaded from a local directory saves local_files_only): a checkpoint differing only there is the same model.
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path", "name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "local_files_only",
+    "is_local",
+}  # fmt: skip
+_SETTINGS_FILES = {"tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}
 
 
 def _model_of(weights: dict[str, Any]) -> dict[str, Any]:
@@ -290,9 +296,13 @@ def same_model(old_dir: str | None, new_dir: str) -> bool:
         data = json.loads(Path(d, "config.json").read_text())
         return {k: v for k, v in data.items() if k not in _VOLATILE_CONFIG_KEYS}
 
-    def content(d: str, name: str) -> bytes | None:
+    def content(d: str, name: str) -> Any:
         f = Path(d, name)
-        return f.read_bytes() if f.is_file() else None
+        if not f.is_file():
+            return None
+        if name in _SETTINGS_FILES:
+            return {k: v for k, v in json.loads(f.read_text()).items() if k not in _VOLATILE_CONFIG_KEYS}
+        return f.read_bytes()
 
     return config(old_dir) == config(new_dir) and all(content(old_dir, n) == content(new_dir, n) for n in _SAME_FILES)
 

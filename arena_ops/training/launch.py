@@ -117,6 +117,10 @@ def _ray_client(launcher: LauncherConfig):  # -> JobSubmissionClient
     return JobSubmissionClient(launcher.ray_address)
 
 
+def _threads_env(launcher: LauncherConfig) -> dict[str, dict[str, str]]:
+    return {"env_vars": {"OMP_NUM_THREADS": str(launcher.cpus)}} if launcher.cpus else {}
+
+
 def submit_ray_job(launcher: LauncherConfig, job_file: Path, work_dir: Path, ds_config: Path | None) -> str:
     """Submit to a Ray cluster through the Jobs API; ``work_dir`` (job spec, DeepSpeed config) travels as the job's
     ``working_dir``. The cluster's image must have arena-flywheel installed. Returns the job id."""
@@ -152,7 +156,8 @@ def submit_ray_job(launcher: LauncherConfig, job_file: Path, work_dir: Path, ds_
         try:
             job_id = client.submit_job(
                 entrypoint=shlex.join(cmd),
-                runtime_env={"working_dir": str(work_dir)},
+                runtime_env={"working_dir": str(work_dir), **_threads_env(launcher)},
+                entrypoint_num_cpus=launcher.cpus,
                 entrypoint_resources=dict(launcher.ray_resources) or None,
             )
             break

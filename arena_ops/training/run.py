@@ -229,7 +229,8 @@ def submit_stage(cfg: ArenaConfig, store: ArtifactStore, job: TrainingJob) -> Tr
     if t.launcher.kind == "ray_job":
         ray_id = submit_ray_job(t.launcher, work / "job.json", work, work / "ds_config.json")
         return job.model_copy(update={"ray_job_id": ray_id}).save(store)
-    pid = start_local(work / "job.json", t.launcher.num_processes, work / "ds_config.json", job_credentials(cfg))
+    env = {**job_credentials(cfg), **({"OMP_NUM_THREADS": str(t.launcher.cpus)} if t.launcher.cpus else {})}
+    pid = start_local(work / "job.json", t.launcher.num_processes, work / "ds_config.json", env)
     return job.model_copy(update={"pid": pid}).save(store)
 
 

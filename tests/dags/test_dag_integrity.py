@@ -58,7 +58,7 @@ def test_round_dag_shape_and_params() -> None:
             "import sys; sys.path.insert(0, 'dags'); import arena_flywheel_round as m; d = m.dag; "
             "import json; print(json.dumps({'tasks': sorted(t.task_id for t in d.tasks), 'params': sorted(d.params), "
             "'max_active_runs': d.max_active_runs, 'catchup': d.catchup, "
-            "'sensor_modes': sorted({t.mode for t in d.tasks if t.task_id.startswith('wait_')})}))",
+            "'waits': sorted({type(t).__name__ for t in d.tasks if t.task_id.startswith('wait_')})}))",
         ],
         capture_output=True,
         text=True,
@@ -81,4 +81,4 @@ def test_round_dag_shape_and_params() -> None:
     assert {"evaluate_sft", "evaluate_dpo", "evaluate_rl"} <= tasks and "evaluate_rm" not in tasks
     assert out["params"] == ["competitors", "config_path", "iteration", "sample_limit", "stages"]
     assert out["max_active_runs"] == 1 and out["catchup"] is False
-    assert out["sensor_modes"] == ["reschedule"]  # training waits without holding a worker slot
+    assert out["waits"] == ["WaitForTraining"]  # deferred: training waits without holding a worker slot

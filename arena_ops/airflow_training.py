@@ -1,0 +1,86 @@
+"""Waiting for a training job in Airflow without holding a worker slot: a deferrable operator and its trigger.
+
+The job's handle and status live in the store (``submit_<stage>`` may have run on another machine), so the wait is
+``arena_ops.flywheel.poll`` called every ``poll_s`` seconds by the triggerer, not by a worker. Deferral rather than a
+reschedule-mode sensor: Airflow 3.3's scheduler fails a reschedule-mode sensor when the executor's success for one
+poke arrives after the next poke was queued (apache/airflow#71172, open; seen here with 5 s pokes on a busy 2-core
+machine: the round failed twice in one training). A deferred task is resumed by the triggerer's event instead, and
+survives scheduler restarts (triggers live in the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class TrainingJobTrigger(BaseTrigger):
+    """Fires once the stage's job has finished: ``{"status": "done"}``, or ``{"status": "failed", "error": …}``."""
+
+    def __init__(self, ref: dict[str, Any], stage: str, poll_s: float) -> None:
+        super().__init__()
+        self.ref, self.stage, self.poll_s = ref, stage, poll_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", {
+            "ref": self.ref,
+            "stage": self.stage,
+            "poll_s": self.poll_s,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from arena_ops.errors import ArenaError
+        from arena_ops.flywheel import poll
+
+        while True:
+            try:
+                done = await asyncio.to_thread(poll, self.ref, self.stage)
+            except ArenaError as exc:  # the job failed (TrainingError) or its handle cannot be read
+                yield TriggerEvent({"status": "failed", "error": str(exc)})
+                return
+            if done:
+                yield TriggerEvent({"status": "done"})
+                return
+            await asyncio.sleep(self.poll_s)
+
+
+class WaitForTraining(BaseOperator):
+    """Waits (deferred) for the job ``submit_<stage>`` started; returns ``arena_ops.flywheel.finish`` (the registered
+    model). A failed job fails the task at once, without retries: polling again cannot succeed."""
+
+    template_fields = ("ref",)
+
+    def __init__(self, *, ref: Any, stage: str, poll_s: float, timeout_s: float = 12 * 3600, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ref, self.stage, self.poll_s, self.timeout_s = ref, stage, poll_s, timeout_s
+
+    def execute(self, context: Any) -> Any:
+        from arena_ops.errors import TrainingError
+        from arena_ops.flywheel import finish, poll
+
+        try:
+            if poll(self.ref, self.stage):  # already done (a rerun, or a quick job): no need to defer
+                return finish(self.ref, self.stage)
+        except TrainingError as exc:
+            self._fail(str(exc))
+        self.defer(
+            trigger=TrainingJobTrigger(self.ref, self.stage, self.poll_s),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout_s),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from arena_ops.flywheel import finish
+
+        if event.get("status") != "done":
+            self._fail(event.get("error", f"unexpected trigger event {event!r}"))
+        return finish(self.ref, self.stage)
+
+    def _fail(self, error: str) -> None:
+        raise AirflowFailException(f"{error}\nTo train again, clear submit_{self.stage} with downstream.")
