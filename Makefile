@@ -67,6 +67,7 @@ LANE_A := tests/integration/test_battle.py tests/integration/test_dag_round.py \
 	tests/integration/test_flywheel_learning.py tests/integration/test_rounds.py tests/integration/test_serving.py \
 	tests/integration/test_serving_ray_llm.py $(RAY_JOB_TEST)
 LANE_B := tests/unit tests/dags tests/deploy tests/gpu tests/integration/test_stack.py tests/integration/test_stack_faults.py \
+	tests/integration/test_demo.py \
 	tests/integration/test_training.py tests/integration/test_demo_model.py tests/integration/test_tiny_model.py \
 	tests/integration/test_engine_replica.py
 test: setup browser  ## lint, then run the test suite in two parallel lanes (installs first)

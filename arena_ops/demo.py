@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import date, datetime, timedelta
@@ -162,8 +163,6 @@ def main(argv: list[str] | None = None) -> None:
     phases["stack"] = round(time.monotonic() - t, 1)
     say(f"  healthy in {phases['stack']:.0f} s")
     # This process reads the store as the stack's users do: the S3 connection's credentials in its environment.
-    import os
-
     os.environ.update(stack.client_env())
     store = ArtifactStore.from_config(cfg.storage)
     api = AirflowAPI.for_stack(stack.airflow_url, stack.airflow_home)
@@ -190,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # 3. The rounds: a backfill of iterations 0…n-1 (logical date = airflow.start_date + i days). -----------------
     first = date.fromisoformat(cfg.airflow.start_date)
-    todo = [i for i in range(args.iterations) if not store.is_committed(layout.round_report(cfg.flywheel, i))]
+    # From the first iteration not yet reported with these settings on: each later one starts from its policies.
+    fresh = [i for i in range(args.iterations) if not _reported(store, cfg, i, stages, args.sample_limit)]
+    todo = list(range(fresh[0], args.iterations)) if fresh else []
     round_runs: list[dict[str, Any]] = []
     if todo:
         days = (first + timedelta(days=todo[0]), first + timedelta(days=todo[-1]))
@@ -201,15 +202,19 @@ def main(argv: list[str] | None = None) -> None:
             f"\n== rounds: backfill of DAG {ROUND}, logical dates {days[0]} … {days[1]} = iterations "
             f"{todo[0]} … {todo[-1]}"
         )
-        bf = api.create_backfill(ROUND, f"{days[0]}T00:00:00Z", f"{days[1]}T23:59:59Z", conf)
+        # Dates whose earlier run succeeded with other stages (e.g. `--paper` after the default demo) run again: the
+        # re-resolved rounds reuse every battle and model whose inputs did not change.
+        bf = api.create_backfill(
+            ROUND, f"{days[0]}T00:00:00Z", f"{days[1]}T23:59:59Z", conf, reprocess_behavior="completed"
+        )
         say(f"  backfill {bf['id']} created; the UI shows it on the DAG's page ({stack.airflow_url}/dags/{ROUND})")
         for i in todo:
-            run = _wait_backfill_run(api, first + timedelta(days=i), watch)
+            run = _wait_backfill_run(api, first + timedelta(days=i), watch, since=_iso(bf["created_at"]))
             round_runs.append(watch.run(ROUND, run["dag_run_id"], f"round {i}", iteration=i))
     else:
         say(
-            f"\n== rounds: iterations 0 … {args.iterations - 1} are already reported (delete {stack.dir} and the "
-            "store's data to start afresh)"
+            f"\n== rounds: iterations 0 … {args.iterations - 1} are already reported (`make down`, then delete "
+            f"{_short(stack.dir)} to start afresh: it holds the S3 data too)"
         )
 
     # 4. The board: the Elo DAG runs on each new battle table; wait for the one after the last round. -----------
@@ -222,12 +227,27 @@ def main(argv: list[str] | None = None) -> None:
     say(f"\nFigures: {out / 'summary.json'}")
 
 
-def _wait_backfill_run(api: AirflowAPI, day: date, watch: Watcher, timeout_s: float = 600) -> dict[str, Any]:
-    """The backfill's run for one logical date, once the scheduler has created it."""
+def _reported(store: ArtifactStore, cfg: ArenaConfig, i: int, stages: list[str], limit: int | None) -> bool:
+    """Whether iteration ``i`` has a report from a round with these stages and this prompt limit."""
+    from arena_ops.round import Round
+    from arena_ops.training.stage_registry import with_needs
+
+    if not store.is_committed(layout.round_report(cfg.flywheel, i)):
+        return False
+    rnd = Round.load(store, cfg.flywheel, i)
+    return rnd.stages == with_needs(stages) and rnd.cfg().battle.sample_limit == limit
+
+
+def _wait_backfill_run(
+    api: AirflowAPI, day: date, watch: Watcher, since: datetime, timeout_s: float = 600
+) -> dict[str, Any]:
+    """The backfill's run for one logical date (queued since the backfill was created: a rerun reuses the date's
+    earlier run), once it is there."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for run in api.runs(ROUND, run_type="backfill", order_by="-run_after"):
-            if _iso(run["logical_date"]).date() == day:
+        for run in api.runs(ROUND, run_type="backfill"):
+            queued = _iso(run.get("queued_at"))
+            if _iso(run["logical_date"]).date() == day and queued and queued >= since - timedelta(seconds=5):
                 return run
         watch.show(f"waiting for the scheduler to start the run of {day}")
         time.sleep(3)
@@ -329,21 +349,7 @@ def report(
     final_ref = start_model(cfg, store, iterations)
     final_label = final_ref.label if final_ref else start_label
     start, final = board.get(start_label), board.get(final_label)
-    if start is None or final is None:
-        verdict, improved = f"no verdict: {start_label} or {final_label} is not on the Mix board", False
-    else:
-        improved = final["ci_low"] > start["ci_high"]
-        gap = final["rating"] - start["rating"]
-        if improved:
-            verdict = (
-                f"the target improved: {final_label} {_fmt(final).strip()} against {start_label} "
-                f"{_fmt(start).strip()}, +{gap:.0f} Elo; the 95% intervals do not overlap"
-            )
-        else:
-            verdict = (
-                f"the target did NOT measurably improve: {final_label} {_fmt(final).strip()} against "
-                f"{start_label} {_fmt(start).strip()} ({gap:+.0f} Elo); the 95% intervals overlap"
-            )
+    verdict, improved = judge_improvement(start_label, start, final_label, final)
     say(f"\nResult: {verdict}.")
     say("Phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
 
@@ -383,6 +389,20 @@ def report(
         "board": [entry(r["model"], r) for r in sorted(board.values(), key=lambda r: -r["rating"])],
         "phases": phases,
     }
+
+
+def judge_improvement(
+    start_label: str, start: dict[str, Any] | None, final_label: str, final: dict[str, Any] | None
+) -> tuple[str, bool]:
+    """(the sentence the demo prints, improved?): improved only when the final model's 95% interval lies wholly
+    above the start model's; otherwise it says so, with the numbers."""
+    if start is None or final is None:
+        return f"no verdict: {start_label} or {final_label} is not on the Mix board", False
+    gap = final["rating"] - start["rating"]
+    both = f"{final_label} {_fmt(final).strip()} against {start_label} {_fmt(start).strip()}"
+    if final["ci_low"] > start["ci_high"]:
+        return f"the target improved: {both}, {gap:+.0f} Elo; the 95% intervals do not overlap", True
+    return f"the target did NOT measurably improve: {both} ({gap:+.0f} Elo); the 95% intervals overlap", False
 
 
 def _stage_order(rec: dict[str, Any]) -> tuple[int, int]:

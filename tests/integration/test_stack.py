@@ -21,9 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from arena_ops.airflow_api import AirflowAPI
 from arena_ops.config import load_config
 from arena_ops.stack import Stack
 from arena_ops.store import ArtifactStore
+from arena_ops.ui.screenshot import CHROMIUM, CHROMIUM_ARGS  # Debian's Chromium; `make test` installs it
 from tests.conftest import HOSTILE, free_block, write_recorded_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,17 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 ARENA = str(Path(sys.executable).parent / "arena")
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", REPO / ".arena" / "test-artifacts"))
-CHROMIUM = os.environ.get("ARENA_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make test` installs it
-# As root and on a machine without outside network: no sandbox, and none of Chromium's background connections.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 START = date(2026, 1, 1)
 ROUND = "arena_flywheel_round"
 
@@ -88,28 +79,12 @@ def stack_config(root: Path) -> Path:
     return cfg
 
 
-class AirflowREST:
-    """Airflow's REST API as the UI calls it: a JWT from /auth/token, then /api/v2."""
+class AirflowREST(AirflowAPI):
+    """Airflow's REST API as the UI calls it (a JWT from /auth/token, then /api/v2), logged in as the stack's user."""
 
     def __init__(self, stack: Stack) -> None:
-        self.url = stack.airflow_url
         self.user, self.password = next(iter(json.loads((stack.airflow_home / "passwords.json").read_text()).items()))
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-        token = self.http.post("/auth/token", json={"username": self.user, "password": self.password})
-        assert token.status_code in (200, 201), token.text
-        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-
-    def wait_for_dags(self, dag_ids: list[str], timeout_s: float = 300) -> None:
-        deadline, ids = time.monotonic() + timeout_s, set()
-        while time.monotonic() < deadline:
-            ids = {d["dag_id"] for d in self.http.get("/api/v2/dags").json().get("dags", [])}
-            if set(dag_ids) <= ids:
-                return
-            time.sleep(2)
-        raise AssertionError(f"DAGs {dag_ids} not parsed; have {ids}")
-
-    def runs(self, dag_id: str) -> list[dict]:
-        return self.http.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100}).json()["dag_runs"]
+        super().__init__(stack.airflow_url, self.user, self.password)
 
     def wait_runs(self, dag_id: str, pick, n: int, timeout_s: float) -> list[dict]:
         """Wait until ``n`` runs chosen by ``pick`` have finished; return them."""

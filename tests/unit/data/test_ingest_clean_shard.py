@@ -268,3 +268,20 @@ def test_checkable_tasks_are_deterministic_distinct_and_solved_by_the_solver(tmp
     for row in table.to_pylist():
         assert verify(solver[row["source_id"]], row["reference"][0], row)
         assert not verify("wrong", row["reference"][0], row)
+
+
+def test_checkable_tasks_leave_a_used_up_kind_to_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A word's reversal exists once per word: 600 tasks (the demo's corpus) outgrow that kind, and the others take
+    its turn; asking for more tasks than exist is a clear error, never an endless loop."""
+    from collections import Counter
+
+    from arena_ops.data import tasks as mod
+
+    tasks = mod.checkable_tasks(600, seed=1)
+    assert len({t["instruction"] for t in tasks}) == 600
+    kinds = Counter(t["kind"] for t in tasks)
+    assert kinds["reverse"] == len(set(mod.WORDS)) and kinds["add"] > kinds["reverse"]
+    monkeypatch.setattr(mod, "KINDS", {k: mod.KINDS[k] for k in ("reverse", "upper")})  # 2 x 42 tasks in all
+    assert len(mod.checkable_tasks(84, seed=1)) == 84
+    with pytest.raises(ValueError, match="only 84 distinct checkable tasks exist; asked for 85"):
+        mod.checkable_tasks(85, seed=1)
