@@ -90,12 +90,16 @@ def data_make_tasks(
     out: Annotated[str, typer.Argument(help="Directory for tasks.jsonl and solver.jsonl.")],
     n: Annotated[int, typer.Option("--n", help="Number of tasks.")] = 120,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
+    kinds: Annotated[str | None, typer.Option("--kinds", help="Only these kinds, comma-separated.")] = None,
 ) -> None:
     """Generate instruction tasks with checkable answers (arithmetic, conversion, sorting, reversing, …) and the
     reference solver's answers as a recorded model: a corpus a verifier judge can judge on a CPU."""
     from arena_ops.data.tasks import write_tasks
 
-    tasks, solver = write_tasks(out, n, seed)
+    try:
+        tasks, solver = write_tasks(out, n, seed, kinds.split(",") if kinds else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     console.print(f"wrote {n} tasks to {tasks} and the solver's answers to {solver}")
 
 

@@ -148,13 +148,17 @@ KINDS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
 }
 
 
-def checkable_tasks(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """``n`` distinct tasks, kinds in turn, deterministic for a seed: ``{id, kind, instruction, output}``. A kind
-    whose instructions run out (e.g. a word's reversal: one per word) leaves the turn to the others."""
+def checkable_tasks(n: int, seed: int = 0, kinds: list[str] | None = None) -> list[dict[str, str]]:
+    """``n`` distinct tasks of ``kinds`` (default: all) in turn, deterministic for a seed: ``{id, kind, instruction,
+    output}``. A kind whose instructions run out (e.g. a word's reversal: one per word) leaves its turn to the
+    others."""
+    unknown = sorted(set(kinds or []) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown task kinds {unknown}; known: {', '.join(KINDS)}")
     r = random.Random(seed)
     out: list[dict[str, str]] = []
     seen: set[str] = set()
-    kinds = list(KINDS)
+    kinds = list(kinds or KINDS)
     turn = 0
     while len(out) < n:
         if not kinds:
@@ -173,11 +177,11 @@ def checkable_tasks(n: int, seed: int = 0) -> list[dict[str, str]]:
     return out
 
 
-def write_tasks(directory: str | Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+def write_tasks(directory: str | Path, n: int, seed: int = 0, kinds: list[str] | None = None) -> tuple[Path, Path]:
     """``tasks.jsonl`` (the corpus) and ``solver.jsonl`` (the reference answers as a recorded model)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    tasks = checkable_tasks(n, seed)
+    tasks = checkable_tasks(n, seed, kinds)
     (d / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
     solver = [{"prompt_id": t["id"], "response": t["output"]} for t in tasks]
     (d / "solver.jsonl").write_text("".join(json.dumps(s) + "\n" for s in solver))

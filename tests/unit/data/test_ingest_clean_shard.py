@@ -281,6 +281,10 @@ def test_checkable_tasks_leave_a_used_up_kind_to_the_others(monkeypatch: pytest.
     assert len({t["instruction"] for t in tasks}) == 600
     kinds = Counter(t["kind"] for t in tasks)
     assert kinds["reverse"] == len(set(mod.WORDS)) and kinds["add"] > kinds["reverse"]
+    only = mod.checkable_tasks(30, seed=1, kinds=["add", "extract"])
+    assert {t["kind"] for t in only} == {"add", "extract"}
+    with pytest.raises(ValueError, match=r"unknown task kinds \['spell'\]"):
+        mod.checkable_tasks(3, kinds=["add", "spell"])
     monkeypatch.setattr(mod, "KINDS", {k: mod.KINDS[k] for k in ("reverse", "upper")})  # 2 x 42 tasks in all
     assert len(mod.checkable_tasks(84, seed=1)) == 84
     with pytest.raises(ValueError, match="only 84 distinct checkable tasks exist; asked for 85"):
