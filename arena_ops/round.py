@@ -215,7 +215,7 @@ def resolve(
         flywheel=cfg.flywheel,
         iteration=it,
         schedule=cfg.training.schedule,
-        config=cfg.model_dump(mode="json"),
+        config=snapshot(cfg),
         start=start_model(cfg, store, it),
         steps=plan_steps(cfg, it, policies),
         evaluation=["mix"],
@@ -229,6 +229,18 @@ def resolve(
     rnd.resolved_at = datetime.now(UTC).isoformat(timespec="seconds")
     rnd.save(store)
     return rnd
+
+
+def snapshot(cfg: ArenaConfig) -> dict[str, Any]:
+    """The config as a Round record keeps it: the settings the file (and overrides) state, defaults left out. Loaded
+    back it is the same config, and it builds the same Serve applications as the file does (they pass engine
+    settings as stated — as the Helm chart renders them — so a snapshot with every field set would restart every
+    engine at each round's first battle: measured 66 s)."""
+    data = cfg.model_dump(mode="json", exclude_unset=True)
+    # Paths resolved at load time against the config file's directory stay resolved, defaults or not.
+    data.setdefault("storage", {})["root"] = cfg.storage.root
+    data.setdefault("stack", {})["dir"] = cfg.stack.dir
+    return data
 
 
 def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> ModelRef | None:

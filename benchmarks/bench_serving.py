@@ -16,7 +16,7 @@ Run, e.g.::
     .venv/bin/python benchmarks/bench_serving.py throughput --model .arena/models/gemma-3-270m
     .venv/bin/python benchmarks/bench_serving.py throughput --model tiny --backend ray-serve-llm
     .venv/bin/python benchmarks/bench_serving.py startup --config configs/tiny.yaml
-    .venv/bin/python benchmarks/bench_serving.py battles --config configs/demo.yaml --prompts 24
+    .venv/bin/python benchmarks/bench_serving.py battles --config configs/tiny.yaml --prompts 24
 
 ``make demo-model`` prepares Gemma 3 270M; ``--device gpu`` on a CUDA machine. Every mode prints one JSON line last
 (``--json``-style, for scripts such as ``benchmarks/gpu_check.sh``).

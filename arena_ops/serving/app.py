@@ -161,17 +161,15 @@ def model_app_name(name: str) -> str:
 def engine_app(cfg: ArenaConfig, m: ServedModel, cpu_threads_bind: str | None = None) -> dict[str, Any]:
     """One model's application (backend ``vllm``, :mod:`arena_ops.serving.engine`) in a declarative Serve config.
     Engine settings are passed as the config states them (the replica fills in the defaults); the weights
-    are the deployment's ``user_config``, so a new target checkpoint reconfigures the running replicas. Settings equal
-    to their defaults are left out, so that a config and its snapshot in a Round record (where every field is set)
-    give the same application, and re-applying it restarts nothing."""
+    are the deployment's ``user_config``, so a new target checkpoint reconfigures the running replicas."""
     e = m.engine
-    args: dict[str, Any] = {"model_id": m.name, "engine": e.model_dump(mode="json", exclude_defaults=True)}
+    args: dict[str, Any] = {"model_id": m.name, "engine": e.model_dump(mode="json", exclude_unset=True)}
     if cpu_threads_bind:
         args["cpu_threads_bind"] = cpu_threads_bind
     weights: dict[str, Any] = {"path": m.path}
     if m.tiny is not None:
-        weights["tiny"] = m.tiny.model_dump(mode="json")  # complete: {} would read as "not tiny"
-    s3 = cfg.storage.s3.model_dump(mode="json", exclude_defaults=True)
+        weights["tiny"] = m.tiny.model_dump(mode="json", exclude_unset=True)
+    s3 = cfg.storage.s3.model_dump(mode="json", exclude_unset=True)
     if s3:  # what fetching s3:// weights needs; in user_config, so that a change of it restarts nothing
         weights["s3"] = s3
     actor: dict[str, Any] = {"num_cpus": e.cpus_per_replica}
