@@ -516,6 +516,7 @@ class Stack:
                     progress("airflow: migrating the metadata database")
                     self._prepare_airflow()
                     airflow_prepared = True
+                self._stop_leftovers(name)
                 self._check_port_free(name)
                 progress(f"{name}: starting")
                 start()
@@ -525,6 +526,16 @@ class Stack:
             took[name] = round(time.monotonic() - t0, 1)
             progress(f"{name}: healthy ({took[name]} s)")
         return took
+
+    def _stop_leftovers(self, name: str) -> None:
+        """What a dead component left running in its session: a killed scheduler's LocalExecutor workers and log
+        server kept the log port and its database sessions, and the restarted scheduler never scheduled the round's
+        next task (seen in the fault test). Its session is the dead leader's pid (each component starts one)."""
+        from arena_ops.procs import stop_sessions
+
+        old = self._state().get(name, {}).get("pid")
+        if old is not None:
+            stop_sessions({old}, grace_s=10)
 
     def _check_port_free(self, name: str) -> None:
         port = {"postgres": self.pg_port, "s3": self.s3_port, "ray-head": self.ray_port}.get(name)
