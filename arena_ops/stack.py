@@ -534,7 +534,11 @@ class Stack:
         from arena_ops.procs import stop_sessions
 
         old = self._state().get(name, {}).get("pid")
-        if old is not None:
+        try:
+            reused = old is not None and os.getsid(old) == old  # a live session leader now has that pid: not ours
+        except OSError:
+            reused = False
+        if old is not None and not reused:
             stop_sessions({old}, grace_s=10)
 
     def _check_port_free(self, name: str) -> None:
