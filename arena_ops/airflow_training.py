@@ -11,6 +11,8 @@ survives scheduler restarts (triggers live in the database).
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -19,31 +21,51 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+log = logging.getLogger(__name__)
+
+#: How long a poll may keep failing for reasons other than the job's own failure (the Ray dashboard or the store
+#: unreachable, a timeout on a busy machine) before the wait gives up. A transient error must not fail the task: its
+#: retry would just poll the same job again.
+TRANSIENT_GRACE_S = 600.0
+
 
 class TrainingJobTrigger(BaseTrigger):
     """Fires once the stage's job has finished: ``{"status": "done"}``, or ``{"status": "failed", "error": …}``."""
 
-    def __init__(self, ref: dict[str, Any], stage: str, poll_s: float) -> None:
+    def __init__(self, ref: dict[str, Any], stage: str, poll_s: float, grace_s: float = TRANSIENT_GRACE_S) -> None:
         super().__init__()
-        self.ref, self.stage, self.poll_s = ref, stage, poll_s
+        self.ref, self.stage, self.poll_s, self.grace_s = ref, stage, poll_s, grace_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
             "ref": self.ref,
             "stage": self.stage,
             "poll_s": self.poll_s,
+            "grace_s": self.grace_s,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from arena_ops.errors import ArenaError
         from arena_ops.flywheel import poll
 
+        failing_since: float | None = None
         while True:
             try:
                 done = await asyncio.to_thread(poll, self.ref, self.stage)
             except ArenaError as exc:  # the job failed (TrainingError) or its handle cannot be read
                 yield TriggerEvent({"status": "failed", "error": str(exc)})
                 return
+            except Exception as exc:  # noqa: BLE001 - transient until proven otherwise; see TRANSIENT_GRACE_S
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > self.grace_s:
+                    error = f"polling the {self.stage} job failed for {now - failing_since:.0f} s: {exc!r}"
+                    yield TriggerEvent({"status": "failed", "error": error})
+                    return
+                log.warning("polling the %s job failed (retrying in %.0f s): %r", self.stage, self.poll_s, exc)
+                await asyncio.sleep(self.poll_s)
+                continue
+            failing_since = None
             if done:
                 yield TriggerEvent({"status": "done"})
                 return
@@ -69,6 +91,8 @@ class WaitForTraining(BaseOperator):
                 return finish(self.ref, self.stage)
         except TrainingError as exc:
             self._fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a transient error: the trigger polls again
+            self.log.warning("polling the %s job failed; the trigger will retry: %r", self.stage, exc)
         self.defer(
             trigger=TrainingJobTrigger(self.ref, self.stage, self.poll_s),
             method_name="execute_complete",
