@@ -138,7 +138,7 @@ def serve_up(
         done = deploy(cfg, target_path=target, timeout_s=timeout)
     _print_startup(done)
     console.print(
-        f"[green]ready[/green] in {done.seconds:.0f} s: OpenAI-compatible endpoint {done.endpoint}/v1 (models: "
+        f"[green]ready[/green] in {done.seconds:.0f} s: OpenAI-compatible endpoint {done.endpoint} (models: "
         f"{', '.join(m.name for m in _served(cfg))})"
     )
     sys.stdout.write(done.endpoint + "\n")

@@ -47,6 +47,11 @@ class ServingError(ArenaError):
     """Models could not be deployed, reached or answered; the message names the model and endpoint."""
 
 
+class EndpointFailing(ServingError):
+    """Every recent request to an endpoint was refused the same way (a wrong base URL, model id or key): the run stops
+    with that error instead of recording each refusal as one item's outcome."""
+
+
 class DataError(ArenaError):
     """An instruction file or dataset cannot be read or built; the message names the file or artifact."""
 

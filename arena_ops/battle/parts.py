@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from arena_ops.errors import EndpointFailing
 from arena_ops.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ async def execute(
     async def one(unit: U) -> tuple[U, list[dict[str, Any]] | None, str | None]:
         try:
             return unit, await work(unit), None
+        except EndpointFailing:  # every request refused the same way: no unit can succeed, so the run stops
+            raise
         except Exception as exc:  # a failed unit must not sink the chunk: it is reported and retried on rerun
             return unit, None, f"{type(exc).__name__}: {exc}"
 

@@ -391,9 +391,11 @@ class BattleRun:
 
 
 async def _ready(participants: Any, timeout_s: float) -> None:
+    """Every model with a client — served or external — answers ``/models`` and lists itself before any work: a
+    wrong base URL, model id or key fails here, not as thousands of failed items."""
     seen: dict[str, Participant] = {}
     for p in participants:
-        if p.client is not None and p.served:
+        if p.client is not None:
             seen.setdefault(p.name, p)
     for p in seen.values():
         assert p.client is not None

@@ -8,8 +8,10 @@ light (Airflow workers and the battle code never import Ray or vLLM).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,30 +76,54 @@ def local_model_dir(model: ServedModel, storage: StorageConfig) -> str:
 
 
 def _download(path: str, storage: StorageConfig) -> str:
+    """The weights at ``path`` in a local cache keyed by the URI *and its content*: a URI is not a version (a stack
+    started afresh, or a round rerun, writes new weights under the same ``iter=<i>/model/<stage>``), so the key
+    carries a fingerprint of what is there now — the artifact's manifest (its files' sha256), else the listing's
+    names, sizes and times for weights uploaded by hand. Other versions of the same URI are removed."""
     import pyarrow.fs as pafs
 
     from arena_ops.store import s3_credentials
 
-    dest = MODEL_CACHE / path[len("s3://") :].strip("/")
-    marker = dest / ".arena-complete"
-    if marker.exists():
-        return str(dest)
     fs = pafs.S3FileSystem(**s3_credentials(storage.s3, path))
-    tmp = dest.with_name(dest.name + ".partial")
+    src = path[len("s3://") :].strip("/")
+    try:
+        version = _fingerprint(fs, src)
+    except OSError as exc:
+        raise ServingError(f"{path}: cannot read the model's listing: {exc}") from exc
+    home = MODEL_CACHE / src
+    dest = home / f"@{version}"
+    if (dest / ".arena-complete").exists():
+        return str(dest)
+    tmp = home / f".partial-{version}-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        pafs.copy_files(
-            path[len("s3://") :], str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
-        )
+        pafs.copy_files(src, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     except OSError as exc:
         raise ServingError(f"{path}: cannot download model weights: {exc}") from exc
-    if dest.exists():
-        import shutil
-
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    marker.touch()
+    (tmp / ".arena-complete").touch()
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process finished the same version first
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in home.iterdir():  # other versions (and the unversioned layout of before) take gigabytes each
+        if old != dest and not old.name.startswith(".partial-"):
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     return str(dest)
+
+
+def _fingerprint(fs: Any, src: str) -> str:
+    import pyarrow.fs as pafs
+
+    try:
+        with fs.open_input_stream(f"{src}/_MANIFEST.json") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+    except FileNotFoundError:
+        pass
+    infos = fs.get_file_info(pafs.FileSelector(src, recursive=True))
+    if not infos:
+        raise FileNotFoundError(f"nothing at s3://{src}")
+    listing = sorted((i.path, i.size, str(i.mtime_ns)) for i in infos if i.type == pafs.FileType.File)
+    return hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
 
 
 def engine_kwargs(engine: EngineConfig) -> dict[str, Any]:

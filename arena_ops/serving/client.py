@@ -18,11 +18,14 @@ from typing import Any
 import httpx
 
 from arena_ops.config import ExternalSource, ModelSpec, SamplingConfig, ServingConfig
-from arena_ops.errors import ServingError
+from arena_ops.errors import EndpointFailing, ServingError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+#: Refusals that are about the request itself (malformed, too long, unprocessable): the item's own outcome. Others
+#: (401, 403, 404, …) are about the endpoint or its configuration and are never recorded as an item's result.
+ITEM_STATUS = {400, 413, 422}
 
 
 class RequestFailed(ServingError):
@@ -70,7 +73,18 @@ class StructuredOutput:
 
 
 class ChatClient:
-    """Chat completions against one model id at one OpenAI-compatible base URL."""
+    """Chat completions against one model id at one OpenAI-compatible base URL.
+
+    ``base_url`` means what it means to the OpenAI SDK: the API root with its version, e.g. ``https://api.openai.com/v1``
+    or ``http://host:8000/v1`` for vLLM; requests go to ``{base_url}/chat/completions`` and ``{base_url}/models``.
+    ``external``: an endpoint we do not deploy, so a refusal at the readiness check is final (a served model's route
+    may 404 while it is being deployed). A refusal of the request itself (HTTP 400/413/422, e.g. a prompt longer than
+    the context) is the item's own outcome (:class:`RequestRejected`), but only once the endpoint has answered
+    something — :meth:`ready` makes sure it has; other refusals (401, 403, 404…) and those before any answer are a
+    plain :class:`RequestFailed`, never recorded as the item's result. After
+    ``max_consecutive_rejections`` refusals with the same HTTP status and no success in between, requests raise
+    :class:`EndpointFailing`.
+    """
 
     def __init__(
         self,
@@ -84,9 +98,15 @@ class ChatClient:
         backoff_max_s: float = 30.0,
         vllm_extensions: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        external: bool = False,
+        max_consecutive_rejections: int = 20,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self.external = external
+        self.max_consecutive_rejections = max_consecutive_rejections
+        self._rejected: tuple[int, int, str] = (0, 0, "")  # (status, consecutive count, last message)
+        self.answered = False  # has any chat request succeeded?
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -107,7 +127,7 @@ class ChatClient:
         src = spec.source
         if isinstance(src, ExternalSource):
             key = resolve_api_key(src, spec.name)
-            return cls(src.base_url, src.model, key, concurrency, vllm_extensions=False, **kwargs)
+            return cls(src.base_url, src.model, key, concurrency, vllm_extensions=False, external=True, **kwargs)
         if src.kind == "served":
             return cls(serving_base_url(serving), spec.name, None, concurrency, **kwargs)
         raise ServingError(f"model {spec.name!r} has recorded responses; use RecordedResponses, not a chat client")
@@ -170,10 +190,10 @@ class ChatClient:
         """
         body = self.request_body(messages, sampling or SamplingConfig(), structured, top_logprobs, extra)
         async with self._sem:
-            return await self._post_with_retries("/v1/chat/completions", body)
+            return await self._post_with_retries("chat/completions", body)
 
     async def _post_with_retries(self, path: str, body: dict[str, Any]) -> ChatResult:
-        url = f"{self.base_url}{path}"
+        url = f"{self.base_url}/{path}"
         last = ""
         for attempt in range(1, self.max_retries + 2):
             start = time.perf_counter()
@@ -181,9 +201,19 @@ class ChatClient:
             try:
                 resp = await self._http.post(path, json=body)
                 if resp.status_code == 200:
-                    return _parse(resp, time.perf_counter() - start, attempt)
+                    result = _parse(resp, time.perf_counter() - start, attempt)
+                    self._rejected, self.answered = (0, 0, ""), True
+                    return result
                 last = f"HTTP {resp.status_code}: {resp.text[:300]}"
                 if resp.status_code not in RETRY_STATUS:
+                    self._note_rejection(resp.status_code, f"{self.model} at {url}: {last}")
+                    if resp.status_code not in ITEM_STATUS:
+                        raise RequestFailed(f"{self.model} at {url}: {last}{_hint(self.base_url, resp.status_code)}")
+                    if not self.answered:
+                        raise RequestFailed(
+                            f"{self.model} at {url}: {last} (refused before this endpoint answered any request: not "
+                            "taken as this item's result)"
+                        )
                     raise RequestRejected(f"{self.model} at {url}: {last} (not retried)", resp.status_code)
                 retry_after = _retry_after(resp)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -196,33 +226,86 @@ class ChatClient:
                 await asyncio.sleep(delay)
         raise RequestFailed(f"{self.model} at {url}: gave up after {self.max_retries + 1} attempts; last error: {last}")
 
+    async def _probe(self) -> tuple[str, bool]:
+        """One chat request of one token: ``("", False)`` when it succeeded, else (what came back, final?)."""
+        body = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
+        resp = await self._http.post("chat/completions", json=body)
+        if resp.status_code == 200:
+            try:
+                _parse(resp, 0.0, 1)
+            except _Malformed as exc:
+                return f"malformed chat response: {exc}", False
+            self.answered = True
+            return "", False
+        final = self.external and resp.status_code not in RETRY_STATUS
+        return f"HTTP {resp.status_code}: {resp.text[:200]}" + (
+            _hint(self.base_url, resp.status_code) if final else ""
+        ), final
+
+    def _note_rejection(self, status: int, message: str) -> None:
+        same, count, _ = self._rejected
+        count = count + 1 if status == same else 1
+        self._rejected = (status, count, message)
+        if count >= self.max_consecutive_rejections:
+            raise EndpointFailing(
+                f"{message}\n— the last {count} requests were all refused with HTTP {status} and none succeeded; "
+                f"stopping instead of recording each as a failed item.{_hint(self.base_url, status)}"
+            )
+
     def _backoff(self, attempt: int) -> float:
         # Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^(attempt-1))].
         return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
 
     async def ready(self, timeout_s: float = 60.0, interval_s: float = 1.0) -> None:
-        """Wait until ``GET /v1/models`` lists this model; raise ServingError after ``timeout_s``."""
+        """Wait until ``GET {base_url}/models`` lists this model and a one-token chat request succeeds; raise
+        ServingError after ``timeout_s``. For an external endpoint an answer that cannot change by waiting (HTTP 4xx
+        other than 408/429, or a list without the model) fails at once, naming the URL, what came back and what to
+        fix."""
         deadline = time.monotonic() + timeout_s
+        url = f"{self.base_url}/models"
         last = "no answer yet"
         while True:
+            final = False
             try:
-                resp = await self._http.get("/v1/models")
+                resp = await self._http.get("models")
                 if resp.status_code == 200:
                     ids = [m.get("id") for m in resp.json().get("data", [])]
                     if self.model in ids:
-                        return
-                    last = f"model not listed (serving {ids})"
+                        last, final = await self._probe()
+                        if not last:
+                            return
+                        url = f"{self.base_url}/chat/completions"
+                    else:
+                        last, final = f"model {self.model!r} not listed (serving {ids[:20]})", self.external
                 else:
                     last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-            except (httpx.HTTPError, ValueError) as exc:
+                    final = self.external and resp.status_code not in RETRY_STATUS
+                    if final:
+                        last += _hint(self.base_url, resp.status_code)
+            except (httpx.HTTPError, ValueError, AttributeError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
+            if final:
+                raise ServingError(f"{self.model} at {url}: not usable: {last}")
             if time.monotonic() >= deadline:
-                raise ServingError(f"{self.model} at {self.base_url} not ready after {timeout_s:.0f}s: {last}")
+                raise ServingError(f"{self.model} at {url} not ready after {timeout_s:.0f}s: {last}")
             await asyncio.sleep(interval_s)
 
 
 class _Malformed(Exception):
     pass
+
+
+def _hint(base_url: str, status: int) -> str:
+    if status == 404:
+        root = "" if httpx.URL(base_url).path.rstrip("/").endswith("/v1") else " (it has no /v1: did you mean "
+        root += f"{base_url}/v1?)" if root else ""
+        return (
+            f" Is base_url right{root}? It is the OpenAI SDK's base URL, with the API version: requests go to "
+            f"{base_url}/chat/completions."
+        )
+    if status in (401, 403):
+        return " Check the API key (the model's api_key_env or conn_id)."
+    return ""
 
 
 def _parse(resp: httpx.Response, latency: float, attempts: int) -> ChatResult:
@@ -261,8 +344,9 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 def serving_base_url(serving: ServingConfig) -> str:
+    """The OpenAI base URL (with ``/v1``) of the models Ray Serve hosts."""
     prefix = serving.route_prefix.rstrip("/")
-    return f"http://{serving.host}:{serving.port}{prefix}"
+    return f"http://{serving.host}:{serving.port}{prefix}/v1"
 
 
 def resolve_api_key(src: ExternalSource, name: str) -> str | None:

@@ -97,7 +97,7 @@ class Serving:
             "ARENA_RAY_TMP": tempfile.mkdtemp(prefix="ar-", dir="/tmp"),  # Unix socket paths must stay short
             "ARENA_RAY_PORT": str(free_port()),
         }
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://127.0.0.1:{self.port}/v1"  # the OpenAI base URL
 
     def arena(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -22,7 +22,7 @@ import pytest
 from arena_ops.battle.run import BattleRun, plan
 from arena_ops.config import ArenaConfig, load_config
 from arena_ops.data.pipeline import ensure_shards, read_shard
-from arena_ops.errors import BattleError
+from arena_ops.errors import BattleError, EndpointFailing, ServingError
 from arena_ops.rating.battles import read_battles
 from arena_ops.store import ArtifactStore
 
@@ -31,9 +31,10 @@ PROMPTS = [f"Question {i}: name a fruit whose name has {i + 3} letters, and expl
 
 
 class ScriptedJudge:
-    """An OpenAI-compatible endpoint whose reply is ``reply(user_message_text)``; counts calls."""
+    """An OpenAI-compatible endpoint (under ``/v1``, as OpenAI's and vLLM's) whose reply is
+    ``reply(user_message_text)``, or which refuses every chat request with HTTP ``status``; counts judge calls."""
 
-    def __init__(self, reply: Callable[[str], str]) -> None:
+    def __init__(self, reply: Callable[[str], str], status: int | None = None, refuse_after: int = 0) -> None:
         self.calls = 0
         judge = self
 
@@ -43,20 +44,28 @@ class ScriptedJudge:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, body: dict) -> None:
+            def _send(self, body: dict, status: int = 200) -> None:
                 data = json.dumps(body).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
+                if self.path != "/v1/models":
+                    return self._send({"error": "Not Found"}, 404)
                 self._send({"data": [{"id": "judge"}]})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                judge.calls += 1
-                text = reply(body["messages"][1]["content"])
+                if self.path != "/v1/chat/completions":
+                    judge.calls += 1
+                    return self._send({"error": "Not Found"}, 404)
+                probe = body.get("max_tokens") == 1  # the client's readiness probe: not a judgment
+                if status is not None and (judge.calls >= refuse_after and not (probe and refuse_after)):
+                    return self._send({"error": {"message": "refused", "code": status}}, status)
+                judge.calls += not probe
+                text = "OK" if probe else reply(body["messages"][1]["content"])
                 self._send(
                     {
                         "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
@@ -71,7 +80,8 @@ class ScriptedJudge:
             request_queue_size = 64
 
         self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.root}/v1"  # base_url as the README writes it
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -286,3 +296,37 @@ def test_both_games_of_a_battle_are_judged_together_and_chunks_keep_them(arena, 
         assert asyncio.run(run.judge())["judged"] == 0  # every game of every battle is stored
     finally:
         judge.close()
+
+
+def test_a_judge_at_a_wrong_base_url_stops_the_run_before_any_work(arena) -> None:
+    judge = ScriptedJudge(honest)
+    try:
+        cfg = arena(judge.root)  # no /v1: the OpenAI SDK's base URL includes it
+        store = ArtifactStore.from_config(cfg.storage)
+        ensure_shards(cfg, store)
+        run = BattleRun(cfg, store, 0, "shard-000", plan(cfg, read_shard(cfg, store, 0)))
+        with pytest.raises(ServingError, match=r"judge at http://127.*/models: not usable: HTTP 404.*did you mean"):
+            asyncio.run(run.run_all())
+    finally:
+        judge.close()
+    assert judge.calls == 0 and not run.judgments.done_keys()
+
+
+@pytest.mark.parametrize("refuse_after", [0, 4])
+def test_a_judge_that_refuses_every_request_stops_the_run(arena, refuse_after: int) -> None:
+    """A key without access (/models still answers): the readiness probe fails; a key revoked mid-run: the run stops
+    after ``max_consecutive_rejections`` refusals. Either way no refusal is stored as a verdict (a rerun redoes
+    them)."""
+    judge = ScriptedJudge(honest, status=403, refuse_after=refuse_after)
+    try:
+        cfg = arena(judge.url, **{"battle.pairing": "all_pairs", "battle.concurrency": 2})
+        store = ArtifactStore.from_config(cfg.storage)
+        ensure_shards(cfg, store)
+        run = BattleRun(cfg, store, 0, "shard-000", plan(cfg, read_shard(cfg, store, 0)))
+        error = ServingError if refuse_after == 0 else EndpointFailing
+        with pytest.raises(error, match="HTTP 403.*Check the API key"):
+            asyncio.run(run.run_all())
+    finally:
+        judge.close()
+    # at most the games judged before the key was revoked; none of the refused ones
+    assert len(run.judgments.done_keys()) <= refuse_after

@@ -13,7 +13,13 @@ import pytest
 
 from arena_ops.config import ExternalSource, ModelSpec, SamplingConfig, ServingConfig
 from arena_ops.errors import ServingError
-from arena_ops.serving.client import ChatClient, RequestFailed, RequestRejected, StructuredOutput, resolve_api_key
+from arena_ops.serving.client import (
+    ChatClient,
+    RequestFailed,
+    RequestRejected,
+    StructuredOutput,
+    resolve_api_key,
+)
 
 OK = {
     "choices": [
@@ -42,6 +48,7 @@ class FlakyServer:
         self.script = list(script)
         self.delay_s = delay_s
         self.bodies: list[dict] = []
+        self.paths: list[str] = []
         self.headers: list[dict] = []
         self.active = self.peak = 0
         self.lock = threading.Lock()
@@ -59,11 +66,17 @@ class FlakyServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:
+            def do_GET(self) -> None:  # an OpenAI-compatible server: the API lives under /v1
+                if self.path != "/v1/models":
+                    return self._send(404, b'{"error": "Not Found"}')
                 self._send(200, json.dumps({"data": [{"id": "m"}]}).encode())
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.paths.append(self.path)
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, b'{"error": "Not Found"}')
                 with server.lock:
                     server.bodies.append(body)
                     server.headers.append(dict(self.headers))
@@ -92,7 +105,8 @@ class FlakyServer:
                         server.active -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"{self.root}/v1"  # the base URL as the OpenAI SDK (and the README) write it
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> FlakyServer:
@@ -161,18 +175,27 @@ def test_retries_then_succeeds(server_factory, failure: str) -> None:
 )
 def test_gives_up_with_a_clear_error(server_factory, failure: str, message: str) -> None:
     srv = server_factory([failure] * 10)
-    with pytest.raises(
-        RequestFailed, match=rf"m at {srv.url}/v1/chat/completions: gave up after 3 attempts.*{message}"
-    ):
+    with pytest.raises(RequestFailed, match=rf"m at {srv.url}/chat/completions: gave up after 3 attempts.*{message}"):
         run(_client(srv.url, max_retries=2).chat([{"role": "user", "content": "hi"}]))
     assert len(srv.bodies) == 3
 
 
 def test_client_errors_are_not_retried(server_factory) -> None:
-    srv = server_factory(["400", "ok"])
+    srv = server_factory(["ok", "400", "ok"])
+    client = _client(srv.url)
+    run(client.chat([{"role": "user", "content": "hi"}]))
     with pytest.raises(RequestRejected, match="HTTP 400.*not retried") as info:
+        run(client.chat([{"role": "user", "content": "hi"}]))
+    assert len(srv.bodies) == 2 and info.value.status == 400
+
+
+def test_a_refusal_before_any_answer_is_not_an_items_outcome(server_factory) -> None:
+    """Until the endpoint has answered once, a 4xx may be the endpoint's fault, not the item's: a plain failure
+    (retried on rerun), never recorded as the item's result."""
+    srv = server_factory(["400"])
+    with pytest.raises(RequestFailed, match="refused before this endpoint answered") as info:
         run(_client(srv.url).chat([{"role": "user", "content": "hi"}]))
-    assert len(srv.bodies) == 1 and info.value.status == 400
+    assert not isinstance(info.value, RequestRejected)
 
 
 def test_connection_refused_is_retried_then_reported() -> None:
@@ -217,7 +240,7 @@ def test_structured_output_request_shapes(server_factory) -> None:
 def test_ready_waits_and_times_out(server_factory) -> None:
     srv = server_factory([])
     run(_client(srv.url).ready(timeout_s=2))
-    with pytest.raises(ServingError, match=r"'?other'? at .* not ready after 0s: model not listed"):
+    with pytest.raises(ServingError, match=r"other at .* not ready after 0s: model 'other' not listed"):
         run(ChatClient(srv.url, "other").ready(timeout_s=0.2, interval_s=0.05))
 
 
@@ -237,3 +260,69 @@ def test_external_api_key_from_airflow_connection(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AIRFLOW_CONN_ARENA_OPENAI", json.dumps({"conn_type": "http", "password": "sk-conn"}))
     src = ExternalSource(kind="external", base_url="https://x/v1", model="m", conn_id="arena_openai")
     assert resolve_api_key(src, "m") == "sk-conn"
+
+
+def test_external_base_url_as_the_readme_writes_it(server_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README / configs/cluster.yaml: ``base_url: https://host/v1`` — what the OpenAI SDK means by base_url."""
+    srv = server_factory(["ok"])
+    monkeypatch.setenv("ARENA_KEY", "sk-1")
+    src = ExternalSource(kind="external", base_url=srv.url, model="m", api_key_env="ARENA_KEY")
+
+    async def go():
+        async with ChatClient.for_model(ModelSpec(name="gpt", source=src), ServingConfig()) as c:
+            await c.ready(timeout_s=5)
+            return await c.chat([{"role": "user", "content": "hi"}])
+
+    assert run(go()).text == "hello"
+    assert srv.paths == ["/v1/chat/completions"] * 2  # the readiness probe (one token), then the request
+    assert srv.bodies[0]["max_tokens"] == 1
+
+
+@pytest.mark.parametrize(
+    ("base", "model", "message"),
+    [
+        ("{root}", "m", r"HTTP 404.*no /v1: did you mean http://127\.0\.0\.1:\d+/v1\?"),
+        ("{root}/v1/v1", "m", r"HTTP 404.*Is base_url right\?"),
+        ("{root}/v1", "gpt-5", r"model 'gpt-5' not listed \(serving \['m'\]\)"),
+    ],
+)
+def test_a_misconfigured_external_endpoint_fails_the_readiness_check_at_once(
+    server_factory, base: str, model: str, message: str
+) -> None:
+    srv = server_factory([])
+    src = ExternalSource(kind="external", base_url=base.format(root=srv.root), model=model)
+    client = ChatClient.for_model(ModelSpec(name="judge", source=src), ServingConfig())
+    start = time.monotonic()
+    with pytest.raises(ServingError, match=f"not usable: {message}"):
+        run(client.ready(timeout_s=30))
+    assert time.monotonic() - start < 5  # waiting cannot fix it: no 30 s wait
+
+
+def test_a_served_route_that_404s_is_waited_for(server_factory) -> None:
+    """A served model's route 404s until Ray Serve has deployed it: that is waited on, not final."""
+    srv = server_factory([])
+    with pytest.raises(ServingError, match="not ready after 0s: HTTP 404"):
+        run(ChatClient(srv.root, "m").ready(timeout_s=0.3, interval_s=0.05))
+
+
+def test_requests_all_refused_the_same_way_stop_the_run(server_factory) -> None:
+    srv = server_factory([])
+
+    async def go(client: ChatClient) -> list[object]:
+        async with client:
+            return await asyncio.gather(
+                *(client.chat([{"role": "user", "content": str(i)}]) for i in range(10)), return_exceptions=True
+            )
+
+    # the wrong base URL: every request 404s; after 4 the client stops calling them per-item outcomes
+    outcomes = run(go(_client(srv.root, max_consecutive_rejections=4, concurrency=1)))
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds[:3] == ["RequestFailed"] * 3 and set(kinds[3:]) == {"EndpointFailing"}, kinds
+    assert "all refused with HTTP 404" in str(outcomes[3]) and "did you mean" in str(outcomes[3])
+    assert not isinstance(outcomes[3], RequestFailed)  # not an item's outcome: it ends the run
+
+    # a success in between resets the count: item-level refusals (e.g. a prompt too long) stay per item
+    srv = server_factory(["400", "400", "400", "ok", "400", "400", "400"])
+    outcomes = run(go(_client(srv.url, max_consecutive_rejections=4, concurrency=1)))
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds[:4] == ["RequestFailed"] * 3 + ["ChatResult"] and kinds[4:7] == ["RequestRejected"] * 3, kinds
