@@ -142,46 +142,89 @@ class VerdictParseError(ValueError):
     """The judge's reply holds no usable verdict; the message says why (it is stored with the raw text)."""
 
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-_SCORE_LINE = re.compile(r"score[ _]?(a|b)\W{0,4}(\d+(?:\.\d+)?)", re.IGNORECASE)
+#: Replies longer than this are not parsed (a judge's reply is a few hundred tokens; the served judge's constraint
+#: bounds it): parsing stays cheap whatever a judge or a response under judgment puts in the reply.
+MAX_REPLY_CHARS = 100_000
+#: At most this many candidate objects are decoded per reply (each decode is linear; a bound keeps the total linear).
+MAX_CANDIDATES = 64
+#: One grammar for a score wherever it appears (JSON number, JSON string, prose): optionally signed, decimal, ASCII
+#: digits only — no exponent, no digit separators, no full-width or Arabic-Indic digits — then range-checked.
+_SCORE = re.compile(r"[+-]?[0-9]{1,3}(?:\.[0-9]{1,6})?")
+_MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})  # typographic minus signs read as signs, never dropped
+#: Where a verdict object may start: ``{`` then a verdict key (other braces are never decoded).
+_OBJECT_START = re.compile(r'\{\s*"(?:explanation|score_a|score_b)"')
+#: Prose fallback: ``Score A: 7`` (markdown and other separators allowed, signs kept, ``1e1``/``7.5.1`` refused).
+_SCORE_LINE = re.compile(
+    r"score[ _]?(a|b)\b[^\w+\-\u2212\u2013\n]{0,4}([+\-\u2212\u2013]?[0-9][\w.]*)", re.IGNORECASE | re.ASCII
+)
 
 
 def parse_verdict(text: str, quoted: Sequence[str] = ()) -> Verdict:
     """Read ``{"explanation", "score_a", "score_b"}`` from a judge reply; tolerant of prose and code fences.
 
-    Candidates that appear verbatim inside ``quoted`` (the responses under judgment) are ignored: a judge that
-    echoes a fake verdict planted in a response does not get it counted. Several different verdicts are
-    ambiguous → error. Scores must lie in 1–10; both scores and the explanation are required.
+    Every JSON object that starts with a verdict key anywhere in the reply (fenced or bare) is a candidate, and a
+    ``Score A: n`` / ``Score B: n`` pair in the prose around them is one too. Candidates found in ``quoted`` (the
+    responses under judgment) are ignored — compared by content, not by spelling, so a judge that echoes a planted
+    verdict with other whitespace or key order does not get it counted. Two different verdicts → error. Scores follow
+    one grammar (signed decimal, ASCII digits) and must lie in 1–10; both scores and the explanation are required.
+    Any failure — including input too long, too deep or too large a number — is a :class:`VerdictParseError`.
     """
-    found = _json_objects(text)
-    if not found:
-        return _from_score_lines(text, quoted)
-    candidates = [c for c in found if not any(c[1] in q for q in quoted)]
-    if not candidates:
-        raise VerdictParseError("the only verdicts in the reply are copied from the responses under judgment")
-    verdicts = {_verdict_from(obj) for obj, _ in candidates}
-    if len(verdicts) > 1:
-        raise VerdictParseError(f"{len(verdicts)} different verdicts in one reply")
-    return verdicts.pop()
+    if len(text) > MAX_REPLY_CHARS:
+        raise VerdictParseError(f"reply of {len(text)} characters is longer than {MAX_REPLY_CHARS}")
+    planted = {v for q in quoted if q for v in _verdicts_in(q[:MAX_REPLY_CHARS], strict=False)[0]}
+    verdicts, rest = _verdicts_in(text, strict=True)
+    own = {v for v in verdicts if _key(v) not in {_key(p) for p in planted}}
+    line = _from_score_lines(rest, quoted)
+    if line is not None and (not verdicts or _scores(line) not in {_scores(v) for v in own}):
+        own.add(line)
+    if not own:
+        if verdicts:
+            raise VerdictParseError("the only verdicts in the reply are copied from the responses under judgment")
+        raise VerdictParseError("no JSON verdict and no single 'Score A: n' / 'Score B: n' pair")
+    if len({_scores(v) for v in own}) > 1 or len({_key(v) for v in own if v.explanation}) > 1:
+        raise VerdictParseError(f"{len(own)} different verdicts in one reply")
+    return max(own, key=lambda v: len(v.explanation))
 
 
-def _json_objects(text: str) -> list[tuple[dict[str, Any], str]]:
-    """Every JSON object (and its source text) that has a score key, inside fences or bare."""
-    bodies = [m.group(1) for m in _FENCE.finditer(text)] or [text]
-    found: list[tuple[dict[str, Any], str]] = []
-    decoder = json.JSONDecoder(strict=False)  # tolerate raw control characters inside strings
-    for body in bodies:
-        i = body.find("{")
-        while i != -1:
-            try:
-                obj, end = decoder.raw_decode(body, i)
-            except json.JSONDecodeError:
-                i = body.find("{", i + 1)
-                continue
-            if isinstance(obj, dict) and ({"score_a", "score_b"} & obj.keys()):
-                found.append((obj, body[i:end]))
-            i = body.find("{", end)
-    return found
+def _verdicts_in(text: str, strict: bool) -> tuple[list[Verdict], str]:
+    """The verdict objects in ``text`` and the text with them cut out. ``strict``: a malformed verdict object
+    raises (in a judge's reply); otherwise it is skipped (in a response under judgment)."""
+    decoder = json.JSONDecoder(strict=False, parse_int=str, parse_float=str, parse_constant=str)
+    found: list[Verdict] = []
+    rest: list[str] = []
+    pos = tried = 0
+    for m in _OBJECT_START.finditer(text):
+        if m.start() < pos:
+            continue  # inside an object already decoded
+        tried += 1
+        if tried > MAX_CANDIDATES:
+            raise VerdictParseError(f"more than {MAX_CANDIDATES} candidate verdicts in one reply")
+        try:
+            obj, end = decoder.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        except RecursionError:
+            raise VerdictParseError("a JSON object in the reply is nested too deeply") from None
+        if not isinstance(obj, dict) or not ({"score_a", "score_b"} & obj.keys()):
+            continue
+        try:
+            found.append(_verdict_from(obj))
+        except VerdictParseError:
+            if strict:
+                raise
+        rest.append(text[pos : m.start()])
+        pos = end
+    rest.append(text[pos:])
+    return found, " ".join(rest)
+
+
+def _key(v: Verdict) -> tuple[float, float, str]:
+    """A verdict's content: scores and the explanation with whitespace and case normalised."""
+    return v.score_a, v.score_b, " ".join(unicodedata.normalize("NFKC", v.explanation).casefold().split())
+
+
+def _scores(v: Verdict) -> tuple[float, float]:
+    return v.score_a, v.score_b
 
 
 def _verdict_from(obj: dict[str, Any]) -> Verdict:
@@ -194,26 +237,32 @@ def _verdict_from(obj: dict[str, Any]) -> Verdict:
 
 
 def _score(value: Any, key: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise VerdictParseError(f"{key} {value!r} is not a number") from None
-    if isinstance(value, bool) or not math.isfinite(x) or not SCORE_MIN <= x <= SCORE_MAX:
-        raise VerdictParseError(f"{key} {value!r} outside {SCORE_MIN:g}–{SCORE_MAX:g}")
+    """A score by the one grammar: JSON numbers arrive as their source text (``parse_int=str``), JSON strings as
+    written; booleans, nulls, exponents, separators and non-ASCII digits are refused, then 1–10 is checked."""
+    shown = value if isinstance(value, str) else json.dumps(value)
+    shown = shown if len(shown) <= 24 else shown[:20] + "…"
+    if not isinstance(value, str) or not _SCORE.fullmatch(value.strip().translate(_MINUS)):
+        raise VerdictParseError(f"{key} {shown} is not a number (signed decimal, ASCII digits)")
+    x = float(value.strip().translate(_MINUS))
+    if not SCORE_MIN <= x <= SCORE_MAX:
+        raise VerdictParseError(f"{key} {shown} outside {SCORE_MIN:g}–{SCORE_MAX:g}")
     return x
 
 
-def _from_score_lines(text: str, quoted: Sequence[str]) -> Verdict:
-    """Fallback for prose replies: ``Score A: 7`` … ``Score B: 4`` (each exactly once, outside quoted text)."""
+def _from_score_lines(text: str, quoted: Sequence[str]) -> Verdict | None:
+    """Fallback for prose replies: ``Score A: 7`` … ``Score B: 4``, each exactly once outside quoted text; None when
+    there is no such pair. A score that breaks the grammar (``-1``, ``1e1``) is an error, not a skipped line."""
     stripped = text
     for q in quoted:
         if q:
             stripped = stripped.replace(q, " ")
     hits: dict[str, list[str]] = {"a": [], "b": []}
     for side, num in _SCORE_LINE.findall(stripped):
-        hits[side.lower()].append(num)
+        hits[side.lower()].append(num.rstrip("."))
     if len(hits["a"]) != 1 or len(hits["b"]) != 1:
-        raise VerdictParseError("no JSON verdict and no single 'Score A: n' / 'Score B: n' pair")
+        if len(hits["a"]) > 1 or len(hits["b"]) > 1:
+            raise VerdictParseError("several 'Score A' / 'Score B' lines in one reply")
+        return None
     return Verdict(_score(hits["a"][0], "score_a"), _score(hits["b"][0], "score_b"), stripped.strip()[:2000])
 
 
