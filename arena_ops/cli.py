@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from arena_ops.cli_common import load as _load
 from arena_ops.cli_round import round_app
 from arena_ops.cli_stack import stack_app
 from arena_ops.cli_stages import battle_app, data_app, train_app
-from arena_ops.errors import ArenaError
+from arena_ops.errors import ArenaError, RatingError
 
 app = typer.Typer(
     help="Arena Flywheel: post-train LLMs with a simulated chatbot arena.",
@@ -224,7 +225,11 @@ def elo(
     """Bradley–Terry Elo leaderboard with bootstrap CIs from battle files."""
     from arena_ops.rating import compute_leaderboard, leaderboard_files, parse_anchor, read_battles
 
+    if out.exists() and not out.is_dir():
+        raise RatingError(f"--out {out}: exists and is not a directory")
     data = read_battles(battles)
+    if data.duplicate_inputs:
+        err_console.print(f"[yellow]{data.duplicate_inputs} file(s) given more than once: each read once[/yellow]")
     lb = compute_leaderboard(
         data.table,
         rounds=bootstrap,
@@ -256,13 +261,15 @@ def elo(
     for r in lb.records():
         table.add_row(
             str(r["rank"]),
-            str(r["model"]),
+            str(r["model"]) + (" (provisional)" if r["provisional"] else ""),
             f"{r['rating']:.1f}",
             f"{r['ci_low']:.1f} – {r['ci_high']:.1f}",
             f"{r['wins']} / {r['losses']} / {r['ties']}",
             str(r["battles"]),
         )
     console.print(table)
+    for note in lb.to_markdown().split("\n\n", 1)[1:]:  # provisional models, unreliable intervals
+        err_console.print(f"[yellow]{note.strip()}[/yellow]")
     console.print(f"wrote {out}")
 
 
@@ -279,12 +286,22 @@ def consistency(
     from arena_ops.rating import consistency_report, read_board
 
     def load_map(p: Path | None) -> dict[str, str] | None:
-        return None if p is None else json.loads(p.read_text())
+        if p is None:
+            return None
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RatingError(f"{p}: cannot read a name map: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise RatingError(f"{p}: a name map is a JSON object of strings, {{name in the file: shared name}}")
+        return data
 
     report = consistency_report(
         read_board(str(ours), load_map(rename_ours)), read_board(str(reference), load_map(rename_reference))
     )
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    # Strict JSON: an undefined metric (e.g. a correlation over tied scores) is null, never a bare NaN.
+    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in report.items()}
+    sys.stdout.write(json.dumps(clean, indent=2, allow_nan=False) + "\n")
 
 
 @models_app.command("prepare-demo")

@@ -2,13 +2,18 @@
 
 Required columns: ``model_a``, ``model_b`` (strings) and ``winner`` ∈ {model_a, model_b, tie, tie_bothbad}.
 Optional columns (kept when present): ``prompt_id``, ``judge``, ``iteration``, ``score_a``, ``score_b``,
-``len_a``, ``len_b`` (response lengths, used by style control). Rows with an unknown winner, a missing model or a
-model battling itself are rejected: :func:`validate_battles` returns them as a quarantine table with the source
-file, the 1-based row number and the reason; they are never dropped silently.
+``len_a``, ``len_b`` (response lengths, used by style control), ``battle_id``. Model names are normalised (Unicode
+NFC, surrounding whitespace removed). Rows with an unknown winner, a missing, empty or "nan" model name, or a model
+battling itself are rejected: :func:`validate_battles` returns them as a quarantine table with the source file, the
+1-based row number (the line number in JSONL and the data-row number in CSV) and the reason; they are never dropped
+silently. A JSONL line that is not a JSON object is quarantined the same way. Duplicates are dropped and counted, never
+rated twice: a file given twice is read once, and a ``battle_id`` seen before is quarantined ("duplicate battle_id").
 """
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from arena_ops.errors import RatingError
@@ -32,6 +36,7 @@ OPTIONAL: dict[str, pa.DataType] = {
     "score_b": pa.float64(),
     "len_a": pa.float64(),
     "len_b": pa.float64(),
+    "battle_id": pa.string(),
 }
 BATTLE_SCHEMA = pa.schema(
     [pa.field(c, pa.string(), nullable=False) for c in REQUIRED] + [pa.field(k, t) for k, t in OPTIONAL.items()]
@@ -49,6 +54,8 @@ class Battles:
 
     table: pa.Table
     quarantine: pa.Table
+    duplicate_inputs: int = 0  # files given more than once (read once)
+    rows: np.ndarray | None = None  # each valid row's number in its source (validate_battles)
 
     @property
     def models(self) -> list[str]:
@@ -56,19 +63,63 @@ class Battles:
 
 
 def read_battles(paths: Iterable[str | Path]) -> Battles:
-    """Read and validate battle files (``.parquet``, ``.csv``, ``.jsonl``/``.json``) into one table."""
+    """Read and validate battle files (``.parquet``, ``.csv``, ``.jsonl``/``.json``) into one table.
+
+    A file given twice is read once (``duplicate_inputs`` counts the repeats); rows whose ``battle_id`` was already
+    seen, in this file or an earlier one, are quarantined."""
     tables, quarantines = [], []
+    seen_paths: set[Path] = set()
+    seen_ids: dict[str, str] = {}
+    repeats = 0
     for path in paths:
-        b = validate_battles(_read_any(Path(path)), source=str(path))
+        resolved = Path(path).resolve()
+        if resolved in seen_paths:
+            repeats += 1
+            continue
+        seen_paths.add(resolved)
+        table, broken = _read_any(Path(path))
+        b = validate_battles(table, source=str(path), row_numbers=None if broken is None else broken[0])
+        b = _drop_duplicate_ids(b, str(path), seen_ids)
         tables.append(b.table)
-        quarantines.append(b.quarantine)
+        quarantines.extend([b.quarantine] + ([broken[1]] if broken is not None else []))
     if not tables:
         raise BattleFormatError("no battle files given")
-    return Battles(pa.concat_tables(tables), pa.concat_tables(quarantines))
+    quarantine = pa.concat_tables(quarantines).sort_by([("source", "ascending"), ("row", "ascending")])
+    return Battles(pa.concat_tables(tables), quarantine, duplicate_inputs=repeats)
 
 
-def validate_battles(table: pa.Table, source: str = "<table>") -> Battles:
-    """Cast to :data:`BATTLE_SCHEMA` and split off invalid rows (unknown winner, self-battle, missing model)."""
+def _drop_duplicate_ids(b: Battles, source: str, seen: dict[str, str]) -> Battles:
+    ids = b.table["battle_id"].to_pylist()
+    if all(i is None for i in ids):
+        return b
+    keep, dup_rows = [], []
+    rows = b.rows.tolist() if b.rows is not None else list(range(1, len(ids) + 1))
+    for k, bid in enumerate(ids):
+        if bid is not None and bid in seen:
+            dup_rows.append((rows[k], f"duplicate battle_id {bid!r} (first in {seen[bid]})"))
+            keep.append(False)
+        else:
+            if bid is not None:
+                seen[bid] = source
+            keep.append(True)
+    if not dup_rows:
+        return b
+    q = pa.table(
+        {
+            "source": pa.array([source] * len(dup_rows), pa.string()),
+            "row": pa.array([r for r, _ in dup_rows], pa.int64()),
+            "reason": pa.array([why for _, why in dup_rows], pa.string()),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    mask = np.array(keep, dtype=bool)
+    kept = b.rows[mask] if b.rows is not None else None
+    return Battles(b.table.filter(pa.array(mask)), pa.concat_tables([b.quarantine, q]), b.duplicate_inputs, kept)
+
+
+def validate_battles(table: pa.Table, source: str = "<table>", row_numbers: list[int] | None = None) -> Battles:
+    """Cast to :data:`BATTLE_SCHEMA`, normalise model names and split off invalid rows (unknown winner, self-battle,
+    missing or empty model). ``row_numbers``: each row's number in the source (default 1, 2, …)."""
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise BattleFormatError(
@@ -84,42 +135,125 @@ def validate_battles(table: pa.Table, source: str = "<table>") -> Battles:
                 raise BattleFormatError(f"{source}: column {name!r} is not {typ}: {exc}") from exc
         else:
             cols[name] = pa.nulls(table.num_rows, typ)
+    for side in ("model_a", "model_b"):
+        cols[side] = _normalise_names(cols[side])
     a, b, w = (cols[c].to_numpy(zero_copy_only=False) for c in REQUIRED)
     reasons = np.full(table.num_rows, "", dtype=object)
     null_model = pc.or_(pc.is_null(cols["model_a"]), pc.is_null(cols["model_b"])).to_numpy(zero_copy_only=False)
+    empty = np.array([x in ("", "nan") or y in ("", "nan") for x, y in zip(a, b, strict=True)], dtype=bool)
     reasons[~np.isin(w, WINNERS)] = "unknown winner (expected one of model_a, model_b, tie, tie_bothbad)"
     reasons[(a == b) & ~null_model] = "a model battles itself"
+    reasons[empty & ~null_model] = "empty or 'nan' model name"
     reasons[null_model] = "missing model name"
     bad = reasons != ""
     full = pa.table(cols, schema=pa.schema([f.with_nullable(True) for f in BATTLE_SCHEMA]))
     valid = full.filter(pa.array(~bad)).cast(BATTLE_SCHEMA)
-    rows = np.flatnonzero(bad) + 1
+    numbers = np.arange(1, table.num_rows + 1) if row_numbers is None else np.asarray(row_numbers, dtype=np.int64)
+    rows = numbers[bad]
     quarantine = pa.table(
         {
             "source": pa.array([source] * len(rows), pa.string()),
             "row": pa.array(rows, pa.int64()),
             "reason": pa.array(
-                [f"{r}; got {w[i - 1]!r}" if "winner" in r else r for i, r in zip(rows, reasons[bad], strict=True)],
+                [f"{r}; got {x!r}" if "winner" in r else r for x, r in zip(w[bad], reasons[bad], strict=True)],
                 pa.string(),
             ),
         },
         schema=QUARANTINE_SCHEMA,
     )
-    return Battles(valid, quarantine)
+    return Battles(valid, quarantine, rows=numbers[~bad])
 
 
-def _read_any(path: Path) -> pa.Table:
+def _normalise_names(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """NFC and surrounding whitespace removed; "NaN"/"nan" (a spreadsheet's empty cell) becomes "nan" (rejected)."""
+    names = column.to_pylist()
+    out = []
+    for x in names:
+        if x is None:
+            out.append(None)
+            continue
+        x = unicodedata.normalize("NFC", x).strip()
+        out.append("nan" if x.casefold() == "nan" else x)
+    return pa.array(out, pa.string())
+
+
+def _read_any(path: Path) -> tuple[pa.Table, tuple[list[int], pa.Table] | None]:
+    """The file's table; for JSONL also (each row's line number, the quarantine of lines that are not JSON objects)."""
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise BattleFormatError(f"{path}: is a directory; give battle files (.parquet, .csv or .jsonl)")
     try:
         if suffix == ".parquet":
-            return pq.read_table(path)
+            return pq.read_table(path), None
         if suffix == ".csv":
-            text_cols = {c: pa.string() for c in ("model_a", "model_b", "winner", "prompt_id", "judge")}
-            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text_cols))
+            text_cols = {c: pa.string() for c in ("model_a", "model_b", "winner", "prompt_id", "judge", "battle_id")}
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text_cols)), None
         if suffix in (".jsonl", ".json"):
-            return pajson.read_json(path)
+            return _read_jsonl(path)
     except FileNotFoundError as exc:
         raise BattleFormatError(f"{path}: no such file") from exc
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowInvalid, OSError) as exc:
         raise BattleFormatError(f"{path}: cannot parse as {suffix[1:]}: {exc}") from exc
     raise BattleFormatError(f"{path}: unknown battle file type {suffix!r}; expected .parquet, .csv or .jsonl")
+
+
+def _is_text(v: object) -> bool:
+    return isinstance(v, str)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_JSON_TYPES = {k: _is_text for k in REQUIRED} | {
+    k: (_is_int if t == pa.int64() else _is_number if t == pa.float64() else _is_text) for k, t in OPTIONAL.items()
+}
+_TYPE_NAMES = {_is_text: "a string", _is_number: "a number", _is_int: "an integer"}
+_JSON_NAMES = {k: _TYPE_NAMES[f] for k, f in _JSON_TYPES.items()}
+
+
+def _read_jsonl(path: Path) -> tuple[pa.Table, tuple[list[int], pa.Table]]:
+    """Line by line, so that one broken line is one quarantined row (numbered from 1), not a failed file."""
+    rows: list[dict] = []
+    numbers: list[int] = []
+    bad: list[tuple[int, str]] = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                bad.append((n, f"not UTF-8: {exc.reason} at byte {exc.start}"))
+                continue
+            except (ValueError, RecursionError) as exc:
+                bad.append((n, f"not JSON: {str(exc)[:120]}"))
+                continue
+            if not isinstance(obj, dict):
+                bad.append((n, f"not a JSON object but {type(obj).__name__}"))
+                continue
+            wrong = [k for k in (*REQUIRED, *OPTIONAL) if obj.get(k) is not None and not _JSON_TYPES[k](obj[k])]
+            if wrong:
+                k = wrong[0]
+                bad.append((n, f"field {k!r}: expected {_JSON_NAMES[k]}, got {type(obj[k]).__name__}"))
+                continue
+            rows.append({k: obj.get(k) for k in (*REQUIRED, *OPTIONAL)})
+            numbers.append(n)
+    quarantine = pa.table(
+        {
+            "source": pa.array([str(path)] * len(bad), pa.string()),
+            "row": pa.array([n for n, _ in bad], pa.int64()),
+            "reason": pa.array([why for _, why in bad], pa.string()),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    schema = pa.schema([pa.field(c, pa.string()) for c in REQUIRED] + [pa.field(k, t) for k, t in OPTIONAL.items()])
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise BattleFormatError(f"{path}: a column has values of mixed types: {exc}") from exc
+    return table, (numbers, quarantine)

@@ -4,6 +4,14 @@ Conventions (LMSYS / FastChat): Elo scale 400, base 10, initial rating 1000; a t
 counts as half a win for each side. Without an anchor the ratings have mean 1000; with ``anchor=(model, value)``
 that model is pinned (the paper pins Llama-2-70B-Chat at 1100). Each bootstrap round is normalised the same way.
 
+Prior: every model also plays ``prior_games`` (default 1) virtual ties against a reference player fixed at the
+initial rating — the "virtual draws" prior of Whole-History Rating (Coulom 2008), a Gaussian-like prior in log-odds.
+It keeps ratings finite for models that never lost or never won and makes a model with one battle move little; with
+hundreds of battles per model it moves ratings by well under an Elo point. Ratings are then centred on the
+*established* models (:func:`provisional` marks the others), so a newcomer cannot shift everybody else. A model absent
+from a bootstrap sample is NaN in that sample (never the mean). The comparison graph must be connected
+(:func:`components`): ratings of groups that never met are not comparable.
+
 Why our own solver instead of FastChat's per-battle ``LogisticRegression``: battles are first aggregated into
 counts per model pair and outcome (a few hundred cells for 20 models, whatever the number of battles), and every
 bootstrap round is a multinomial redraw of those counts. All rounds are then fitted *together* by batched Newton
@@ -13,6 +21,7 @@ steps on the (tiny) pair graph. ``benchmarks/bench_rating.py`` measures this aga
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +86,12 @@ def aggregate(battles: pa.Table) -> PairCounts:
     return PairCounts(models, pair_ids // m, pair_ids % m, cells[pair_ids].astype(np.int64))
 
 
+PRIOR_GAMES = 1.0
+#: A model with fewer battles, or one that won every point or none, is ``provisional``: shown, flagged, and left out
+#: of the centring of the scale.
+MIN_BATTLES = 10
+
+
 def fit_bt(
     pc: PairCounts,
     counts: np.ndarray | None = None,
@@ -84,12 +99,15 @@ def fit_bt(
     l2: float = 1e-6,
     max_iter: int = 200,
     tol: float = 1e-10,
+    prior_games: float = PRIOR_GAMES,
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Maximum-likelihood Bradley–Terry ratings in Elo units.
+    """Maximum-a-posteriori Bradley–Terry ratings in Elo units (the prior: ``prior_games`` virtual ties of each model
+    against a reference at the initial rating; 0 gives the maximum-likelihood fit).
 
     ``counts`` defaults to ``pc.counts`` (P, 3); a (B, P, 3) array fits B count tables at once and returns (B, M).
-    ``l2`` is a tiny ridge (in log-odds units) that keeps ratings finite for models that never win or never lose
-    and fixes the translation of disconnected comparison graphs; it moves connected ratings by far less than 0.01.
+    A model without battles in a count table is NaN in it. ``centre``: the models whose mean is the initial rating
+    (default: all). ``l2`` is a tiny ridge (in log-odds units) for numerical safety.
     """
     c = pc.counts if counts is None else counts
     batched = c.ndim == 3
@@ -106,12 +124,13 @@ def fit_bt(
     for _ in range(max_iter):
         x = beta[:, pc.i] - beta[:, pc.j]
         s = sigmoid(x)
-        grad = (score - total * s) @ d - l2 * beta
+        sp = sigmoid(beta)  # against the reference at rating 0
+        grad = (score - total * s) @ d - l2 * beta + prior_games * (0.5 - sp)
         w = total * s * (1.0 - s)
         hess = np.zeros((c.shape[0], m * m))  # negative Hessian: weighted graph Laplacian + ridge
         hess[:, off_ij] = -w
         hess[:, off_ji] = -w
-        hess = hess.reshape(-1, m, m) + (w @ np.abs(d))[:, :, None] * eye + l2 * eye
+        hess = hess.reshape(-1, m, m) + (w @ np.abs(d) + prior_games * sp * (1.0 - sp) + l2)[:, :, None] * eye
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         # Damping: at most 2 log-odds (~350 Elo) per coordinate per step keeps Newton stable far from the optimum
         # (models that never win or never lose walk out to the ridge's equilibrium).
@@ -120,7 +139,9 @@ def fit_bt(
         if np.abs(step).max() < tol:
             break
     ratings = beta / ALPHA
-    ratings = normalise(ratings, pc.models, anchor)
+    played = (total @ np.abs(d)) > 0  # (B, M)
+    ratings = np.where(played, ratings, np.nan)
+    ratings = normalise(ratings, pc.models, anchor, centre)
     return ratings if batched else ratings[0]
 
 
@@ -128,9 +149,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def normalise(ratings: np.ndarray, models: list[str], anchor: tuple[str, float] | None) -> np.ndarray:
+def normalise(
+    ratings: np.ndarray, models: list[str], anchor: tuple[str, float] | None, centre: np.ndarray | None = None
+) -> np.ndarray:
+    """Pin the scale: ``anchor`` model at its value, else the mean of the ``centre`` models (default all; NaN — a
+    model absent from a sample — ignored) at the initial rating."""
     if anchor is None:
-        return ratings - ratings.mean(axis=1, keepdims=True) + INIT
+        ref = ratings if centre is None or not centre.any() else ratings[:, centre]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: nothing to centre on
+            mean = np.nanmean(ref, axis=1, keepdims=True)
+        return ratings - mean + INIT
     name, value = anchor
     if name not in models:
         raise RatingError(f"anchor model {name!r} is not among the rated models {models}")
@@ -139,13 +168,39 @@ def normalise(ratings: np.ndarray, models: list[str], anchor: tuple[str, float] 
 
 
 def parse_anchor(text: str | None) -> tuple[str, float] | None:
-    """``"llama-2-70b-chat=1100"`` → ``("llama-2-70b-chat", 1100.0)``."""
+    """``"llama-2-70b-chat=1100"`` → ``("llama-2-70b-chat", 1100.0)``; the value must be a finite number."""
     if not text:
         return None
     model, sep, value = text.rpartition("=")
-    if not sep or not model:
+    if not sep or not model.strip():
         raise RatingError(f"anchor must look like MODEL=VALUE, got {text!r}")
-    return model, float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise RatingError(f"anchor value must be a finite number (e.g. {model.strip()}=1100), got {value!r}")
+    return model.strip(), number
+
+
+def components(pc: PairCounts) -> list[list[str]]:
+    """The connected groups of the comparison graph (models linked by at least one battle), largest first."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    m = len(pc.models)
+    graph = coo_matrix((np.ones(len(pc.i)), (pc.i, pc.j)), shape=(m, m))
+    n, labels = connected_components(graph, directed=False)
+    groups = [[pc.models[k] for k in np.flatnonzero(labels == g)] for g in range(n)]
+    return sorted(groups, key=lambda g: (-len(g), g))
+
+
+def provisional(pc: PairCounts, min_battles: int = MIN_BATTLES) -> np.ndarray:
+    """Models whose rating rests on too little: fewer than ``min_battles`` battles, or every point won or none
+    (their maximum-likelihood rating is infinite; only the prior holds it)."""
+    r = record(pc)
+    points = r["wins"] + 0.5 * r["ties"]
+    return (r["battles"] < min_battles) | (points == 0) | (points == r["battles"])
 
 
 def bootstrap_counts(pc: PairCounts, rounds: int, seed: int) -> np.ndarray:
@@ -163,10 +218,15 @@ def bootstrap_bt(
     anchor: tuple[str, float] | None = None,
     l2: float = 1e-6,
     chunk: int = 256,
+    prior_games: float = PRIOR_GAMES,
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(rounds, M) bootstrap ratings; fitted in chunks of ``chunk`` rounds to bound memory."""
+    """(rounds, M) bootstrap ratings (NaN where a model drew no battle); fitted in chunks of ``chunk`` rounds."""
     samples = bootstrap_counts(pc, rounds, seed)
-    parts = [fit_bt(pc, samples[k : k + chunk], anchor=anchor, l2=l2) for k in range(0, rounds, chunk)]
+    parts = [
+        fit_bt(pc, samples[k : k + chunk], anchor=anchor, l2=l2, prior_games=prior_games, centre=centre)
+        for k in range(0, rounds, chunk)
+    ]
     return np.concatenate(parts, axis=0)
 
 

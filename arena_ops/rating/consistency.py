@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -174,6 +176,9 @@ def read_board(path: str, rename: dict[str, str] | None = None) -> Board:
     rows = _read_rows(path)
     if not rows:
         raise RatingError(f"{path}: no rows")
+    bad = next((k for k, r in enumerate(rows, start=1) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise RatingError(f"{path}: row {bad} is not an object with model, rating and CI columns")
     cols = set(rows[0])
 
     def pick(options: tuple[str, ...]) -> str:
@@ -186,32 +191,76 @@ def read_board(path: str, rename: dict[str, str] | None = None) -> Board:
         raise RatingError(f"{path}: needs a 'model' column (have {sorted(cols)})")
     s, lo, hi = pick(_SCORE), pick(_LOWER), pick(_UPPER)
     if rename is not None:
-        rows = [dict(r, model=rename[r["model"]]) for r in rows if r["model"] in rename]
-    models = [str(r["model"]) for r in rows]
-    arrays = [np.array([float(r[c]) for r in rows]) for c in (s, lo, hi)]
+        rows = [dict(r, model=rename[r["model"]]) for r in rows if r.get("model") in rename]
+    models = []
+    for k, r in enumerate(rows, start=1):
+        name = r.get("model")
+        if not isinstance(name, str) or not name.strip():
+            raise RatingError(f"{path}: row {k}: 'model' must be a non-empty string, got {name!r}")
+        models.append(name.strip())
+    if len(set(models)) != len(models):
+        raise RatingError(f"{path}: model(s) listed twice: {sorted({m for m in models if models.count(m) > 1})}")
+
+    def numbers(col: str) -> np.ndarray:
+        out = []
+        for k, r in enumerate(rows, start=1):
+            v = r.get(col)
+            try:
+                x = float(v) if not isinstance(v, bool) else math.nan
+            except (TypeError, ValueError):
+                x = math.nan
+            if not math.isfinite(x):
+                raise RatingError(f"{path}: row {k} ({r.get('model')}): {col!r} must be a finite number, got {v!r}")
+            out.append(x)
+        return np.array(out)
+
+    arrays = [numbers(c) for c in (s, lo, hi)]
     if "results" in cols:
-        return Board.from_samples(models, *arrays, [np.asarray(r["results"], dtype=float) for r in rows])
+        samples = []
+        for k, r in enumerate(rows, start=1):
+            try:
+                samples.append(np.asarray(r["results"], dtype=float))
+            except (TypeError, ValueError):
+                raise RatingError(f"{path}: row {k}: 'results' must be a list of numbers") from None
+        return Board.from_samples(models, *arrays, samples)
     if {"bootstrap_mean", "bootstrap_var"} <= cols:
-        mean = np.array([float(r["bootstrap_mean"]) for r in rows])
-        var = np.array([float(r["bootstrap_var"]) for r in rows])
-        return Board(models, *arrays, mean, var)
+        return Board(models, *arrays, numbers("bootstrap_mean"), numbers("bootstrap_var"))
     return Board(models, *arrays)
 
 
 def _read_rows(path: str) -> list[dict]:
     import json
 
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    if path.endswith(".parquet"):
-        return pq.read_table(path).to_pylist()
-    if path.endswith(".csv"):
-        return pacsv.read_csv(path).to_pylist()
-    with open(path) as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        data = json.load(f)
+    p = Path(path)
+    if not p.exists():
+        raise RatingError(f"{path}: no such file")
+    if p.is_dir():
+        raise RatingError(f"{path}: is a directory; give a leaderboard file (.json, .jsonl, .csv or .parquet)")
+    try:
+        if path.endswith(".parquet"):
+            return pq.read_table(path).to_pylist()
+        if path.endswith(".csv"):
+            return pacsv.read_csv(path).to_pylist()
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".jsonl"):
+                rows = []
+                for n, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except ValueError as exc:
+                            raise RatingError(f"{path}: line {n} is not JSON: {exc}") from None
+                return rows
+            data = json.load(f)
+    except (OSError, ValueError, pa.ArrowInvalid) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RatingError(f"{path}: cannot read a leaderboard: {str(exc)[:300]}") from None
     if isinstance(data, dict):  # {model: rating}
         raise RatingError(f"{path}: expected a list of rows with model, rating and CI columns, got a mapping")
+    if not isinstance(data, list):
+        kind = type(data).__name__
+        raise RatingError(f"{path}: expected a list of rows with model, rating and CI columns, got {kind}")
     return data

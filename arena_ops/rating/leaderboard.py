@@ -3,6 +3,11 @@
 The rating of a model is the **median** of its bootstrap ratings (as in the paper); the CI at level L uses the
 percentiles (1-L)/2 and (1+L)/2 — 2.5 and 97.5 for the default 95%. ``rank`` is 1 + the number of models whose
 lower bound exceeds this model's upper bound (LMSYS's rank by CI).
+
+Bad input is refused or flagged, never silently rated: a comparison graph in separate groups is an error (naming the
+groups); ``provisional`` models (too few battles, or all points won or lost) are flagged and do not centre the scale;
+with fewer than :data:`MIN_RELIABLE_ROUNDS` bootstrap rounds the intervals and ranks are marked unreliable
+(``params.ci_reliable``). Every number written is finite or null: the JSON files are strict JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import pyarrow.parquet as pq
 from arena_ops.errors import RatingError
 from arena_ops.rating import bt
 
-RECORD_FIELDS = ("model", "rating", "ci_low", "ci_high", "rank", "wins", "losses", "ties", "battles")
+RECORD_FIELDS = ("model", "rating", "ci_low", "ci_high", "rank", "wins", "losses", "ties", "battles", "provisional")
+MIN_RELIABLE_ROUNDS = 20
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Leaderboard:
     predicted_win_rate: np.ndarray
     params: dict[str, object] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-model columns (style control, …)
+    provisional: np.ndarray | None = None  # (M,) bool
 
     def order(self) -> np.ndarray:
         return np.lexsort((np.array(self.models), -self.rating))
@@ -47,15 +54,16 @@ class Leaderboard:
             out.append(
                 {
                     "model": self.models[k],
-                    "rating": round(float(self.rating[k]), 2),
-                    "ci_low": round(float(self.ci_low[k]), 2),
-                    "ci_high": round(float(self.ci_high[k]), 2),
+                    "rating": _plain(self.rating[k], 2),
+                    "ci_low": _plain(self.ci_low[k], 2),
+                    "ci_high": _plain(self.ci_high[k], 2),
                     "rank": int(self.rank[k]),
                     **{key: int(self.record[key][k]) for key in ("wins", "losses", "ties", "battles")},
-                    "mle": round(float(self.mle[k]), 2),
-                    "online_elo": round(float(self.online_elo[k]), 2),
-                    "bootstrap_mean": float(self.samples[:, k].mean()),
-                    "bootstrap_var": float(self.samples[:, k].var()),
+                    "provisional": bool(self.provisional[k]) if self.provisional is not None else False,
+                    "mle": _plain(self.mle[k], 2),
+                    "online_elo": _plain(self.online_elo[k], 2),
+                    "bootstrap_mean": _plain(_nan_stat(np.nanmean, self.samples[:, k]), 6),
+                    "bootstrap_var": _plain(_nan_stat(np.nanvar, self.samples[:, k]), 6),
                     **{key: _plain(values[k]) for key, values in self.extra.items()},
                 }
             )
@@ -73,8 +81,20 @@ class Leaderboard:
         for r in self.records():
             ci = f"{r['ci_low'] - r['rating']:+.1f} / {r['ci_high'] - r['rating']:+.1f}"
             wlt = f"{r['wins']} / {r['losses']} / {r['ties']}"
-            lines.append(f"| {r['rank']} | {r['model']} | {r['rating']:.1f} | {ci} | {wlt} | {r['battles']} |")
-        return "\n".join(lines) + "\n"
+            name = f"{r['model']} (provisional)" if r["provisional"] else r["model"]
+            lines.append(f"| {r['rank']} | {name} | {r['rating']:.1f} | {ci} | {wlt} | {r['battles']} |")
+        notes = []
+        if any(r["provisional"] for r in self.records()):
+            notes.append(
+                f"provisional: fewer than {bt.MIN_BATTLES} battles, or every point won or lost; its rating rests on "
+                "the prior and does not centre the scale."
+            )
+        if not self.params.get("ci_reliable", True):
+            notes.append(
+                f"only {self.params.get('bootstrap_rounds')} bootstrap rounds: intervals and ranks are unreliable "
+                f"(use at least {MIN_RELIABLE_ROUNDS})."
+            )
+        return "\n".join(lines) + "\n" + "".join(f"\n{n}" for n in notes) + ("\n" if notes else "")
 
     def matrices_table(self) -> pa.Table:
         """Long form of both win-rate matrices: model_a, model_b, empirical, predicted."""
@@ -111,11 +131,24 @@ def compute_leaderboard(
         raise RatingError("no battles to rate")
     if not 0 < ci_level < 1:
         raise RatingError(f"ci_level must lie in (0, 1), got {ci_level}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise RatingError(f"bootstrap rounds must be a positive integer, got {rounds!r}")
+    if not np.isfinite(online_k) or online_k <= 0:
+        raise RatingError(f"online Elo K must be a positive finite number, got {online_k!r}")
     pc = bt.aggregate(battles)
-    mle = bt.fit_bt(pc, anchor=anchor)
-    samples = bt.bootstrap_bt(pc, rounds=rounds, seed=seed, anchor=anchor)
+    groups = bt.components(pc)
+    if len(groups) > 1:
+        shown = "; ".join(f"{{{', '.join(g[:6])}{', …' if len(g) > 6 else ''}}}" for g in groups[:5])
+        raise RatingError(
+            f"the battles form {len(groups)} separate groups of models that never met, whose ratings are not "
+            f"comparable: {shown}. Rate each group on its own (filter the battles), or add battles between them."
+        )
+    flagged = bt.provisional(pc)
+    centre = ~flagged
+    mle = bt.fit_bt(pc, anchor=anchor, centre=centre)
+    samples = bt.bootstrap_bt(pc, rounds=rounds, seed=seed, anchor=anchor, centre=centre)
     tail = round((1 - ci_level) * 50, 9)  # 0.95 → 2.5 exactly, not 2.500000000000002
-    lo, med, hi = np.percentile(samples, [tail, 50, 100 - tail], axis=0)
+    lo, med, hi = _nan_stat(np.nanpercentile, samples, [tail, 50, 100 - tail], axis=0)
     rank = 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
     online = bt.online_elo(battles, k=online_k)
     params: dict[str, object] = {
@@ -126,6 +159,9 @@ def compute_leaderboard(
         "anchor": list(anchor) if anchor else None,
         "online_k": online_k,
         "battles": pc.num_battles,
+        "prior_games": bt.PRIOR_GAMES,
+        "min_battles": bt.MIN_BATTLES,
+        "ci_reliable": rounds >= MIN_RELIABLE_ROUNDS,
     }
     extra: dict[str, np.ndarray] = {}
     if style_control:
@@ -160,18 +196,19 @@ def compute_leaderboard(
         predicted_win_rate=bt.predicted_win_rate(med),
         params=params,
         extra=extra,
+        provisional=flagged,
     )
 
 
 def leaderboard_files(lb: Leaderboard, plots: bool = True) -> dict[str, bytes]:
     """Every output file of a leaderboard, by name (the caller decides where they go: a directory or the store)."""
     files = {
-        "leaderboard.json": json.dumps(lb.records(), indent=2).encode(),
+        "leaderboard.json": json.dumps(lb.records(), indent=2, allow_nan=False).encode(),
         "leaderboard.parquet": _parquet_bytes(lb.to_table()),
         "leaderboard.md": lb.to_markdown().encode(),
         "bootstrap.parquet": _parquet_bytes(pa.table({m: lb.samples[:, k] for k, m in enumerate(lb.models)})),
         "win_rates.parquet": _parquet_bytes(lb.matrices_table()),
-        "params.json": json.dumps(lb.params, indent=2).encode(),
+        "params.json": json.dumps(lb.params, indent=2, allow_nan=False).encode(),
     }
     if plots:
         from arena_ops.rating.plots import elo_ci_png, win_rate_heatmap_png
@@ -181,8 +218,17 @@ def leaderboard_files(lb: Leaderboard, plots: bool = True) -> dict[str, bytes]:
     return files
 
 
-def _plain(value: float) -> float | None:
-    return None if np.isnan(value) else round(float(value), 4)
+def _plain(value: float, digits: int = 4) -> float | None:
+    """A finite number rounded, else None: outputs are strict JSON (no NaN or Infinity)."""
+    return round(float(value), digits) if np.isfinite(value) else None
+
+
+def _nan_stat(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - numpy's nan-aware reductions, quiet on all-NaN
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(*args, **kwargs)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
