@@ -16,6 +16,13 @@ same-directory ``rename`` locally; one upload to S3, where an object becomes vis
 completes), so a reader never sees half an object. An artifact is *committed* when its manifest, which lists
 each file with its sha256, size and row count, exists; readers of artifacts refuse uncommitted ones.
 A rerun of an interrupted write simply overwrites the same keys and commits.
+
+Integrity: :meth:`ArtifactStore.read_artifact_table` checks the file's sha256 against the manifest by default (a
+file altered after its commit raises :class:`IntegrityError`; ``verify=False`` skips it on trusted hot paths — the
+cost is one SHA-256 pass, measured in ``benchmarks/bench_store.py``). A manifest that cannot be parsed means "not
+committed". Every key part is checked once, in :meth:`ArtifactStore._full`: no empty, ``.``/``..``, control
+characters or parts over :data:`MAX_PART`; local writes never leave the root (a symlink out of it is refused), and a
+write sweeps the staging files that an interrupted earlier write left next to its target.
 """
 
 from __future__ import annotations
@@ -52,7 +59,10 @@ if TYPE_CHECKING:
 
 MANIFEST = "_MANIFEST.json"
 _ITER_RE = re.compile(r"^iter=(\d+)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")  # fullmatch: "run\n" is not a name
+MAX_PART = 200  # bytes per key part: file systems refuse 255+, S3 keys are 1024 in all
+_STAGING = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
+_STALE_STAGING_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -134,9 +144,16 @@ class ArtifactStore:
     # Keys ----------------------------------------------------------------------------------------------------------
 
     def _full(self, key: str) -> str:
+        """The one place keys are checked: every part non-empty, not ``.``/``..``, no control characters, at most
+        :data:`MAX_PART` bytes."""
         parts = [p for p in key.split("/") if p]
         if not parts or any(p in (".", "..") for p in parts):
             raise StoreURIError(f"{self.uri}: bad key {key!r} (empty, or contains '.' or '..')")
+        for p in parts:
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in p):
+                raise StoreURIError(f"{self.uri}: bad key {key!r}: control character in {p!r}")
+            if len(p.encode()) > MAX_PART:
+                raise StoreURIError(f"{self.uri}: bad key: part {p[:40]!r}… is longer than {MAX_PART} bytes")
         return f"{self._base}/{'/'.join(parts)}"
 
     def key_uri(self, key: str) -> str:
@@ -148,16 +165,14 @@ class ArtifactStore:
         if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
             raise StoreURIError(f"iteration must be a non-negative int, got {iteration!r}")
         for what, value in (("flywheel", flywheel), ("stage", stage), ("name", name)):
-            if not _NAME_RE.match(value):
-                raise StoreURIError(f"bad {what} {value!r}: use letters, digits, '.', '_', '-', '='")
+            _check_name(what, value)
         return f"{flywheel}/iter={iteration}/{stage}/{name}"
 
     @staticmethod
     def dataset_key(flywheel: str, name: str) -> str:
         """The prefix of an iteration-independent dataset (corpus, shards, test sets): ``{flywheel}/data/{name}``."""
         for what, value in (("flywheel", flywheel), ("name", name)):
-            if not _NAME_RE.match(value):
-                raise StoreURIError(f"bad {what} {value!r}: use letters, digits, '.', '_', '-', '='")
+            _check_name(what, value)
         return f"{flywheel}/data/{name}"
 
     # Objects -------------------------------------------------------------------------------------------------------
@@ -271,12 +286,17 @@ class ArtifactStore:
         writer._commit()
 
     def is_committed(self, prefix: str) -> bool:
-        return self.exists(f"{prefix.rstrip('/')}/{MANIFEST}")
+        """Its manifest exists and parses (a corrupt manifest is not a commit)."""
+        try:
+            self.manifest(prefix)
+        except (ArtifactNotFoundError, NotCommittedError):
+            return False
+        return True
 
     def manifest(self, prefix: str) -> Manifest:
         prefix = prefix.rstrip("/")
         try:
-            return Manifest.from_json(self.get_bytes(f"{prefix}/{MANIFEST}").decode())
+            raw = self.get_bytes(f"{prefix}/{MANIFEST}")
         except ArtifactNotFoundError:
             if self._info(prefix).type == pafs.FileType.Directory:
                 raise NotCommittedError(
@@ -284,9 +304,17 @@ class ArtifactStore:
                     "its writer was interrupted or is still running"
                 ) from None
             raise ArtifactNotFoundError(f"{self.key_uri(prefix)}: no such artifact") from None
+        try:
+            return Manifest.from_json(raw.decode())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NotCommittedError(
+                f"{self.key_uri(prefix)}: its {MANIFEST} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); "
+                "the artifact counts as not committed — rerun the task that writes it"
+            ) from None
 
-    def read_artifact_table(self, prefix: str, file: str = "data.parquet", verify: bool = False) -> pa.Table:
-        """Read one Parquet file of a committed artifact; ``verify`` checks its sha256 against the manifest."""
+    def read_artifact_table(self, prefix: str, file: str = "data.parquet", verify: bool = True) -> pa.Table:
+        """Read one Parquet file of a committed artifact, checking its sha256 against the manifest (``verify=False``
+        skips the check: for trusted hot paths only)."""
         entry = self.manifest(prefix).file(file)
         key = f"{prefix.rstrip('/')}/{file}"
         if verify:
@@ -330,7 +358,9 @@ class ArtifactStore:
         """Yield a local temp path; publish it to ``key`` only if the block succeeds."""
         full = self._full(key)
         if self._local:
+            self._inside_root(full, key)
             os.makedirs(os.path.dirname(full), exist_ok=True)
+            self._sweep_staging(os.path.dirname(full))
             # Same directory as the target: os.replace is then an atomic rename on POSIX.
             tmp = os.path.join(os.path.dirname(full), f".{os.path.basename(full)}.tmp-{uuid.uuid4().hex}")
         else:
@@ -347,6 +377,32 @@ class ArtifactStore:
                     os.remove(tmp)
             else:
                 shutil.rmtree(os.path.dirname(tmp), ignore_errors=True)
+
+    def _inside_root(self, full: str, key: str) -> None:
+        """Refuse a local write whose directory resolves outside the root (a symlink planted in the tree)."""
+        root = os.path.realpath(self._base)
+        parent = os.path.dirname(full)
+        while not os.path.exists(parent) and parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)
+        real = os.path.realpath(parent)
+        if os.path.islink(full) or (real != root and not real.startswith(root + os.sep)):
+            raise StoreURIError(f"{self.key_uri(key)}: refusing to write outside the store root {root} (via {real})")
+
+    @staticmethod
+    def _sweep_staging(directory: str) -> None:
+        """Remove staging files an interrupted write left here (older than an hour: a live writer's are not)."""
+        import time
+
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return
+        cutoff = time.time() - _STALE_STAGING_S
+        for entry in entries:
+            if _STAGING.match(entry.name):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.remove(entry.path)
 
     def _upload(self, local_path: str, full: str, key: str) -> None:
         # One C++ call opens, streams and completes the upload. Python signal handlers (Airflow's SIGTERM on task
@@ -377,9 +433,10 @@ class ArtifactWriter:
         self._files: dict[str, FileEntry] = {}
 
     def _key(self, name: str) -> str:
-        if name == MANIFEST or name.startswith("/"):
-            raise StoreURIError(f"{self.prefix}: reserved or absolute file name {name!r}")
-        return f"{self.prefix}/{name}"
+        parts = [p for p in name.split("/") if p]
+        if name.startswith("/") or not parts or parts[0] == MANIFEST:
+            raise StoreURIError(f"{self.prefix}: reserved, empty or absolute file name {name!r}")
+        return f"{self.prefix}/{'/'.join(parts)}"
 
     def _record(self, name: str, entry: FileEntry) -> FileEntry:
         self._files[name] = FileEntry(name, entry.sha256, entry.bytes, entry.rows)
@@ -414,6 +471,12 @@ class ArtifactWriter:
         )
         self.store.put_bytes(f"{self.prefix}/{MANIFEST}", manifest.to_json().encode())
         return manifest
+
+
+def _check_name(what: str, value: str) -> None:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        rule = "1–128 letters, digits, '.', '_', '-', '=' (a letter or digit first)"
+        raise StoreURIError(f"bad {what} {value!r}: {rule}")
 
 
 def _sha256_file(path: str) -> tuple[str, int]:

@@ -1,4 +1,5 @@
-"""What atomic, hashed writes cost: ArtifactStore.write_table vs a plain pyarrow Parquet write, side by side.
+"""What atomic, hashed writes cost: ArtifactStore.write_table vs a plain pyarrow Parquet write, side by side; and
+what verified reads cost: read_artifact_table with its sha256 check (the default) vs ``verify=False``.
 
 Both write the same table with the same compression to the same filesystem in one run; the plain write is not
 atomic (a reader can see a partial file) and records no sha256. Backends: a local directory and moto's S3 server
@@ -45,7 +46,7 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench(store, table: pa.Table, repeat: int) -> tuple[float, float]:
+def bench(store, table: pa.Table, repeat: int) -> tuple[float, float, float, float]:
     fs, base = store._fs, store._base  # the same filesystem object the store uses
 
     def plain() -> None:
@@ -57,7 +58,17 @@ def bench(store, table: pa.Table, repeat: int) -> tuple[float, float]:
     if store._local:
         os.makedirs(f"{base}/plain", exist_ok=True)
     plain(), atomic()  # warm-up
-    return timed(plain, repeat), timed(atomic, repeat)
+    with store.artifact_at("read/x") as w:
+        w.write_table("data.parquet", table)
+
+    def unverified() -> None:
+        store.read_artifact_table("read/x", verify=False)
+
+    def verified() -> None:
+        store.read_artifact_table("read/x")
+
+    unverified(), verified()
+    return timed(plain, repeat), timed(atomic, repeat), timed(unverified, repeat), timed(verified, repeat)
 
 
 def main() -> None:
@@ -89,8 +100,11 @@ def main() -> None:
     finally:
         server.stop()
     print(f"{'backend':<22}{'plain write s':>14}{'atomic+sha256 s':>17}{'ratio':>8}")
-    for name, (plain, atomic) in results.items():
+    for name, (plain, atomic, _, _) in results.items():
         print(f"{name:<22}{plain:>14.3f}{atomic:>17.3f}{atomic / plain:>8.2f}")
+    print(f"{'backend':<22}{'read (verify=False) s':>22}{'read + sha256 s':>17}{'ratio':>8}")
+    for name, (_, _, unverified, verified) in results.items():
+        print(f"{name:<22}{unverified:>22.3f}{verified:>17.3f}{verified / unverified:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -230,3 +233,85 @@ def test_s3_store_is_visible_to_boto3(s3_server: str, s3_bucket: str) -> None:
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"])
     assert keys == ["root/fw/iter=3/battles/judged/_MANIFEST.json", "root/fw/iter=3/battles/judged/data.parquet"]
+
+
+# Hostile input: verified reads by default, corrupt manifests, names checked in one place, writes stay in the root --
+
+
+def test_reads_verify_by_default(store: ArtifactStore) -> None:
+    with store.artifact("fw", 0, "battles", "y") as w:
+        w.write_table("data.parquet", _battles())
+    store.write_table("fw/iter=0/battles/y/data.parquet", _battles(5).slice(0, 2))  # altered after the commit
+    with pytest.raises(IntegrityError, match="does not match manifest"):
+        store.read_artifact_table("fw/iter=0/battles/y")
+    assert store.read_artifact_table("fw/iter=0/battles/y", verify=False).num_rows == 2  # the trusted hot path
+
+
+def test_a_corrupt_manifest_is_not_a_commit(store: ArtifactStore) -> None:
+    with store.artifact("fw", 0, "battles", "z") as w:
+        w.write_table("data.parquet", _battles())
+    store.put_bytes(f"fw/iter=0/battles/z/{MANIFEST}", b'{"files": [{"path": "data.par')  # cut short
+    assert not store.is_committed("fw/iter=0/battles/z")
+    assert store.list_artifacts("fw", 0, "battles") == []
+    with pytest.raises(NotCommittedError, match="corrupt.*rerun the task"):
+        store.read_artifact_table("fw/iter=0/battles/z")
+
+
+@pytest.mark.parametrize(
+    ("flywheel", "name", "match"),
+    [
+        ("fw", "run\n", "bad name"),
+        ("fw", "a" * 129, "bad name"),
+        ("fw\n", "run", "bad flywheel"),
+        ("fw", "", "bad name"),
+        ("fw", "../x", "bad name"),
+        ("fw", "_x", "bad name"),
+    ],
+)
+def test_names_are_checked_in_one_place(flywheel: str, name: str, match: str) -> None:
+    with pytest.raises(StoreURIError, match=match):
+        ArtifactStore.artifact_key(flywheel, 0, "battles", name)
+
+
+@pytest.mark.parametrize(
+    ("file", "match"),
+    [
+        (f"{MANIFEST}/", "reserved"),
+        (f"{MANIFEST}/x", "reserved"),
+        ("/etc/passwd", "absolute"),
+        ("a\nb.json", "control character"),
+        ("x" * 250 + ".json", "longer than"),
+    ],
+)
+def test_hostile_file_names_are_refused_before_any_write(tmp_path: Path, file: str, match: str) -> None:
+    store = ArtifactStore.from_uri(f"file://{tmp_path}/root")
+    with pytest.raises(StoreURIError, match=match), store.artifact("fw", 0, "battles", "x") as w:
+        w.put_bytes(file, b"{}")
+    assert not store.is_committed("fw/iter=0/battles/x")
+
+
+def test_writes_never_follow_a_symlink_out_of_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store = ArtifactStore.from_uri(f"file://{tmp_path}/root")
+    (tmp_path / "root" / "fw").mkdir(parents=True)
+    (tmp_path / "root" / "fw" / "iter=0").symlink_to(outside)
+    with pytest.raises(StoreURIError, match="outside the store root"):
+        store.put_bytes("fw/iter=0/battles/x/data.json", b"{}")
+    (tmp_path / "root" / "link.json").symlink_to(outside / "target.json")
+    with pytest.raises(StoreURIError, match="outside the store root"):
+        store.put_bytes("link.json", b"{}")
+    assert list(outside.iterdir()) == []
+
+
+def test_stale_staging_files_are_swept_by_the_next_write(tmp_path: Path) -> None:
+    store = ArtifactStore.from_uri(f"file://{tmp_path}/root")
+    store.put_bytes("fw/data/x/a.json", b"{}")
+    stale = tmp_path / "root/fw/data/x" / f".a.json.tmp-{'0' * 32}"
+    fresh = tmp_path / "root/fw/data/x" / f".b.json.tmp-{'1' * 32}"  # a live writer's: kept
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    store.put_bytes("fw/data/x/a.json", b"{}")
+    assert not stale.exists() and fresh.exists()
