@@ -7,22 +7,30 @@ Formats (detected per row): ShareGPT and WizardLM/Evol-Instruct (``conversations
 ``instances``). Containers: ``.jsonl``, ``.json`` (an array), ``.parquet``,
 ``.csv``. ``prompt_id`` is a content hash of the user turns, so the same instruction gets the same id wherever it
 comes from and ids are stable across runs.
+
+Bad input is one quarantined row, never an aborted run: each line (JSONL) or record (CSV) is decoded and parsed on
+its own — not UTF-8, not JSON, nested deeper than :data:`MAX_DEPTH`, longer than :data:`MAX_RECORD_BYTES` — and
+every field is type-checked, not coerced (a list where text belongs, an object or NaN as an id), and text with NUL
+characters, lone surrogates or only invisible characters is refused. The quarantine names the file, the 1-based
+line (JSONL, CSV: the line the record starts on) or element (JSON, Parquet) and the reason.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from arena_ops.errors import DataError
@@ -41,6 +49,10 @@ CONVERSATION_SCHEMA = pa.schema(
     ]
 )
 QUARANTINE_SCHEMA = pa.schema([("source", pa.string()), ("row", pa.int64()), ("reason", pa.string())])
+
+MAX_RECORD_BYTES = 4 << 20  # one instruction record; longer lines are quarantined, not parsed
+MAX_DEPTH = 64  # JSON nesting of one record
+_INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]*")
 
 _USER_ROLES = {"human", "user"}
 _ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "bing", "model"}
@@ -77,6 +89,9 @@ def ingest(paths: Iterable[str]) -> Ingested:
             try:
                 rows.append(to_conversation(raw, source=os.path.basename(path)))
                 n_ok += 1
+            except RecursionError:
+                bad.append({"source": path, "row": line, "reason": f"nested deeper than {MAX_DEPTH} levels"})
+                n_bad += 1
             except RowError as exc:
                 bad.append({"source": path, "row": line, "reason": str(exc)})
                 n_bad += 1
@@ -105,31 +120,113 @@ def _records(path: str) -> Iterator[tuple[int, Any]]:
     """(1-based row/line number, raw record); unparseable lines are yielded as a RowError value."""
     suffix = Path(path).suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
+        with open(path, "rb") as f:
+            for line, raw in enumerate(f, start=1):
+                if not raw.strip():
                     continue
-                try:
-                    yield line, json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield line, RowError(f"not valid JSON: {exc.msg} at column {exc.colno}")
+                yield line, _json_record(raw)
     elif suffix == ".json":
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise DataError(f"{path}: not valid JSON: {str(exc)[:200]}") from exc
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
         yield from enumerate(data, start=1)
-    elif suffix in (".parquet", ".csv"):
+    elif suffix == ".csv":
+        yield from _csv_records(path)
+    elif suffix == ".parquet":
         try:
-            table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
+            table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{path}: cannot read {suffix[1:]}: {exc}") from exc
         yield from enumerate(table.to_pylist(), start=1)
     else:
         raise DataError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
+
+
+def _json_record(raw: bytes) -> Any:
+    if len(raw) > MAX_RECORD_BYTES:
+        return RowError(f"record of {len(raw)} bytes is longer than {MAX_RECORD_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RowError(f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        return RowError(f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RowError(f"not valid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return RowError(f"nested deeper than {MAX_DEPTH} levels")
+
+
+def _depth(text: str) -> int:
+    """Bracket depth outside strings (linear; what the JSON parser would recurse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string, escaped = True, False
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _csv_records(path: str) -> Iterator[tuple[int, Any]]:
+    """CSV records with the line each starts on; a record with bytes that are not UTF-8 is one RowError."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(f"{path}: cannot read the CSV header: {exc}") from exc
+        start = reader.line_num + 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield start, RowError(f"malformed CSV record: {exc} (an unterminated quote?)")
+                return
+            line, start = start, reader.line_num + 1
+            if not fields:
+                continue
+            if any(_has_surrogate(v) for v in fields):
+                yield line, RowError("not UTF-8: a byte that does not decode in this record")
+            elif len(fields) != len(header):
+                yield line, RowError(f"{len(fields)} fields where the header has {len(header)}")
+            else:
+                yield line, {k: (v if v != "" else None) for k, v in zip(header, fields, strict=True)}
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _clean_text(value: str, what: str) -> str:
+    """Refuse text no model should see: lone surrogates (broken UTF-16 escapes), NUL, or nothing visible."""
+    if _has_surrogate(value):
+        raise RowError(f"{what}: a lone surrogate (a broken \\u escape) is not text")
+    if "\x00" in value:
+        raise RowError(f"{what}: contains a NUL character")
+    return value
 
 
 def to_conversation(raw: Any, source: str) -> dict[str, Any]:
@@ -159,10 +256,15 @@ def to_conversation(raw: Any, source: str) -> dict[str, Any]:
             "unknown format: no conversations/messages/conversation/question+response/inputs+targets/turns/"
             f"instruction key (keys: {sorted(raw)})"
         )
-    if not turns or any(not t.strip() for t in turns):
-        raise RowError("empty instruction")
-    source_id = next((str(raw[k]) for k in ("id", "question_id", "prompt_id") if raw.get(k) is not None), None)
+    if not turns or any(_INVISIBLE.fullmatch(t) for t in turns):
+        raise RowError("empty instruction (nothing visible)")
+    turns = [_clean_text(t, f"turn {k + 1}") for k, t in enumerate(turns)]
+    reference = None if reference is None else [_clean_text(r, "reference") for r in reference]
+    system = None if system is None else _clean_text(system, "system prompt")
+    source_id = _identifier(raw)
     category = raw.get("category")
+    if category is not None and not isinstance(category, (str, int)):
+        raise RowError(f"'category' is {type(category).__name__}, expected a string")
     return {
         "prompt_id": prompt_id(turns, system),
         "turns": turns,
@@ -172,6 +274,25 @@ def to_conversation(raw: Any, source: str) -> dict[str, Any]:
         "source": source,
         "source_id": source_id,
     }
+
+
+def _identifier(raw: dict[str, Any]) -> str | None:
+    """The record's own id: a string or an integer, as written — never an object's repr or a NaN."""
+    for key in ("id", "question_id", "prompt_id"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise RowError(f"{key!r} is {type(value).__name__}, expected a string or an integer")
+        if isinstance(value, float):
+            if not math.isfinite(value) or not value.is_integer():
+                raise RowError(f"{key!r} is {value!r}, expected a string or an integer")
+            value = int(value)
+        text = _clean_text(str(value), key).strip()
+        if not text:
+            raise RowError(f"{key!r} is empty")
+        return text
+    return None
 
 
 def _from_messages(msgs: Any, role_key: str, text_key: str) -> tuple[list[str], list[str] | None, str | None]:
@@ -219,10 +340,13 @@ def _from_alpaca(raw: dict[str, Any]) -> tuple[list[str], list[str] | None]:
         if not isinstance(inst, list) or not inst or not isinstance(inst[0], dict):
             raise RowError("'instances' must be a non-empty list of {input, output}")
         inp, out = inst[0].get("input"), inst[0].get("output")
+    for key, value in (("input", inp), ("output", out)):
+        if value is not None and not isinstance(value, str):
+            raise RowError(f"{key!r} is {type(value).__name__}, expected a string")
     text = instruction.strip()
     if inp:
-        text = f"{text}\n\n{str(inp).strip()}"
-    return [text], [str(out)] if out else None
+        text = f"{text}\n\n{inp.strip()}"
+    return [text], [out] if out else None
 
 
 def _text(raw: dict[str, Any], key: str) -> str:
