@@ -148,3 +148,105 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     again = tmp_path / "resolved.yaml"
     again.write_text(cfg.to_yaml())
     assert load_config(again) == cfg
+
+
+# Hostile configs: bombs, secrets, variables, dates, crons, strict types ----------------------------------------------
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def test_a_yaml_bomb_is_refused_quickly_without_echo(tmp_path: Path) -> None:
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]" for k in range(1, 10)]
+    path = _write(tmp_path, "\n".join(lines) + "\n" + MINIMAL + "battle:\n  sample_limit: *a9\n")
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="expands to more than") as info:
+        load_config(path)
+    assert time.monotonic() - start < 5 and len(str(info.value)) < 500  # was > 150 s and 3.1 GB
+
+
+def test_huge_values_are_not_echoed(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + f"battle: {{sample_limit: '{'9' * 50_000}x'}}\n")
+    with pytest.raises(ConfigError, match="battle.sample_limit") as info:
+        load_config(path)
+    assert len(str(info.value)) < 600
+
+
+def test_oversized_files_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "#" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="a config file is at most"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "key"),
+    [
+        (f"storage: {{s3: {{secret_key_env: {SECRET}}}}}", "storage.s3.secret_key_env"),
+        (f"storage: {{s3: {{access_key_env: 'AKIA {SECRET}'}}}}", "storage.s3.access_key_env"),
+        (f"storage: {{s3: {{endpoint_url: 'http://admin:{SECRET}@minio:9000'}}}}", "storage.s3.endpoint_url"),
+        (f"training: {{launcher: {{ray_address: 'http://u:{SECRET}@head:8265'}}}}", "training.launcher.ray_address"),
+    ],
+)
+def test_secrets_where_names_belong_are_refused_and_never_echoed(tmp_path: Path, snippet: str, key: str) -> None:
+    path = _write(tmp_path, MINIMAL + snippet + "\n")
+    with pytest.raises(ConfigError, match=key) as info:
+        load_config(path)
+    assert SECRET not in str(info.value)
+
+
+def test_a_pasted_api_key_and_url_credentials_of_a_model_are_refused(tmp_path: Path) -> None:
+    for source in (
+        f'{{kind: external, base_url: "https://api.example/v1", model: m, api_key_env: "{SECRET}"}}',
+        f'{{kind: external, base_url: "https://me:{SECRET}@api.example/v1", model: m}}',
+    ):
+        text = MINIMAL.replace("{kind: recorded, path: answers/j.jsonl}", source)
+        with pytest.raises(ConfigError, match="models.judge.source") as info:
+            load_config(_write(tmp_path, text))
+        assert SECRET not in str(info.value)
+
+
+def test_variables_are_expanded_explicitly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARENA_TEST_BUCKET", "team-bucket")
+    monkeypatch.delenv("ARENA_TEST_UNSET", raising=False)
+    cfg = load_config(_write(tmp_path, MINIMAL + "storage: {root: 's3://${ARENA_TEST_BUCKET}/arena'}\n"))
+    assert cfg.storage.root == "s3://team-bucket/arena"
+    cfg = load_config(_write(tmp_path, MINIMAL + "storage: {root: 's3://${ARENA_TEST_UNSET:-fallback}/x'}\n"))
+    assert cfg.storage.root == "s3://fallback/x"
+    with pytest.raises(ConfigError, match=r"storage.root: environment variable ARENA_TEST_UNSET is not set"):
+        load_config(_write(tmp_path, MINIMAL + "storage: {root: 'file://${ARENA_TEST_UNSET}/x'}\n"))
+    assert not list(tmp_path.glob("*${*"))  # no directory named after the literal text
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("airflow: {start_date: '2026-13-45'}", "airflow.start_date.*a date YYYY-MM-DD that exists"),
+        ("airflow: {start_date: not-a-date}", "airflow.start_date.*a date YYYY-MM-DD"),
+        ("airflow: {schedule: '61 * * * *'}", "airflow.schedule.*not a cron expression"),
+        ("airflow: {schedule: 'nightly'}", "airflow.schedule.*not a cron expression"),
+        ("rating: {bootstrap_rounds: true}", "rating.*bootstrap_rounds: expected a number, got true"),
+        ("battle: {concurrency: false}", "battle.*concurrency: expected a number, got false"),
+    ],
+)
+def test_dates_crons_and_strict_numbers(tmp_path: Path, snippet: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, MINIMAL + snippet + "\n"))
+
+
+def test_valid_dates_and_schedules_pass(tmp_path: Path) -> None:
+    for snippet in (
+        "airflow: {start_date: 2026-02-28, schedule: '@daily'}",
+        "airflow: {schedule: null}",
+        "airflow: {schedule: '*/15 2-4 * * 1-5'}",
+    ):
+        load_config(_write(tmp_path, MINIMAL + snippet + "\n"))
+
+
+def test_the_c_loader_is_used_when_available() -> None:
+    import yaml
+
+    from arena_ops import config
+
+    assert config._LOADER is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
