@@ -11,13 +11,15 @@ every route (the API docs routes, which would bypass it, are switched off). The 
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from arena_ops.errors import ArenaError
@@ -28,6 +30,8 @@ from arena_ops.ui.data import VERDICTS, ArenaReader, BattleFilter, NotFound
 URL_PREFIX = "/arena"
 SORTABLE = ("rank", "model", "rating", "ci_low", "ci_high", "wins", "losses", "ties", "battles")
 PAGE_SIZE = 50
+log = logging.getLogger(__name__)
+
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'self'"
 
 _templates = Environment(
@@ -60,11 +64,18 @@ def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., A
     app.state.store = store
 
     @app.middleware("http")
-    async def no_script(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        # Defence in depth behind the escaping: the pages need no script, so the browser is told to run none.
-        response = await call_next(request)
+    async def headers(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        # On every response, error pages included: no script (defence in depth behind the escaping — the pages need
+        # none), no content sniffing, and no caching of what only a logged-in user may see.
+        try:
+            response = await call_next(request)
+        except Exception:  # an unexpected error: a plain 500 that still carries the headers, not Starlette's page
+            log.exception("Arena view: %s failed", request.url.path)
+            response = PlainTextResponse("Internal error; see the webserver log.", status_code=500)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "same-origin"
         return response
 
     @app.exception_handler(ArenaError)
@@ -195,8 +206,8 @@ def _battle_filter(
         return v if v and v.strip() else None  # an empty form field means "any"
 
     it = blank(iteration)
-    if it is not None and not it.strip().isdigit():
-        raise HTTPException(422, f"iteration must be a non-negative integer, got {iteration!r}")
+    if it is not None and not re.fullmatch(r"[0-9]{1,9}", it.strip()):  # ASCII: "²".isdigit() is True
+        raise HTTPException(422, f"iteration must be a non-negative integer, got {iteration[:40]!r}")
     return BattleFilter(
         blank(model_a), blank(model_b), blank(verdict), blank(prompt), int(it) if it else None, blank(run)
     )

@@ -177,8 +177,9 @@ class ArenaReader:
         )
 
     def battles(self, flywheel: str, f: BattleFilter, offset: int = 0, limit: int = 50) -> dict[str, Any]:
-        """Battles matching ``f``, newest iteration first, with the total count for paging."""
-        matched: list[dict[str, Any]] = []
+        """Battles matching ``f``, newest iteration first, with the total count for paging. Filtering and counting
+        stay in Arrow; only the requested page becomes Python objects (300k battles: ~4 s for one row before)."""
+        matched: list[pa.Table] = []
         models: set[str] = set()
         runs: set[str] = set()
         for _, run, key in reversed(self._battle_tables(flywheel, f)):
@@ -186,18 +187,20 @@ class ArenaReader:
             files = ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else [])
             for name in files:
                 table = self._labelled(key, self.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS))
-                models.update(table["model_a"].to_pylist(), table["model_b"].to_pylist())
+                for col in ("model_a", "model_b"):
+                    models.update(pc.unique(table[col]).to_pylist())
                 table = _filter(table, f)
                 if f.prompt and table.num_rows:
                     table = self._match_prompt(key, table, f.prompt)
-                matched.extend(table.to_pylist())
+                if table.num_rows:
+                    matched.append(table)
         return {
             "flywheel": flywheel,
-            "total": len(matched),
+            "total": sum(t.num_rows for t in matched),
             "offset": offset,
             "limit": limit,
-            "battles": matched[offset : offset + limit],
-            "models": sorted(models),
+            "battles": page(matched, offset, limit),
+            "models": sorted(m for m in models if m is not None),
             "runs": sorted(runs),
         }
 
@@ -274,3 +277,18 @@ def _filter(table: pa.Table, f: BattleFilter) -> pa.Table:
         won_b = pc.and_(pc.equal(table["model_b"], f.verdict), pc.equal(table["winner"], "model_b"))
         table = table.filter(pc.or_(won_a, won_b))
     return table
+
+
+def page(tables: list[pa.Table], offset: int, limit: int) -> list[dict[str, Any]]:
+    """Rows ``offset`` … ``offset + limit`` of the tables end to end, converting only those rows to Python."""
+    out: list[dict[str, Any]] = []
+    skip = offset
+    for table in tables:
+        if skip >= table.num_rows:
+            skip -= table.num_rows
+            continue
+        out.extend(table.slice(skip, limit - len(out)).to_pylist())
+        skip = 0
+        if len(out) >= limit:
+            break
+    return out

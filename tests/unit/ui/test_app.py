@@ -167,3 +167,48 @@ def test_a_store_that_cannot_be_read_is_a_clear_500(tmp_path) -> None:
     res = client.get("/")
     assert res.status_code == 500 and "storage.root: expected" in res.text and "cannot read its store" in res.text
     assert client.get("/api/flywheels").json()["detail"].endswith("expected a file:// or s3:// URI")
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "1e3", "-1", "9" * 40])
+def test_query_parameters_are_validated_not_500(client: TestClient, value: str) -> None:
+    res = client.get("/api/battles", params={"flywheel": "ui", "iteration": value})
+    assert res.status_code == 422, (value, res.status_code)
+    assert client.get("/battles", params={"flywheel": "ui", "iteration": value}).status_code == 422
+
+
+def test_every_response_carries_the_security_headers(seeded: ArtifactStore, tmp_path) -> None:
+    """200s, 404s, 422s, the store-error 500 and an unexpected exception's 500: CSP, nosniff, no-store."""
+    from arena_ops.errors import ConfigError
+
+    def broken() -> ArtifactStore:
+        raise ConfigError("storage.root: unreadable")
+
+    def crashing() -> ArtifactStore:
+        raise RuntimeError("a bug")
+
+    responses = []
+    for store in (lambda: seeded, broken, crashing):
+        app = create_app(store, airflow_user)
+        app.dependency_overrides[airflow_user] = lambda: "tester"
+        c = TestClient(app, raise_server_exceptions=False)
+        responses += [c.get("/", params={"flywheel": "ui"}), c.get("/api/flywheels")]
+        responses += [c.get("/api/leaderboard", params={"flywheel": "nope"})]
+        responses += [c.get("/api/battles", params={"flywheel": "ui", "iteration": "\u00b2"})]
+    assert {r.status_code for r in responses} >= {200, 404, 422, 500}
+    for r in responses:
+        assert r.headers["Cache-Control"] == "no-store", r.status_code
+        assert (
+            r.headers["X-Content-Type-Options"] == "nosniff"
+            and "default-src 'none'" in r.headers["Content-Security-Policy"]
+        ), r.status_code
+        assert "a bug" not in r.text  # an unexpected error's text stays in the log
+
+
+def test_paging_across_tables() -> None:
+    import pyarrow as pa
+
+    from arena_ops.ui.data import page
+
+    tables = [pa.table({"n": list(range(a, b))}) for a, b in ((0, 3), (3, 3), (3, 10), (10, 12))]
+    for offset, limit in [(0, 1), (2, 3), (3, 7), (9, 5), (11, 1), (12, 4), (0, 50)]:
+        assert [r["n"] for r in page(tables, offset, limit)] == list(range(12))[offset : offset + limit]
