@@ -36,3 +36,11 @@ def load(ctx: typer.Context, path: Path | None = None) -> ArenaConfig:
         raise typer.BadParameter("no config given: pass --config PATH (or set ARENA_CONFIG)")
     overrides = dict(parse_override(s) for s in ctx.obj["set"])
     return load_config(path, overrides)
+
+
+def short_path(path: str | Path) -> str:
+    """A path as the user may type it from here (relative to the working directory when it lies under it)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from arena_ops.cli_common import ConfigOpt, console, err_console
 from arena_ops.cli_common import load as _load
+from arena_ops.cli_common import short_path as _short
 
 stack_app = typer.Typer(
     help="The production stack's parts on this machine: PostgreSQL, an S3 server, a two-node Ray cluster and Airflow.",
@@ -34,16 +35,6 @@ def _table(stack) -> Table:
         ok = "[green]yes[/green]" if c.healthy else ("[yellow]not yet[/yellow]" if c.pid else "[red]no[/red]")
         table.add_row(c.name, str(c.pid or "-"), c.address, ok)
     return table
-
-
-def _short(path) -> str:
-    """A path as the user may type it from here."""
-    from pathlib import Path
-
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 @stack_app.command("up")

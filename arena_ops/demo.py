@@ -20,6 +20,7 @@ from typing import Any
 
 from arena_ops import layout
 from arena_ops.airflow_api import AirflowAPI
+from arena_ops.cli_common import short_path as _short
 from arena_ops.config import ArenaConfig, load_config
 from arena_ops.store import ArtifactStore
 
@@ -317,6 +318,10 @@ def _fmt(rec: dict[str, Any]) -> str:
     return f"{rec['rating']:7.1f}  [{rec['ci_low']:.1f}, {rec['ci_high']:.1f}]"
 
 
+def _brief(rec: dict[str, Any]) -> str:
+    return f"{rec['rating']:.1f} [{rec['ci_low']:.1f}, {rec['ci_high']:.1f}]"
+
+
 def report(
     cfg: ArenaConfig,
     store: ArtifactStore,
@@ -399,7 +404,7 @@ def judge_improvement(
     if start is None or final is None:
         return f"no verdict: {start_label} or {final_label} is not on the Mix board", False
     gap = final["rating"] - start["rating"]
-    both = f"{final_label} {_fmt(final).strip()} against {start_label} {_fmt(start).strip()}"
+    both = f"{final_label} {_brief(final)} against {start_label} {_brief(start)}"
     if final["ci_low"] > start["ci_high"]:
         return f"the target improved: {both}, {gap:+.0f} Elo; the 95% intervals do not overlap", True
     return f"the target did NOT measurably improve: {both} ({gap:+.0f} Elo); the 95% intervals overlap", False
@@ -413,13 +418,6 @@ def _stage_order(rec: dict[str, Any]) -> tuple[int, int]:
     it, _, stage = tag.partition("-")
     order = {"sft": 0, "dpo": 1, "rl": 2}
     return (int(it.lstrip("i")) if it.lstrip("i").isdigit() else 10**6, order.get(stage, 9))
-
-
-def _short(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":
