@@ -154,7 +154,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     try:
         through_http(url, texts[:2], 4, args.concurrency)  # warm-up
         for r in range(args.rounds):
-            for side, base in (("b", url), ("c", url + model_route("bench-model"))):
+            direct = url.removesuffix("/v1") + model_route("bench-model") + "/v1"  # the replica's own route
+            for side, base in (("b", url), ("c", direct)):
                 seconds, tokens = through_http(base, texts, args.max_tokens, args.concurrency)
                 rates[side].append(tokens / seconds)
             print(f"round {r + 1}: router {rates['b'][-1]:.1f} tok/s, direct {rates['c'][-1]:.1f} tok/s", flush=True)
