@@ -399,6 +399,13 @@ class TrainingConfig(_Section):
     k_sft: float = Field(1.0, ge=0, description="SFT margin in later rounds (paper: 1.0).")
     k_dpo: float = Field(2.0, ge=0, description="DPO chosen/rejected margin (paper: 2.0).")
     accumulate: bool = Field(True, description="DPO/RL data accumulate across iterations (paper's D2∪D5∪D8).")
+    lr_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Iteration i trains every stage at learning_rate × lr_decay**i (1: the same rate every round). "
+        "Later rounds start from a better model and train on fewer, harder rows, which a full rate over-fits.",
+    )
     rl_algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL 1.16 has no PPOTrainer.")
     sft: SFTHyperparams = Field(default_factory=SFTHyperparams, description="SFT (paper: 3 epochs, lr 5e-6).")
     dpo: DPOHyperparams = Field(default_factory=DPOHyperparams, description="DPO (paper: 2 epochs, 5e-7, beta 0.3).")

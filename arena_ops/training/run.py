@@ -102,6 +102,14 @@ def default_base(cfg: ArenaConfig, store: ArtifactStore, iteration: int, stage_n
     return chosen[-1]["model_uri"] if chosen else base_weights(cfg)
 
 
+def stage_hyperparams(cfg: ArenaConfig, stage_name: str, iteration: int) -> dict[str, Any]:
+    """The stage's hyperparameters for ``iteration``: the configured ones, the learning rate scaled by
+    ``training.lr_decay ** iteration``."""
+    hp = stage(stage_name).hyperparams(cfg).model_dump()
+    hp["learning_rate"] *= cfg.training.lr_decay**iteration
+    return hp
+
+
 def prepare_stage(
     cfg: ArenaConfig,
     store: ArtifactStore,
@@ -141,7 +149,7 @@ def prepare_stage(
                 f"{spec.name} needs this round's {need} model: train {need} of iteration {iteration} first"
             )
         needs[need] = store.key_uri(prefix)
-    hp = spec.hyperparams(cfg).model_dump()
+    hp = stage_hyperparams(cfg, spec.name, iteration)
     ds = deepspeed_config(t.deepspeed, hp["gradient_accumulation_steps"], hp["per_device_batch_size"])
     validate_deepspeed_config(ds)
     device = _device(cfg)

@@ -95,3 +95,16 @@ def test_report_counts_and_margins_per_model() -> None:
         "strong": {"chosen": 3, "rejected": 0},
         "target": {"chosen": 0, "rejected": 3},
     }
+
+
+def test_learning_rate_decays_per_iteration() -> None:
+    from pathlib import Path
+
+    from arena_ops.config import load_config
+    from arena_ops.training.run import stage_hyperparams
+
+    repo = Path(__file__).resolve().parents[3]
+    demo = load_config(repo / "configs" / "demo.yaml")
+    assert [round(stage_hyperparams(demo, "sft", i)["learning_rate"], 9) for i in (0, 1, 2)] == [3e-5, 9.9e-6, 3.267e-6]
+    tiny = load_config(repo / "configs" / "tiny.yaml")  # lr_decay defaults to 1: every round the same rate
+    assert stage_hyperparams(tiny, "dpo", 3)["learning_rate"] == tiny.training.dpo.learning_rate
