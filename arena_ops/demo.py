@@ -256,12 +256,15 @@ def _wait_backfill_run(
 
 
 def _wait_elo(api: AirflowAPI, watch: Watcher, since: datetime | None, timeout_s: float = 900) -> list[dict]:
-    """Elo runs that started after ``since`` (the last round's end), once none is queued or running."""
+    """Elo runs that started after ``since`` (the last round's end), once none is queued or running; with no round
+    run now (``since`` None), the latest Elo run at once, if any."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         runs = api.runs(ELO)
         fresh = [r for r in runs if since is None or (_iso(r["start_date"]) or since) >= since - timedelta(seconds=60)]
         busy = [r for r in runs if r["state"] not in FINISHED]
+        if since is None and not busy:  # no round ran now (all reported before): nothing new for the Elo DAG
+            return runs[:1]
         if fresh and not busy:
             if fresh[0]["state"] == "failed":
                 raise SystemExit(f"the Elo DAG failed (run {fresh[0]['dag_run_id']}): see its log in the Airflow UI")
