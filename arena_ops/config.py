@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from arena_ops.errors import ConfigError
 
@@ -523,6 +523,7 @@ class StackConfig(_Section):
 
 
 class ArenaConfig(_Section):
+    _from_env: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)  # key path → the ${VAR} text written
     flywheel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name of this flywheel (a store folder).")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where artifacts live.")
     models: ModelsConfig = Field(description="Target, competitors and judge.")
@@ -556,7 +557,19 @@ class ArenaConfig(_Section):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved config as YAML; values that came from ``${VAR}`` are shown as written, not expanded (they
+        may be secrets)."""
+        data = self.model_dump(mode="json")
+        for where, written in self._from_env.items():
+            node: Any = data
+            for part in where[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node.get(part, {})
+            last = where[-1]
+            if isinstance(node, dict) and last in node:
+                node[last] = written
+            elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+                node[int(last)] = written
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 # Loading ---------------------------------------------------------------------------------------------------------
@@ -579,6 +592,7 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     expanded: set[tuple[str, ...]] = set()
+    written = raw
     raw = _expand_vars(raw, (), path, expanded)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value, path)
@@ -586,7 +600,15 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         cfg = ArenaConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(path, text, exc, expanded)) from None
-    return _resolve_paths(cfg, path.resolve().parent)
+    cfg = _resolve_paths(cfg, path.resolve().parent)
+    cfg._from_env = {where: _at(written, where) for where in expanded}
+    return cfg
+
+
+def _at(data: Any, where: tuple[str, ...]) -> Any:
+    for part in where:
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
 
 
 def _load_yaml(text: str, path: Path) -> Any:

@@ -250,3 +250,11 @@ def test_the_c_loader_is_used_when_available() -> None:
     from arena_ops import config
 
     assert config._LOADER is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+
+
+def test_config_check_shows_variables_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARENA_TEST_BUCKET", "bucket-secret-name")
+    cfg = load_config(_write(tmp_path, MINIMAL + "storage: {root: 's3://${ARENA_TEST_BUCKET}/arena'}\n"))
+    assert cfg.storage.root == "s3://bucket-secret-name/arena"
+    shown = cfg.to_yaml()
+    assert "s3://${ARENA_TEST_BUCKET}/arena" in shown and "bucket-secret-name" not in shown
