@@ -115,3 +115,64 @@ def test_stop_sessions_stops_the_session_and_nothing_else(tmp_path: Path) -> Non
         bystander.kill()
         for pid in session_members({leader.pid}):
             os.kill(pid, 9)
+
+
+def test_a_dead_components_leftover_session_is_stopped(tmp_path: Path) -> None:
+    """A SIGKILLed leader leaves its children (a scheduler's LocalExecutor workers) in its session: `up` stops them
+    before restarting the component; a live session leader that reused the pid is left alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    stack = stack_of(tmp_path)
+    stack.dir.mkdir(parents=True, exist_ok=True)
+    leader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(600)']); print(flush=True); time.sleep(600)",
+        ],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+    )
+    leader.stdout.readline()  # the child has been started
+    child = [int(p) for p in os.listdir("/proc") if p.isdigit() and _sid(int(p)) == leader.pid and int(p) != leader.pid]
+    assert child, "the leader's child did not start"
+    os.kill(leader.pid, signal.SIGKILL)
+    leader.wait()
+    stack._save_state({"scheduler": {"pid": leader.pid}})
+    stack._stop_leftovers("scheduler")
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in child)
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        stack._save_state({"scheduler": {"pid": live.pid}})  # the pid now leads a live session: not ours to stop
+        stack._stop_leftovers("scheduler")
+        time.sleep(0.5)
+        assert live.poll() is None
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _sid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
