@@ -144,7 +144,10 @@ def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., A
         if sort not in SORTABLE or order not in ("asc", "desc"):
             raise HTTPException(422, f"sort must be one of {SORTABLE} and order asc|desc")
         board = r.leaderboard(flywheel, scope)
-        rows = sorted(board["rows"], key=lambda row: (row[sort], row["model"]), reverse=order == "desc")
+        # Ties (a shared rank, equal counts) fall back to the rating, best first, then the name.
+        rows = sorted(board["rows"], key=lambda row: (row["model"]))
+        rows = sorted(rows, key=lambda row: -(row.get("rating") or 0.0))
+        rows = sorted(rows, key=lambda row: row[sort], reverse=order == "desc")
         hist = r.history(flywheel)
         return _render(
             "index.html",
