@@ -208,7 +208,8 @@ class ChatClient:
                 if resp.status_code not in RETRY_STATUS:
                     self._note_rejection(resp.status_code, f"{self.model} at {url}: {last}")
                     if resp.status_code not in ITEM_STATUS:
-                        raise RequestFailed(f"{self.model} at {url}: {last}{_hint(self.base_url, resp.status_code)}")
+                        hint = _hint(self.base_url, resp.status_code) if self.external else ""
+                        raise RequestFailed(f"{self.model} at {url}: {last} (not retried){hint}")
                     if not self.answered:
                         raise RequestFailed(
                             f"{self.model} at {url}: {last} (refused before this endpoint answered any request: not "
