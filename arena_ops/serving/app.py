@@ -99,6 +99,7 @@ def _download(path: str, storage: StorageConfig) -> str:
     try:
         pafs.copy_files(src, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise ServingError(f"{path}: cannot download model weights: {exc}") from exc
     (tmp / ".arena-complete").touch()
     try:
