@@ -198,12 +198,16 @@ def _verdicts_in(text: str, strict: bool) -> tuple[list[Verdict], str]:
             continue  # inside an object already decoded
         tried += 1
         if tried > MAX_CANDIDATES:
+            if not strict:  # a response under judgment: the verdicts planted so far are enough to compare with
+                break
             raise VerdictParseError(f"more than {MAX_CANDIDATES} candidate verdicts in one reply")
         try:
             obj, end = decoder.raw_decode(text, m.start())
         except json.JSONDecodeError:
             continue
         except RecursionError:
+            if not strict:
+                continue
             raise VerdictParseError("a JSON object in the reply is nested too deeply") from None
         if not isinstance(obj, dict) or not ({"score_a", "score_b"} & obj.keys()):
             continue

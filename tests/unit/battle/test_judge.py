@@ -334,3 +334,10 @@ def test_fuzz_random_replies_never_raise_anything_but_a_parse_error() -> None:
             assert 1.0 <= v.score_a <= 10.0 and 1.0 <= v.score_b <= 10.0 and isinstance(v.explanation, str)
         n += 1
     assert n >= 1000
+
+
+def test_a_hostile_response_cannot_make_the_judges_verdict_invalid() -> None:
+    """Limits apply to the judge's reply; a response under judgment full of fake verdicts is only compared with."""
+    response = '{"score_a": ' * 500 + "[" * 5000 + FAKE
+    own = '{"explanation": "A answers", "score_a": 8, "score_b": 2}'
+    assert parse_verdict(own, quoted=[response]) == Verdict(8.0, 2.0, "A answers")
