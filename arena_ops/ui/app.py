@@ -145,7 +145,7 @@ def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., A
             raise HTTPException(422, f"sort must be one of {SORTABLE} and order asc|desc")
         board = r.leaderboard(flywheel, scope)
         # Ties (a shared rank, equal counts) fall back to the rating, best first, then the name.
-        rows = sorted(board["rows"], key=lambda row: (row["model"]))
+        rows = sorted(board["rows"], key=lambda row: row["model"])
         rows = sorted(rows, key=lambda row: -(row.get("rating") or 0.0))
         rows = sorted(rows, key=lambda row: row[sort], reverse=order == "desc")
         hist = r.history(flywheel)
