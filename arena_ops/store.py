@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -405,14 +406,33 @@ class ArtifactStore:
                         os.remove(entry.path)
 
     def _upload(self, local_path: str, full: str, key: str) -> None:
-        # One C++ call opens, streams and completes the upload. Python signal handlers (Airflow's SIGTERM on task
-        # kill, Ctrl-C) run only after it returns, so a Python-level interrupt cannot close a half-written stream
-        # (which would *complete* the upload with partial data). A killed process leaves an incomplete multipart
-        # upload, which S3 never shows.
-        try:
-            pafs.copy_files(local_path, full, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self._fs)
-        except OSError as exc:
-            raise self._wrap(exc, key) from exc
+        # close() is called explicitly because S3 reports a failed part or a failed completion there;
+        # pyarrow.fs.copy_files leaves the close to the stream's destructor, which only logs the error (measured
+        # with a server that fails UploadPart: copy_files returned and no object existed). The copy runs in a
+        # worker thread because Python runs signal handlers (Airflow's SIGTERM on task kill, Ctrl-C) only in the
+        # main thread: an interrupt cannot reach the stream half-written, and closing a half-written S3 stream
+        # *completes* the upload with partial data (arrow has no abort: apache/arrow#40502). The main thread
+        # re-raises the interrupt at once; the daemon worker then either finishes the whole object or dies with
+        # the process, leaving an incomplete multipart upload, which S3 never shows.
+        failure: list[BaseException] = []
+
+        def copy() -> None:
+            try:
+                out = self._fs.open_output_stream(full)
+                with open(local_path, "rb") as src:
+                    out.upload(src)
+                out.close()
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=copy, name=f"arena-upload-{os.path.basename(full)}", daemon=True)
+        worker.start()
+        worker.join()
+        if failure:
+            exc = failure[0]
+            if isinstance(exc, OSError):
+                raise self._wrap(exc, key) from exc
+            raise exc
 
     def _wrap(self, exc: OSError, key: str) -> StoreError:
         text = str(exc)

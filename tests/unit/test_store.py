@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -315,3 +317,69 @@ def test_stale_staging_files_are_swept_by_the_next_write(tmp_path: Path) -> None
     os.utime(stale, (old, old))
     store.put_bytes("fw/data/x/a.json", b"{}")
     assert not stale.exists() and fresh.exists()
+
+
+class _FailingUploads(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint whose disk is full: multipart uploads start, every part and every PutObject fails.
+
+    A hand-written fault (moto cannot fail one S3 call on demand); the success path runs on SeaweedFS and moto above.
+    """
+
+    completed: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes = b"") -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self) -> None:
+        self._reply(500, b"<Error><Code>InternalError</Code><Message>no space left on device</Message></Error>")
+
+    def do_POST(self) -> None:
+        if self.path.endswith("?uploads"):
+            self._reply(200, b"<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>")
+        else:
+            type(self).completed.append(self.path)
+            self._reply(500, b"<Error><Code>InternalError</Code><Message>no space left on device</Message></Error>")
+
+    def do_HEAD(self) -> None:
+        self._reply(404)
+
+    do_GET = do_HEAD
+
+    def do_DELETE(self) -> None:
+        self._reply(204)
+
+
+@pytest.mark.parametrize("size", [1_000, 12_000_000], ids=["put-object", "multipart"])
+def test_a_failed_s3_upload_raises(size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow.fs.copy_files logged this failure and returned; a write that did not land must raise."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingUploads)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    try:
+        s3 = S3Config(endpoint_url=f"http://127.0.0.1:{server.server_port}")
+        store = ArtifactStore.from_uri("s3://bucket/root", s3)
+        local = tmp_path / "weights.bin"
+        local.write_bytes(os.urandom(size))
+        with pytest.raises(StoreError, match=r"s3://bucket/root/w/weights.bin: .*no space left on device"):
+            store.put_file("w/weights.bin", local)
+        with pytest.raises(StoreError, match="no space left on device"):
+            store.put_bytes("w/small.json", b"{}")
+        assert not _FailingUploads.completed  # a failed part never completes the upload with the rest
+    finally:
+        server.shutdown()
+
+
+def test_an_uploaded_file_is_complete_when_put_file_returns(store: ArtifactStore, tmp_path: Path) -> None:
+    local = tmp_path / "weights.bin"
+    data = os.urandom(6_000_000)  # above the S3 client's single-request size: a multipart upload
+    local.write_bytes(data)
+    entry = store.put_file("w/weights.bin", local)
+    assert entry.bytes == len(data) and store.get_bytes("w/weights.bin") == data
