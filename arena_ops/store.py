@@ -27,6 +27,7 @@ write sweeps the staging files that an interrupted earlier write left next to it
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -36,7 +37,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,12 @@ class Manifest:
             committed_at=raw.get("committed_at", ""),
             version=raw.get("version", 1),
         )
+
+
+# Rows per Parquet row group: the unit a reader can skip to (the Arena view reads one page of battles by reading only
+# its row groups). Smaller groups cost a little compression and metadata; benchmarks/bench_ui.py measures the read.
+ROW_GROUP_ROWS = 65_536
+_UPLOAD_CHUNK = 8 << 20
 
 
 class ArtifactStore:
@@ -229,18 +236,49 @@ class ArtifactStore:
             with pq.ParquetWriter(tmp, table.schema, compression="zstd") as writer:
                 batches = table.to_batches() if isinstance(table, pa.Table) else table
                 for batch in batches:
-                    writer.write_batch(batch)
+                    writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
                     rows += batch.num_rows
             digest, size = _sha256_file(tmp)
         return FileEntry(key, digest, size, rows)
 
-    def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table:
+    def read_table(self, key: str, columns: list[str] | None = None, dictionary: list[str] | None = None) -> pa.Table:
+        """One Parquet object; ``dictionary`` names string columns to keep dictionary-encoded (few distinct values)."""
         try:
-            return pq.read_table(self._full(key), filesystem=self._fs, columns=columns)
+            return pq.read_table(self._full(key), filesystem=self._fs, columns=columns, read_dictionary=dictionary)
         except FileNotFoundError as exc:
             raise ArtifactNotFoundError(f"{self.key_uri(key)}: no such object") from exc
         except OSError as exc:
             raise self._wrap(exc, key) from exc
+
+    def read_rows(self, key: str, rows: Sequence[int], columns: list[str] | None = None) -> pa.Table:
+        """Rows ``rows`` (ascending positions in the file) of one Parquet object, reading only the row groups that
+        hold them: how the Arena view pages through hundreds of thousands of battles."""
+        try:
+            with self._fs.open_input_file(self._full(key)) as f:
+                parquet = pq.ParquetFile(f)
+                meta = parquet.metadata
+                starts = [0]
+                for g in range(meta.num_row_groups):
+                    starts.append(starts[-1] + meta.row_group(g).num_rows)
+                if rows and (rows[0] < 0 or rows[-1] >= starts[-1]):
+                    raise IndexError(f"{self.key_uri(key)}: rows {rows[0]}…{rows[-1]} outside 0…{starts[-1] - 1}")
+                groups = sorted({bisect.bisect_right(starts, r) - 1 for r in rows})
+                if groups:
+                    table = parquet.read_row_groups(groups, columns=columns)
+                else:
+                    table = parquet.schema_arrow.empty_table()
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"{self.key_uri(key)}: no such object") from exc
+        except OSError as exc:
+            raise self._wrap(exc, key) from exc
+        if not groups:
+            return table.select(columns) if columns else table
+        # Positions in the concatenation of the groups read.
+        offsets, at = {}, 0
+        for g in groups:
+            offsets[g] = at - starts[g]
+            at += starts[g + 1] - starts[g]
+        return table.take([r + offsets[bisect.bisect_right(starts, r) - 1] for r in rows])
 
     def list(self, prefix: str = "", recursive: bool = False) -> list[str]:
         """Keys (relative to the root) directly under ``prefix`` (directories end with '/')."""
@@ -420,7 +458,8 @@ class ArtifactStore:
             try:
                 out = self._fs.open_output_stream(full)
                 with open(local_path, "rb") as src:
-                    out.upload(src)
+                    while chunk := src.read(_UPLOAD_CHUNK):
+                        out.write(chunk)
                 out.close()
             except BaseException as exc:  # handed to the caller's thread
                 failure.append(exc)

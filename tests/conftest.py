@@ -145,6 +145,21 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+@pytest.fixture(scope="session")
+def seaweedfs_bucket(seaweedfs: str) -> str:
+    """One bucket for the session; tests write under their own prefix. Each bucket is a SeaweedFS collection that
+    claims volumes of its own, and `weed mini` has (free disk / 1 GiB) of them: a bucket per test ran out of volumes
+    after a few dozen tests (uploads then fail with "No writable volumes")."""
+    import boto3
+
+    keys = {
+        "aws_access_key_id": SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
+    boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1", **keys).create_bucket(Bucket="arena-tests")
+    return "arena-tests"
+
+
 def free_block(n: int, also: tuple[int, ...] = ()) -> int:
     """A port p with p..p+n-1 (and p+k..p+k+n-1 for k in ``also``) free on loopback, from a range Linux does not hand
     out as ephemeral ports."""
@@ -186,19 +201,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         endpoint = request.getfixturevalue("s3_server")
         bucket = request.getfixturevalue("s3_bucket")
         return ArtifactStore.from_uri(f"s3://{bucket}/root", S3Config(endpoint_url=endpoint))
-    import boto3
-
     endpoint = request.getfixturevalue("seaweedfs")
+    bucket = request.getfixturevalue("seaweedfs_bucket")
     for k, v in SEAWEED_KEYS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    bucket = f"arena-{uuid.uuid4().hex[:12]}"
-    keys = {
-        "aws_access_key_id": SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
-    }
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(Bucket=bucket)
-    return ArtifactStore.from_uri(f"s3://{bucket}/root", S3Config(endpoint_url=endpoint))
+    return ArtifactStore.from_uri(f"s3://{bucket}/{uuid.uuid4().hex[:12]}", S3Config(endpoint_url=endpoint))
 
 
 # Recorded flywheels (no servers) ------------------------------------------------------------------------------------

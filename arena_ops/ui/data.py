@@ -19,6 +19,7 @@ from arena_ops.errors import ArenaError
 from arena_ops.store import ArtifactStore
 
 VERDICTS = ("model_a", "model_b", "tie", "tie_bothbad", "invalid")
+_DICT_COLUMNS = ["model_a", "model_b", "winner"]
 _LIST_COLUMNS = ["battle_id", "prompt_id", "iteration", "run", "model_a", "model_b", "winner", "score_a", "score_b"]
 # A target version: name@base, name@i{iteration}-{stage} (the model that battled), or name@{iteration} (older boards).
 _VERSIONED = re.compile(r"^(?P<name>.+)@(?:(?P<base>base)|i(?P<it>\d+)-(?P<stage>[a-z]+)|(?P<legacy>\d+))$")
@@ -177,32 +178,57 @@ class ArenaReader:
         )
 
     def battles(self, flywheel: str, f: BattleFilter, offset: int = 0, limit: int = 50) -> dict[str, Any]:
-        """Battles matching ``f``, newest iteration first, with the total count for paging. Filtering and counting
-        stay in Arrow; only the requested page becomes Python objects (300k battles: ~4 s for one row before)."""
-        matched: list[pa.Table] = []
+        """Battles matching ``f``, newest iteration first, with the total count for paging.
+
+        Paging is pushed down to the Parquet read: matching reads only the three filter columns (the prompt filter
+        adds ``prompt_id``), and the list columns are read only from the row groups that hold the requested page
+        (``benchmarks/bench_ui.py``)."""
+        matched: list[tuple[str, str, pa.Array | None, int]] = []  # key, object, matching rows (None: all), count
         models: set[str] = set()
         runs: set[str] = set()
+        columns = ["model_a", "model_b", "winner"] + (["prompt_id"] if f.prompt else [])
         for _, run, key in reversed(self._battle_tables(flywheel, f)):
             runs.add(run)
             files = ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else [])
             for name in files:
-                table = self._labelled(key, self.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS))
+                # Dictionary-encoded as written: a few distinct names, read and compared without decoding each row.
+                obj = f"{key}/{name}"
+                table = self._labelled(key, self.store.read_table(obj, columns=columns, dictionary=_DICT_COLUMNS))
                 for col in ("model_a", "model_b"):
                     models.update(pc.unique(table[col]).to_pylist())
-                table = _filter(table, f)
+                mask = _mask(table, f)
                 if f.prompt and table.num_rows:
-                    table = self._match_prompt(key, table, f.prompt)
-                if table.num_rows:
-                    matched.append(table)
+                    hit = self._prompt_mask(key, table, f.prompt)
+                    mask = pc.fill_null(hit if mask is None else pc.and_(mask, hit), False)
+                rows = None if mask is None else pc.indices_nonzero(mask)
+                count = table.num_rows if rows is None else len(rows)
+                if count:
+                    matched.append((key, obj, rows, count))
         return {
             "flywheel": flywheel,
-            "total": sum(t.num_rows for t in matched),
+            "total": sum(m[3] for m in matched),
             "offset": offset,
             "limit": limit,
-            "battles": page(matched, offset, limit),
+            "battles": self._page(matched, offset, limit),
             "models": sorted(m for m in models if m is not None),
             "runs": sorted(runs),
         }
+
+    def _page(self, matched: list[tuple[str, str, pa.Array | None, int]], offset: int, limit: int) -> list[dict]:
+        """Rows ``offset`` … ``offset + limit`` of the matches end to end: only their row groups are read."""
+        out: list[dict[str, Any]] = []
+        skip = offset
+        for key, obj, rows, count in matched:
+            if skip >= count:
+                skip -= count
+                continue
+            take = min(limit - len(out), count - skip)
+            wanted = list(range(skip, skip + take)) if rows is None else rows.slice(skip, take).to_pylist()
+            out.extend(self._labelled(key, self.store.read_rows(obj, wanted, columns=_LIST_COLUMNS)).to_pylist())
+            skip = 0
+            if len(out) >= limit:
+                break
+        return out
 
     def _labelled(self, key: str, table: pa.Table) -> pa.Table:
         """The target under the label of the version that battled (``name@i0-sft``), as the boards name it."""
@@ -212,19 +238,17 @@ class ArenaReader:
             return table
         name = meta.get("target_name") or label.rsplit("@", 1)[0]  # a label is always `{name}@{tag}`
         for col in ("model_a", "model_b"):
-            table = table.set_column(
-                table.column_names.index(col), col, pc.if_else(pc.equal(table[col], name), label, table[col])
-            )
+            table = table.set_column(table.column_names.index(col), col, _renamed(table[col], name, label))
         return table
 
-    def _match_prompt(self, key: str, table: pa.Table, needle: str) -> pa.Table:
+    def _prompt_mask(self, key: str, table: pa.Table, needle: str) -> pa.ChunkedArray:
         hit = pc.match_substring(table["prompt_id"], needle, ignore_case=True)
         if self.store.exists(f"{key}/transcripts.parquet"):
             tr = self.store.read_table(f"{key}/transcripts.parquet", columns=["prompt_id", "turns"])
             first = pc.list_element(tr["turns"], 0)
             ids = pc.filter(tr["prompt_id"], pc.match_substring(first, needle, ignore_case=True))
             hit = pc.or_(hit, pc.is_in(table["prompt_id"], value_set=pc.unique(ids)))
-        return table.filter(hit)
+        return hit
 
     def battle(self, flywheel: str, iteration: int, run: str, battle_id: str) -> dict[str, Any]:
         """One battle: its record (both games' scores and explanations) and both conversations."""
@@ -261,34 +285,38 @@ class ArenaReader:
         }
 
 
-def _filter(table: pa.Table, f: BattleFilter) -> pa.Table:
+def _renamed(column: pa.ChunkedArray, name: str, label: str) -> pa.ChunkedArray:
+    """``column`` with ``name`` replaced by ``label``; a dictionary column is renamed in its dictionary only."""
+    if not pa.types.is_dictionary(column.type):
+        return pc.if_else(pc.equal(column, name), label, column)
+    chunks = []
+    for chunk in column.chunks:
+        values = chunk.dictionary
+        values = pc.if_else(pc.equal(values, name), label, values)
+        chunks.append(pa.DictionaryArray.from_arrays(chunk.indices, values))
+    return pa.chunked_array(chunks, type=column.type)
+
+
+def _mask(table: pa.Table, f: BattleFilter) -> pa.ChunkedArray | None:
+    """Which rows match the model and verdict filters (None: no such filter, every row)."""
     a, b = table["model_a"], table["model_b"]
+    masks = []
     if f.model_a and f.model_b:
         same = pc.and_(pc.equal(a, f.model_a), pc.equal(b, f.model_b))
         swapped = pc.and_(pc.equal(a, f.model_b), pc.equal(b, f.model_a))
-        table = table.filter(pc.or_(same, swapped))
+        masks.append(pc.or_(same, swapped))
     elif f.model_a or f.model_b:
         m = f.model_a or f.model_b
-        table = table.filter(pc.or_(pc.equal(a, m), pc.equal(b, m)))
+        masks.append(pc.or_(pc.equal(a, m), pc.equal(b, m)))
     if f.verdict in VERDICTS:
-        table = table.filter(pc.equal(table["winner"], f.verdict))
+        masks.append(pc.equal(table["winner"], f.verdict))
     elif f.verdict:  # a model name: the battles it won
-        won_a = pc.and_(pc.equal(table["model_a"], f.verdict), pc.equal(table["winner"], "model_a"))
-        won_b = pc.and_(pc.equal(table["model_b"], f.verdict), pc.equal(table["winner"], "model_b"))
-        table = table.filter(pc.or_(won_a, won_b))
-    return table
-
-
-def page(tables: list[pa.Table], offset: int, limit: int) -> list[dict[str, Any]]:
-    """Rows ``offset`` … ``offset + limit`` of the tables end to end, converting only those rows to Python."""
-    out: list[dict[str, Any]] = []
-    skip = offset
-    for table in tables:
-        if skip >= table.num_rows:
-            skip -= table.num_rows
-            continue
-        out.extend(table.slice(skip, limit - len(out)).to_pylist())
-        skip = 0
-        if len(out) >= limit:
-            break
-    return out
+        won_a = pc.and_(pc.equal(a, f.verdict), pc.equal(table["winner"], "model_a"))
+        won_b = pc.and_(pc.equal(b, f.verdict), pc.equal(table["winner"], "model_b"))
+        masks.append(pc.or_(won_a, won_b))
+    if not masks:
+        return None
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = pc.and_(mask, m)
+    return pc.fill_null(mask, False)

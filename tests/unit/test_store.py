@@ -383,3 +383,23 @@ def test_an_uploaded_file_is_complete_when_put_file_returns(store: ArtifactStore
     local.write_bytes(data)
     entry = store.put_file("w/weights.bin", local)
     assert entry.bytes == len(data) and store.get_bytes("w/weights.bin") == data
+
+
+def test_read_rows_reads_only_the_row_groups_that_hold_them(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    import arena_ops.store as store_module
+
+    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 4)
+    store.write_table("t/data.parquet", pa.table({"n": list(range(30)), "s": [str(k) for k in range(30)]}))
+    with store._fs.open_input_file(store._full("t/data.parquet")) as f:
+        assert pq.ParquetFile(f).metadata.num_row_groups == 8
+    for rows in ([0], [5, 6], [3, 4, 12, 29], list(range(30)), []):
+        assert store.read_rows("t/data.parquet", rows, columns=["n"]).column("n").to_pylist() == rows
+    assert store.read_rows("t/data.parquet", [7], columns=["s", "n"]).to_pylist() == [{"s": "7", "n": 7}]
+    with pytest.raises(IndexError, match="rows 29…30 outside 0…29"):
+        store.read_rows("t/data.parquet", [29, 30])
+    with pytest.raises(ArtifactNotFoundError):
+        store.read_rows("t/none.parquet", [0])

@@ -20,18 +20,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def s3(seaweedfs: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[StorageConfig, ArtifactStore]:
+def s3(
+    seaweedfs: str, seaweedfs_bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[StorageConfig, ArtifactStore]:
     for k, v in SEAWEED_KEYS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.setattr(app, "MODEL_CACHE", tmp_path / "cache")
-    bucket = f"arena-{uuid.uuid4().hex[:12]}"
-    keys = {
-        "aws_access_key_id": SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
-    }
-    boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1", **keys).create_bucket(Bucket=bucket)
-    storage = StorageConfig(root=f"s3://{bucket}/root", s3=S3Config(endpoint_url=seaweedfs))
+    root = f"s3://{seaweedfs_bucket}/{uuid.uuid4().hex[:12]}"
+    storage = StorageConfig(root=root, s3=S3Config(endpoint_url=seaweedfs))
     return storage, ArtifactStore.from_config(storage)
 
 
@@ -66,13 +63,17 @@ def test_a_rewritten_uri_is_fetched_again_and_the_old_copy_removed(s3, tmp_path:
 
 def test_weights_uploaded_by_hand_without_a_manifest(s3, tmp_path: Path) -> None:
     storage, store = s3
-    bucket = storage.root.removeprefix("s3://").split("/")[0]
-    client = boto3.client("s3", endpoint_url=storage.s3.endpoint_url, region_name="us-east-1")
-    client.put_object(Bucket=bucket, Key="models/m/model.safetensors", Body=b"v1")
-    first = fetch(storage, f"s3://{bucket}/models/m")
+    bucket, prefix = storage.root.removeprefix("s3://").split("/", 1)
+    keys = {
+        "aws_access_key_id": SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
+    client = boto3.client("s3", endpoint_url=storage.s3.endpoint_url, region_name="us-east-1", **keys)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/models/m/model.safetensors", Body=b"v1")
+    first = fetch(storage, f"s3://{bucket}/{prefix}/models/m")
     assert (first / "model.safetensors").read_bytes() == b"v1"
-    client.put_object(Bucket=bucket, Key="models/m/model.safetensors", Body=b"v2 longer")
-    assert (fetch(storage, f"s3://{bucket}/models/m") / "model.safetensors").read_bytes() == b"v2 longer"
+    client.put_object(Bucket=bucket, Key=f"{prefix}/models/m/model.safetensors", Body=b"v2 longer")
+    assert (fetch(storage, f"s3://{bucket}/{prefix}/models/m") / "model.safetensors").read_bytes() == b"v2 longer"
 
 
 def test_nothing_at_the_uri_is_a_clear_error(s3) -> None:

@@ -204,11 +204,59 @@ def test_every_response_carries_the_security_headers(seeded: ArtifactStore, tmp_
         assert "a bug" not in r.text  # an unexpected error's text stays in the log
 
 
-def test_paging_across_tables() -> None:
+def test_paging_reads_only_the_page_and_matches_a_full_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of several battle runs, each in several row groups, with and without filters, equal the same rows cut
+    from a full read; an empty run and a run that only the filter empties are skipped."""
     import pyarrow as pa
 
-    from arena_ops.ui.data import page
+    from arena_ops import store as store_module
+    from arena_ops.ui.data import _LIST_COLUMNS, ArenaReader, BattleFilter
 
-    tables = [pa.table({"n": list(range(a, b))}) for a, b in ((0, 3), (3, 3), (3, 10), (10, 12))]
-    for offset, limit in [(0, 1), (2, 3), (3, 7), (9, 5), (11, 1), (12, 4), (0, 50)]:
-        assert [r["n"] for r in page(tables, offset, limit)] == list(range(12))[offset : offset + limit]
+    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 4)
+    store = ArtifactStore.from_uri(f"file://{tmp_path}")
+    models, verdicts = ["t", "x", "y"], ["model_a", "model_b", "tie"]
+    for it, n in ((0, 11), (1, 0), (2, 17)):
+        rows = [
+            {
+                "battle_id": f"b{it}-{k}",
+                "prompt_id": f"p{k}",
+                "iteration": it,
+                "run": "sft-shard-000",
+                "model_a": models[k % 3],
+                "model_b": models[(k + 1) % 3],
+                "winner": verdicts[(k * 7 + it) % 3],
+                "score_a": float(k),
+                "score_b": 1.0,
+            }
+            for k in range(n)
+        ]
+        schema = pa.schema(
+            [
+                (c, pa.int64() if c == "iteration" else pa.float64() if "score" in c else pa.string())
+                for c in _LIST_COLUMNS
+            ]
+        )
+        with store.artifact("pg", it, "battles", "sft-shard-000", meta={"target_label": "t@i0-sft"}) as w:
+            w.write_table("data.parquet", pa.Table.from_pylist(rows, schema=schema))
+            w.write_table("invalid.parquet", schema.empty_table())
+    reader = ArenaReader(store)
+    full = [store.read_table(f"pg/iter={it}/battles/sft-shard-000/data.parquet") for it in (2, 0)]  # newest first
+    everything = pa.concat_tables(full).to_pylist()
+    for row in everything:
+        row.update({side: "t@i0-sft" if row[side] == "t" else row[side] for side in ("model_a", "model_b")})
+    filters = {
+        BattleFilter(): lambda r: True,
+        BattleFilter(model_a="t@i0-sft"): lambda r: "t@i0-sft" in (r["model_a"], r["model_b"]),
+        BattleFilter(verdict="tie"): lambda r: r["winner"] == "tie",
+        BattleFilter(model_a="x", model_b="y", verdict="model_b"): lambda r: (
+            {r["model_a"], r["model_b"]} == {"x", "y"} and r["winner"] == "model_b"
+        ),
+    }
+    assert store.read_table("pg/iter=2/battles/sft-shard-000/data.parquet").num_rows == 17
+    for f, keep in filters.items():
+        want = [r for r in everything if keep(r)]
+        for offset, limit in [(0, 1), (2, 3), (3, 7), (9, 5), (16, 4), (0, 50), (len(want), 5)]:
+            got = reader.battles("pg", f, offset, limit)
+            assert got["total"] == len(want), f
+            assert got["battles"] == want[offset : offset + limit], (f, offset, limit)
+        assert reader.battles("pg", f, 0, 1)["models"] == ["t@i0-sft", "x", "y"]
