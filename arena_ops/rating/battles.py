@@ -68,7 +68,7 @@ def read_battles(paths: Iterable[str | Path]) -> Battles:
     seen, in this file or an earlier one, are quarantined."""
     tables, quarantines = [], []
     seen_paths: set[Path] = set()
-    seen_ids: dict[str, str] = {}
+    seen_ids: list[tuple[pa.Array, str]] = []
     repeats = 0
     for path in paths:
         resolved = Path(path).resolve()
@@ -87,33 +87,47 @@ def read_battles(paths: Iterable[str | Path]) -> Battles:
     return Battles(pa.concat_tables(tables), quarantine, duplicate_inputs=repeats)
 
 
-def _drop_duplicate_ids(b: Battles, source: str, seen: dict[str, str]) -> Battles:
-    ids = b.table["battle_id"].to_pylist()
-    if all(i is None for i in ids):
+def _drop_duplicate_ids(b: Battles, source: str, seen: list[tuple[pa.Array, str]]) -> Battles:
+    """Quarantine rows whose ``battle_id`` appeared before (earlier in this file, or in a file of ``seen``: each
+    file's new distinct ids and its name). One hash pass (``dictionary_encode`` numbers ids in order of first
+    appearance, so a row is a first occurrence iff its index exceeds every earlier one), then numpy: 1M ids in
+    ~0.2 s, where a Python set loop took ~0.5 s and ``count_distinct`` alone ~1 s."""
+    enc = pc.dictionary_encode(pc.cast(b.table["battle_id"].combine_chunks(), pa.string()))
+    idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    n = len(idx)
+    if n == 0 or (idx < 0).all():
         return b
-    keep, dup_rows = [], []
-    rows = b.rows.tolist() if b.rows is not None else list(range(1, len(ids) + 1))
-    for k, bid in enumerate(ids):
-        if bid is not None and bid in seen:
-            dup_rows.append((rows[k], f"duplicate battle_id {bid!r} (first in {seen[bid]})"))
-            keep.append(False)
-        else:
-            if bid is not None:
-                seen[bid] = source
-            keep.append(True)
-    if not dup_rows:
+    before = np.concatenate([[-1], np.maximum.accumulate(idx)[:-1]])
+    keep = idx > before  # first occurrence within this file
+    # Distinct ids already in an earlier file: position in the concatenation of `seen`, or -1.
+    earlier_of_id = np.full(len(enc.dictionary), -1, dtype=np.int64)
+    if seen:
+        hit = pc.index_in(enc.dictionary, value_set=pa.concat_arrays([ids for ids, _ in seen]))
+        earlier_of_id = hit.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    earlier = np.where(idx >= 0, earlier_of_id[np.maximum(idx, 0)], -1)
+    keep &= earlier < 0
+    keep |= idx < 0  # rows without an id are never duplicates
+    seen.append((pc.filter(enc.dictionary, pa.array(earlier_of_id < 0)), source))
+    dup = np.flatnonzero(~keep)
+    if not len(dup):
         return b
+    bounds = np.cumsum([len(ids) for ids, _ in seen[:-1]])
+    first_in = [seen[int(np.searchsorted(bounds, e, side="right"))][1] if e >= 0 else source for e in earlier[dup]]
+    dup_ids = pc.take(enc.dictionary, pa.array(idx[dup])).to_pylist()
+    rows = np.asarray(b.rows) if b.rows is not None else np.arange(1, n + 1)
     q = pa.table(
         {
-            "source": pa.array([source] * len(dup_rows), pa.string()),
-            "row": pa.array([r for r, _ in dup_rows], pa.int64()),
-            "reason": pa.array([why for _, why in dup_rows], pa.string()),
+            "source": pa.array([source] * len(dup), pa.string()),
+            "row": pa.array(rows[dup], pa.int64()),
+            "reason": pa.array(
+                [f"duplicate battle_id {i!r} (first in {f})" for i, f in zip(dup_ids, first_in, strict=True)],
+                pa.string(),
+            ),
         },
         schema=QUARANTINE_SCHEMA,
     )
-    mask = np.array(keep, dtype=bool)
-    kept = b.rows[mask] if b.rows is not None else None
-    return Battles(b.table.filter(pa.array(mask)), pa.concat_tables([b.quarantine, q]), b.duplicate_inputs, kept)
+    kept = b.rows[keep] if b.rows is not None else None
+    return Battles(b.table.filter(pa.array(keep)), pa.concat_tables([b.quarantine, q]), b.duplicate_inputs, kept)
 
 
 def validate_battles(table: pa.Table, source: str = "<table>", row_numbers: list[int] | None = None) -> Battles:

@@ -89,6 +89,34 @@ def test_duplicate_battle_ids_and_repeated_files_are_counted_once(tmp_path: Path
     assert data.quarantine["row"].to_pylist()[:3] == [1, 2, 3]  # line numbers, counted from 1
 
 
+def test_duplicate_ids_within_and_across_files_name_where_each_was_first(tmp_path: Path) -> None:
+    """Three files, ids repeated within a file, across files (the first sighting named), and missing ids (never
+    duplicates); the kept rows are each id's first occurrence, in order."""
+    files = {
+        "one.jsonl": ["x", "y", None, "x", "z"],
+        "two.jsonl": ["w", None, "w", "v"],
+        "three.jsonl": ["v", "y", "u", "w", "u"],
+    }
+    paths = []
+    for name, ids in files.items():
+        path = tmp_path / name
+        rows = [{"battle_id": i, "model_a": "A", "model_b": "B", "winner": "tie"} for i in ids]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths.append(path)
+    data = read_battles(paths)
+    assert data.table["battle_id"].to_pylist() == ["x", "y", None, "z", "w", None, "v", "u"]
+    got = {(Path(q["source"]).name, q["row"], q["reason"]) for q in data.quarantine.to_pylist()}
+    one, two = str(paths[0]), str(paths[1])
+    assert got == {
+        ("one.jsonl", 4, f"duplicate battle_id 'x' (first in {one})"),
+        ("two.jsonl", 3, f"duplicate battle_id 'w' (first in {two})"),
+        ("three.jsonl", 1, f"duplicate battle_id 'v' (first in {two})"),
+        ("three.jsonl", 2, f"duplicate battle_id 'y' (first in {one})"),
+        ("three.jsonl", 4, f"duplicate battle_id 'w' (first in {two})"),
+        ("three.jsonl", 5, f"duplicate battle_id 'u' (first in {paths[2]})"),
+    }
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
