@@ -452,12 +452,16 @@ class ArtifactStore:
         # *completes* the upload with partial data (arrow has no abort: apache/arrow#40502). The main thread
         # re-raises the interrupt at once; the daemon worker then either finishes the whole object or dies with
         # the process, leaving an incomplete multipart upload, which S3 never shows.
+        # The source is opened here, before the worker starts: the caller's cleanup may delete the staging file as
+        # soon as an interrupt unwinds this frame, and a worker that then failed to open it would drop an empty,
+        # never-written stream, which the destructor publishes as an empty object.
         failure: list[BaseException] = []
+        src = open(local_path, "rb")  # noqa: SIM115 - closed by the worker
 
         def copy() -> None:
             try:
-                out = self._fs.open_output_stream(full)
-                with open(local_path, "rb") as src:
+                with src:
+                    out = self._fs.open_output_stream(full)
                     while chunk := src.read(_UPLOAD_CHUNK):
                         out.write(chunk)
                 out.close()
