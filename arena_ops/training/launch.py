@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -225,6 +226,7 @@ def supervise(work_dir: Path, cmd: list[str]) -> int:
     prefix, fp = job["job_key"], job["fingerprint"]
     store.put_file(f"{prefix}/train-{fp}.log", log_file)
     store.write_json(f"{prefix}/status-{fp}.json", {"exit_code": code, "finished_at": time.time()})
+    shutil.rmtree(work_dir, ignore_errors=True)  # its job spec and log are in the store now
     return code
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -235,7 +236,10 @@ def submit_stage(cfg: ArenaConfig, store: ArtifactStore, job: TrainingJob) -> Tr
         store.delete(job.status_key)
     work, t = _local_copy(store, job), cfg.training
     if t.launcher.kind == "ray_job":
-        ray_id = submit_ray_job(t.launcher, work / "job.json", work, work / "ds_config.json")
+        try:
+            ray_id = submit_ray_job(t.launcher, work / "job.json", work, work / "ds_config.json")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # Ray packaged and uploaded the working dir at submission
         return job.model_copy(update={"ray_job_id": ray_id}).save(store)
     env = {**job_credentials(cfg), **({"OMP_NUM_THREADS": str(t.launcher.cpus)} if t.launcher.cpus else {})}
     pid = start_local(work / "job.json", t.launcher.num_processes, work / "ds_config.json", env)

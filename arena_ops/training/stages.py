@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -128,6 +129,35 @@ def trainer_fn(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def drop_tied_copies(output_dir: str) -> int:
+    """Remove ``lm_head.weight`` from a single-file checkpoint whose config ties it to the input embedding and where
+    it equals that embedding; returns the bytes saved. ``Trainer.save_model`` under DeepSpeed writes both copies
+    (Gemma 3 270M: 1.7 GB instead of 1.07 GB per checkpoint, uploaded, stored and downloaded every stage);
+    ``from_pretrained`` re-ties the head to the embedding, so the copy carries nothing."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(output_dir, "model.safetensors")
+    config_path = Path(output_dir, "config.json")
+    if not path.exists() or not config_path.exists():
+        return 0
+    config = json.loads(config_path.read_text())
+    tied = config.get("tie_word_embeddings", (config.get("text_config") or {}).get("tie_word_embeddings", False))
+    if not tied:
+        return 0
+    tensors = load_file(str(path))
+    head = tensors.get("lm_head.weight")
+    embedding = next((v for k, v in tensors.items() if k.endswith("embed_tokens.weight")), None)
+    if head is None or embedding is None or head.shape != embedding.shape or not torch.equal(head, embedding):
+        return 0
+    before = path.stat().st_size
+    del tensors["lm_head.weight"]
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+    return before - path.stat().st_size
+
+
 def run(job: dict[str, Any]) -> dict[str, Any]:
     """Train one stage; saves the model and tokenizer to ``output_dir`` and returns the metrics."""
     import torch
@@ -147,6 +177,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     trainer.save_model(job["output_dir"])
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(job["output_dir"])
+        drop_tied_copies(job["output_dir"])
     steps = max(int(result.global_step), 1)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {
@@ -228,10 +259,15 @@ def main(argv: list[str] | None = None) -> None:
     _store(job).get_file(job["dataset_key"], job["dataset"])
     if job.get("deepspeed_config") and not Path(job["deepspeed_config"]).is_absolute():
         job["deepspeed_config"] = str(Path(argv[0]).resolve().parent / job["deepspeed_config"])
-    metrics = run(job)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"metrics": metrics, "model_uri": publish(job, metrics)}))
-    _shutdown_distributed()
+    try:
+        metrics = run(job)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps({"metrics": metrics, "model_uri": publish(job, metrics)}))
+        _shutdown_distributed()
+    finally:
+        # The checkpoint is in the store now (or the job failed and reruns from the store): the scratch copy would
+        # only fill the node's disk — 1.1 GB per Gemma 3 270M stage.
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _shutdown_distributed() -> None:
