@@ -608,6 +608,9 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+WEED_MAX_VOLUMES = 10_000
+
+
 def weed_mini_command(data: Path, port: int) -> list[str]:
     """SeaweedFS's single-process server answering S3 on 127.0.0.1:``port``, data in ``data``, no telemetry. With
     ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` in its environment it refuses unsigned requests (and creates
@@ -616,6 +619,10 @@ def weed_mini_command(data: Path, port: int) -> list[str]:
     argv += ["-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-s3.port={port}"]
     argv += [f"-master.port={port + 1}", f"-filer.port={port + 2}", f"-volume.port={port + 3}"]
     argv += [f"-admin.port={port + 4}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    # Volumes are allocated as data arrives (no preallocation), so their count need not be capped: by default
+    # `weed mini` caps it at startup's free disk / volume size, and once checkpoints filled those volumes uploads
+    # failed ("No writable volumes") although the disk had room (a paper-schedule demo started with 15 GB free).
+    argv += [f"-volume.max={WEED_MAX_VOLUMES}"]
     return argv
 
 
