@@ -202,9 +202,12 @@ def _csv_records(path: str) -> Iterator[tuple[int, Any]]:
                 fields = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:
-                yield start, RowError(f"malformed CSV record: {exc} (an unterminated quote?)")
-                return
+            except csv.Error as exc:  # the reader resumes at the next line: later records are read, not lost
+                end = reader.line_num
+                span = f"line {start}" if end <= start else f"lines {start}–{end}"
+                yield start, RowError(f"malformed CSV record ({span}): {exc} (an unterminated quote?)")
+                start = end + 1
+                continue
             line, start = start, reader.line_num + 1
             if not fields:
                 continue
