@@ -76,7 +76,8 @@ def test_an_unterminated_quote_at_the_end_is_one_row_not_a_crash(tmp_path: Path)
 def test_records_after_a_malformed_one_are_read_not_lost(tmp_path: Path) -> None:
     """A quote opened on line 3 and closed mid-field on line 5 makes lines 3–5 one malformed record (quarantined with
     its span); the reader resumes on line 6 (it used to stop there, dropping every later row silently)."""
-    content = b'id,instruction,output\n1,Name a fruit.,Fig\n2,"open quote,x\n3,swallowed,y\n4,also,"z"w\n5,Name a colour.,Red\n'
+    content = b'id,instruction,output\n1,Name a fruit.,Fig\n2,"open quote,x\n3,swallowed,y\n4,also,"z"w\n'
+    content += b"5,Name a colour.,Red\n"
     rows, bad = run(tmp_path, "d.csv", content)
     assert [r["turns"][0] for r in rows] == ["Name a fruit.", "Name a colour."]
     assert list(bad) == [3] and bad[3].startswith("malformed CSV record (lines 3–5):")
