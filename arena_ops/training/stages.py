@@ -135,6 +135,7 @@ def drop_tied_copies(output_dir: str) -> int:
     (Gemma 3 270M: 1.7 GB instead of 1.07 GB per checkpoint, uploaded, stored and downloaded every stage);
     ``from_pretrained`` re-ties the head to the embedding, so the copy carries nothing."""
     import torch
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     path = Path(output_dir, "model.safetensors")
@@ -145,6 +146,9 @@ def drop_tied_copies(output_dir: str) -> int:
     tied = config.get("tie_word_embeddings", (config.get("text_config") or {}).get("tie_word_embeddings", False))
     if not tied:
         return 0
+    with safe_open(str(path), "pt") as f:  # the header only: most checkpoints have no head copy to drop
+        if "lm_head.weight" not in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            return 0
     tensors = load_file(str(path))
     head = tensors.get("lm_head.weight")
     embedding = next((v for k, v in tensors.items() if k.endswith("embed_tokens.weight")), None)
