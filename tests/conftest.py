@@ -160,15 +160,21 @@ def seaweedfs_bucket(seaweedfs: str) -> str:
     return "arena-tests"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_block(n: int, also: tuple[int, ...] = ()) -> int:
     """A port p with p..p+n-1 (and p+k..p+k+n-1 for k in ``also``) free on loopback, from a range Linux does not hand
-    out as ephemeral ports."""
+    out as ephemeral ports, and overlapping no block handed out before in this process: a config picks all its ports
+    before anything binds them, and a Ray port once landed inside the SeaweedFS block picked just before it (CI: "port
+    … is taken" when the stack reached ray-head)."""
     import random
 
     for _ in range(200):
         p = random.randrange(20000, 29000)
         ports = [p + i + k for k in (0, *also) for i in range(n)]
-        if all(_bindable(q) for q in ports):
+        if not _HANDED_OUT.intersection(ports) and all(_bindable(q) for q in ports):
+            _HANDED_OUT.update(ports)
             return p
     raise RuntimeError("no free block of ports")
 
