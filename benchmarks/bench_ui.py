@@ -4,7 +4,8 @@ Input: a store of synthetic battle runs with the real record schema (default 300
 judge explanations and raw replies of realistic length), written by ``ArtifactStore`` as rounds write them.
 Ours: :meth:`arena_ops.ui.data.ArenaReader.battles` — counts from the file metadata (or from the three filter
 columns when a filter is set) and reads only the row groups that hold the requested page. Baseline: the previous
-implementation, kept here verbatim in spirit: read the nine list columns of every table, filter, slice the page.
+implementation's approach, reduced to the filters benchmarked here: read the nine list columns of every table,
+filter, slice the page.
 Both answer the same requests in this one process, and the answers are compared row for row.
 
 Run: ``.venv/bin/python benchmarks/bench_ui.py [--battles N] [--repeat R]``.

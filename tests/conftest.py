@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,18 +146,26 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+def seaweedfs_client(endpoint: str) -> Any:
+    """A boto3 S3 client with the test SeaweedFS's keys, passed explicitly: boto3's default session keeps the first
+    credentials it resolved (moto's, in a mixed run)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 @pytest.fixture(scope="session")
 def seaweedfs_bucket(seaweedfs: str) -> str:
     """One bucket for the session; tests write under their own prefix. Each bucket is a SeaweedFS collection that
-    claims volumes of its own, and `weed mini` has (free disk / 1 GiB) of them: a bucket per test ran out of volumes
-    after a few dozen tests (uploads then fail with "No writable volumes")."""
-    import boto3
-
-    keys = {
-        "aws_access_key_id": SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
-    }
-    boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1", **keys).create_bucket(Bucket="arena-tests")
+    claims volumes of its own: with a bucket per test, `weed mini` (then capped at free disk / 1 GiB volumes) ran out
+    after a few dozen tests ("No writable volumes"). The cap is lifted now (`-volume.max`); one bucket stays cheaper."""
+    seaweedfs_client(seaweedfs).create_bucket(Bucket="arena-tests")
     return "arena-tests"
 
 
@@ -166,8 +175,8 @@ _HANDED_OUT: set[int] = set()
 def free_block(n: int, also: tuple[int, ...] = ()) -> int:
     """A port p with p..p+n-1 (and p+k..p+k+n-1 for k in ``also``) free on loopback, from a range Linux does not hand
     out as ephemeral ports, and overlapping no block handed out before in this process: a config picks all its ports
-    before anything binds them, and a Ray port once landed inside the SeaweedFS block picked just before it (CI: "port
-    … is taken" when the stack reached ray-head)."""
+    before anything binds them, and the stack test's Ray and PostgreSQL ports once were both 21489 (CI: "port … is
+    taken" when the stack reached ray-head)."""
     import random
 
     for _ in range(200):

@@ -90,8 +90,9 @@ def read_battles(paths: Iterable[str | Path]) -> Battles:
 def _drop_duplicate_ids(b: Battles, source: str, seen: list[tuple[pa.Array, str]]) -> Battles:
     """Quarantine rows whose ``battle_id`` appeared before (earlier in this file, or in a file of ``seen``: each
     file's new distinct ids and its name). One hash pass (``dictionary_encode`` numbers ids in order of first
-    appearance, so a row is a first occurrence iff its index exceeds every earlier one), then numpy: 1M ids in
-    ~0.2 s, where a Python set loop took ~0.5 s and ``count_distinct`` alone ~1 s."""
+    appearance, so a row is a first occurrence iff its index exceeds every earlier one), then numpy. Measured side
+    by side on 1M ids (under load): 0.32 s vs 0.64 s for a Python set loop (all distinct), 0.20 s vs 0.50 s (two
+    repeats); ``pc.count_distinct`` alone took ~1 s."""
     enc = pc.dictionary_encode(pc.cast(b.table["battle_id"].combine_chunks(), pa.string()))
     idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     n = len(idx)

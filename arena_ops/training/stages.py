@@ -150,9 +150,9 @@ def drop_tied_copies(output_dir: str) -> int:
         if "lm_head.weight" not in f.keys():  # noqa: SIM118 - safe_open is not a mapping
             return 0
     tensors = load_file(str(path))
-    head = tensors.get("lm_head.weight")
+    head = tensors["lm_head.weight"]
     embedding = next((v for k, v in tensors.items() if k.endswith("embed_tokens.weight")), None)
-    if head is None or embedding is None or head.shape != embedding.shape or not torch.equal(head, embedding):
+    if embedding is None or head.shape != embedding.shape or not torch.equal(head, embedding):
         return 0
     before = path.stat().st_size
     del tensors["lm_head.weight"]

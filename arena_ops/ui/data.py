@@ -186,7 +186,7 @@ class ArenaReader:
         matched: list[tuple[str, str, pa.Array | None, int]] = []  # key, object, matching rows (None: all), count
         models: set[str] = set()
         runs: set[str] = set()
-        columns = ["model_a", "model_b", "winner"] + (["prompt_id"] if f.prompt else [])
+        columns = _DICT_COLUMNS + (["prompt_id"] if f.prompt else [])
         for _, run, key in reversed(self._battle_tables(flywheel, f)):
             runs.add(run)
             files = ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else [])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 
 from arena_ops.config import EngineConfig, S3Config, StorageConfig
@@ -14,7 +13,7 @@ from arena_ops.errors import ServingError
 from arena_ops.serving import app
 from arena_ops.serving.app import ServedModel, local_model_dir
 from arena_ops.store import ArtifactStore
-from tests.conftest import SEAWEED_KEYS
+from tests.conftest import SEAWEED_KEYS, seaweedfs_client
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +63,7 @@ def test_a_rewritten_uri_is_fetched_again_and_the_old_copy_removed(s3, tmp_path:
 def test_weights_uploaded_by_hand_without_a_manifest(s3, tmp_path: Path) -> None:
     storage, store = s3
     bucket, prefix = storage.root.removeprefix("s3://").split("/", 1)
-    keys = {
-        "aws_access_key_id": SEAWEED_KEYS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": SEAWEED_KEYS["AWS_SECRET_ACCESS_KEY"],
-    }
-    client = boto3.client("s3", endpoint_url=storage.s3.endpoint_url, region_name="us-east-1", **keys)
+    client = seaweedfs_client(storage.s3.endpoint_url)
     client.put_object(Bucket=bucket, Key=f"{prefix}/models/m/model.safetensors", Body=b"v1")
     first = fetch(storage, f"s3://{bucket}/{prefix}/models/m")
     assert (first / "model.safetensors").read_bytes() == b"v1"

@@ -13,6 +13,19 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from arena_ops.training.stages import drop_tied_copies
 
 
+def _tiny(tied: bool) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=tied,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
 def _save_with_both_copies(model: LlamaForCausalLM, out: Path) -> None:
     """What Trainer.save_model wrote under DeepSpeed: every parameter, the tied head included, in one file."""
     model.save_pretrained(out)
@@ -23,16 +36,7 @@ def _save_with_both_copies(model: LlamaForCausalLM, out: Path) -> None:
 @pytest.mark.parametrize("tied", [True, False])
 def test_a_tied_head_is_stored_once_and_the_model_loads_the_same(tmp_path: Path, tied: bool) -> None:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=512,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=tied,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = _tiny(tied)
     _save_with_both_copies(model, tmp_path)
     assert "lm_head.weight" in load_file(str(tmp_path / "model.safetensors"))
     saved = drop_tied_copies(str(tmp_path))
@@ -48,16 +52,7 @@ def test_a_tied_head_is_stored_once_and_the_model_loads_the_same(tmp_path: Path,
 
 
 def test_a_head_that_differs_from_the_embedding_is_kept(tmp_path: Path) -> None:
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,
-    )
-    _save_with_both_copies(LlamaForCausalLM(config), tmp_path)
+    _save_with_both_copies(_tiny(tied=True), tmp_path)
     state = load_file(str(tmp_path / "model.safetensors"))
     state["lm_head.weight"] = state["lm_head.weight"] + 1
     save_file(state, str(tmp_path / "model.safetensors"))
