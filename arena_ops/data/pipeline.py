@@ -53,7 +53,7 @@ def testset_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     """Build Diverse, Hard and Mix from the clean corpus (the judge rates difficulty; it must be reachable)."""
     import asyncio
 
-    from arena_ops.data.embed import embed
+    from arena_ops.data.embed import embedder
     from arena_ops.data.testset import build_testsets, rate_difficulty, summary
 
     ensure_clean(cfg, store)
@@ -61,7 +61,7 @@ def testset_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     tables = build_testsets(
         cfg,
         candidates,
-        embed=lambda texts: embed(texts, cfg.data.embedding_model),
+        embed=embedder(cfg),
         rate=lambda texts: asyncio.run(rate_difficulty(cfg, texts)),
     )
     counts = summary(tables)
@@ -107,7 +107,7 @@ def shard_stage(cfg: ArenaConfig, store: ArtifactStore, exclude: set[str] | None
 
 def _decontaminate(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, test_ids: set[str]):  # noqa: ANN202
     from arena_ops.data.decontam import decontaminate
-    from arena_ops.data.embed import embed
+    from arena_ops.data.embed import embedder
 
     is_test = np.array([pid in test_ids for pid in table["prompt_id"].to_pylist()], dtype=bool)
     test, train = table.filter(pa.array(is_test)), table.filter(pa.array(~is_test))
@@ -118,7 +118,7 @@ def _decontaminate(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, test
     kept, gone = decontaminate(
         train,
         references,
-        embed=(lambda texts: embed(texts, cfg.data.embedding_model)) if cfg.data.decontam_top_k else None,
+        embed=embedder(cfg) if cfg.data.decontam_top_k else None,
         top_k=cfg.data.decontam_top_k,
         min_similarity=cfg.data.decontam_min_similarity,
         ngram=cfg.data.decontam_ngram,

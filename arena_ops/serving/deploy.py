@@ -169,7 +169,7 @@ def deploy(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | 
         return Deployment(serving_base_url(cfg.serving))
     models = served_models(cfg, target_path)
     started = time.time()
-    with _driver(cfg):
+    with driver(cfg):
         result = _deploy(cfg, target_path, timeout_s)
         if cfg.serving.backend == "vllm":
             result.startup = _startup(cfg, models, result.deployed, result.deploy_started)
@@ -211,7 +211,7 @@ def _ask(cfg: ArenaConfig, model: str, what: str) -> Any:
 
 
 @contextlib.contextmanager
-def _driver(cfg: ArenaConfig) -> Iterator[None]:
+def driver(cfg: ArenaConfig) -> Iterator[None]:
     """Connected to Ray for the block only, when this call made the connection. Serve's applications are detached
     and keep running; a process that stayed a driver (an Airflow task, `arena round run`, a test) would be exited by
     Ray's core worker once that cluster goes away (`serve down`), taking the process with it."""

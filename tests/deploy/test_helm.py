@@ -241,3 +241,39 @@ def test_every_value_is_documented() -> None:
     for i, line in enumerate(lines):
         if line and not line.startswith((" ", "#")):
             assert lines[i - 1].startswith("#"), f"values.yaml: {line.split(':')[0]} has no comment above it"
+
+
+@pytest.mark.parametrize("variant", ["ci", "gpu"])
+def test_manifests_run_exactly_the_images_make_images_builds(chart: Any, variant: str) -> None:
+    """Names and tags as `make images` tags them (docker/images.sh --list); each container's start command and the
+    paths its env names are what the image provides (the compose test runs LAUNCH inside the built images)."""
+    from tests.deploy.images import LAUNCH, built_images, dockerfile_env, kind
+
+    built = built_images()
+    values, docs = render(chart, VARIANTS[variant])
+    ours = []
+    for doc in by_kind(docs, "RayService") + by_kind(docs, "RayCluster"):
+        spec = doc["spec"].get("rayClusterConfig", doc["spec"])
+        groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+        for group in groups:
+            ours += group["template"]["spec"]["containers"]
+    images = {c["image"] for c in ours}
+    want_ray = next(i for i in built if kind(i) == "ray" and i.endswith("-cpu" if variant == "ci" else "-gpu"))
+    assert images == {want_ray}, f"{variant}: the Ray containers run {images}; make images builds {built}"
+    airflow = f"{values['airflow']['defaultAirflowRepository']}:{values['airflow']['defaultAirflowTag']}"
+    assert airflow in built and kind(airflow) == "airflow", f"Airflow runs {airflow}; make images builds {built}"
+    for c in ours:
+        # KubeRay writes the command (`ray start` under a login bash: LAUNCH checks `ray` is found there).
+        assert "command" not in c and "args" not in c, c
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        mounts = [m["mountPath"] for m in c["volumeMounts"]]
+        assert any(env["ARENA_CONFIG"].startswith(m + "/") for m in mounts), (env["ARENA_CONFIG"], mounts)
+    assert LAUNCH["ray"][0] == "/bin/bash" and "-lc" in LAUNCH["ray"]
+    # The Airflow chart's env: the config on the mounted ConfigMap, the plugins where the image puts them.
+    af_env = {e["name"]: e["value"] for e in values["airflow"]["env"]}
+    af_mounts = [m["mountPath"] for m in values["airflow"]["volumeMounts"]]
+    assert any(af_env["ARENA_CONFIG"].startswith(m + "/") for m in af_mounts)
+    image_env = dockerfile_env("airflow")
+    assert af_env["AIRFLOW__CORE__PLUGINS_FOLDER"] == image_env["AIRFLOW__CORE__PLUGINS_FOLDER"]
+    dags = values["airflow"].get("dags", {}).get("mountPath", "/opt/airflow/dags")  # the chart's default
+    assert image_env["AIRFLOW__CORE__DAGS_FOLDER"] == dags

@@ -192,7 +192,7 @@ def ray_jobs_cluster(tmp_path: Path):
 
     from tests.conftest import free_port
 
-    dash = free_port()
+    dash, gcs = free_port(), free_port()
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",
@@ -205,7 +205,7 @@ def ray_jobs_cluster(tmp_path: Path):
         "start",
         "--head",
         "--block",
-        f"--port={free_port()}",
+        f"--port={gcs}",
         "--node-ip-address=127.0.0.1",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
@@ -226,7 +226,7 @@ def ray_jobs_cluster(tmp_path: Path):
                 pass
             assert proc.poll() is None, "ray start exited"
             time.sleep(1)
-        yield url, env
+        yield url, env, f"127.0.0.1:{gcs}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -237,7 +237,7 @@ def ray_jobs_cluster(tmp_path: Path):
 
 
 def test_ray_job_launcher_trains_and_registers(base: Path, tmp_path: Path, ray_jobs_cluster, monkeypatch) -> None:
-    url, env = ray_jobs_cluster
+    url, _env, _gcs = ray_jobs_cluster
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cfg, store = setup(tmp_path, base, **{"training.launcher": {"kind": "ray_job", "ray_address": url}})
     sft = train_stage(cfg, store, 0, "sft", timeout_s=600)
@@ -245,3 +245,27 @@ def test_ray_job_launcher_trains_and_registers(base: Path, tmp_path: Path, ray_j
     assert changed(load_file(str(base / "model.safetensors")), weights(sft["model_uri"]))
     # The job's own last line, fetched from Ray Jobs into the store.
     assert sft["model_uri"] in Path(sft["log"].removeprefix("file://")).read_text()
+
+
+def test_embedding_runs_as_a_ray_task_where_sentence_transformers_is_missing(
+    base: Path, tmp_path: Path, ray_jobs_cluster, monkeypatch
+) -> None:
+    """The Airflow image has no torch: decontamination and test-set clustering embed on the Ray cluster instead."""
+    import numpy as np
+
+    from arena_ops.data import embed as embed_mod
+    from arena_ops.errors import DataError
+
+    _url, _env, gcs = ray_jobs_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    texts = ["Write a haiku about rain.", "Sort a list in Python.", "Write a short poem about rain."]
+    local = embed_mod.embed(texts)
+    monkeypatch.setattr(embed_mod, "embeds_here", lambda: False)
+    cfg, _ = setup(tmp_path, base, **{"serving.ray_address": None})
+    with pytest.raises(DataError, match=r"arena-flywheel\[embed\]"):
+        embed_mod.embedder(cfg)
+    cfg, _ = setup(tmp_path, base, **{"serving.ray_address": gcs})
+    remote = embed_mod.embedder(cfg)(texts)
+    assert remote.shape == local.shape == (3, 384)
+    np.testing.assert_allclose(remote, local, atol=1e-5)
+    assert not __import__("ray").is_initialized()  # the driver connection was for the call only
