@@ -36,6 +36,8 @@ RUN rm -rf /opt/arena/build /opt/arena/*.egg-info \
     && rm -rf /opt/arena/build /opt/arena/*.egg-info \
     && python -I -c "from arena_ops import __version__; import arena_ops.serving.engine, vllm, ray.serve, deepspeed, trl, sentence_transformers"
 COPY --chown=ray:users configs /opt/arena/configs
+# The models' mount point (compose's ray-models volume), owned by ray so that a fresh named volume is writable.
+RUN mkdir -p /opt/arena/models
 
 ENV ARENA_CONFIG=/opt/arena/configs/tiny.yaml \
     RAY_USAGE_STATS_ENABLED=0 \

@@ -240,7 +240,7 @@ def test_compose_stack_runs_a_round(stack: tuple[Compose, dict[str, float]]) -> 
     for dag_id in (ROUND, "arena_elo"):
         api.set_paused(dag_id, False)
     t0 = time.monotonic()
-    run = api.trigger(ROUND, {"iteration": 0, "sample_limit": 8})
+    run = api.trigger(ROUND, {"iteration": 0, "sample_limit": 16})
     deadline = time.monotonic() + 2400
     while (state := api.run(ROUND, run["dag_run_id"])["state"]) not in ("success", "failed"):
         assert time.monotonic() < deadline, f"the round is still {state} after 2400 s"
@@ -275,5 +275,6 @@ def test_compose_stack_runs_a_round(stack: tuple[Compose, dict[str, float]]) -> 
     from arena_ops.ui.screenshot import shoot
 
     shots = shoot("http://127.0.0.1:8080", user, password, cfg.flywheel, "all", ARTIFACTS / "compose")
-    assert all(p.stat().st_size > 10_000 for p in shots)
+    board_png, history_png = shots
+    assert board_png.stat().st_size > 20_000 and history_png.stat().st_size > 2_000, [p.stat().st_size for p in shots]
     print("compose timings (s):", {k: round(v) for k, v in times.items()})
