@@ -48,7 +48,7 @@ setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo,stack] 
 # LlamaConfig` and `from vllm import LLM`. Nothing in arena_ops needs them, so the cpu install removes them.
 $(STAMP):
 	@if [ -n "$(VENV_HOME)" ] && [ ! -e $(VENV) ]; then \
-		mkdir -p $(VENV_HOME)/$(DEPS_KEY) && ln -s $(VENV_HOME)/$(DEPS_KEY) $(VENV) \
+		mkdir -p $(VENV_HOME)/$(DEPS_KEY) && ln -sfn $(VENV_HOME)/$(DEPS_KEY) $(VENV) \
 		&& echo "$(VENV) -> $(VENV_HOME)/$(DEPS_KEY)"; fi
 	@if [ -e $@ ]; then echo "reusing the environment built for this pyproject.toml"; else \
 		set -e; test -x $(PY) || $(PYTHON) -m venv "$$(readlink -f $(VENV))"; \
