@@ -170,6 +170,7 @@ def test_key_fields(chart: Any) -> None:
     assert mounted.pop("serving") == {
         "rayservice": {"name": "arena-serve", "namespace": "arena"},
         "host": "arena-serve-serve-svc",
+        "ray_address": "ray://arena-train-head-svc:10001",  # where the Airflow image (no torch) embeds
     }
     assert mounted == {k: v for k, v in values["flywheel"]["config"].items() if k != "serving"}
     ArenaConfig.model_validate(yaml.safe_load(cm["data"]["flywheel.yaml"]))  # the DAGs can load what is mounted

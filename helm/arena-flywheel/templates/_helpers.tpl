@@ -196,5 +196,14 @@ workerGroupSpecs:
 {{- end -}}
 {{- $_ := set $config "serving" $serving -}}
 {{- end -}}
+{{- /* The Airflow image has no torch: it embeds (decontamination, test sets) as Ray tasks, through Ray Client on
+     the training cluster unless the values name another cluster. */ -}}
+{{- if .Values.rayTraining.enabled -}}
+{{- $serving := get $config "serving" | default dict -}}
+{{- if not (hasKey $serving "ray_address") -}}
+{{- $_ := set $serving "ray_address" (printf "ray://%s-head-svc:10001" .Values.rayTraining.name) -}}
+{{- end -}}
+{{- $_ := set $config "serving" $serving -}}
+{{- end -}}
 {{- toJson $config -}}
 {{- end -}}
