@@ -4,7 +4,8 @@ docker/flywheel.compose.yaml triggered through Airflow's REST API, its battle ta
 the stack's bucket, the Arena view opened in Chromium, `down -v`, and nothing of the project left running.
 
 Marked ``docker``: `make test` leaves it out (building the images takes longer than CI allows); `make test-docker`
-runs it. Skipped with the reason when no Docker engine answers and none can be started (that needs root)."""
+runs it. Skipped with the reason when no Docker engine answers and none can be started (that needs root).
+ARENA_COMPOSE_KEEP=1 leaves the stack up for debugging and prints the command that takes it down."""
 
 from __future__ import annotations
 
@@ -181,6 +182,8 @@ def take_down(c: Compose, times: dict[str, float]) -> None:
     volumes = docker(c.env, "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={c.project}").stdout
     volumes = volumes.split()
     assert volumes == [], f"volumes left after `down -v`: {volumes}"
+    networks = docker(c.env, "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={c.project}")
+    assert networks.stdout.split() == [], f"networks left after `down -v`: {networks.stdout}"
     assert not any(_taken(p) for p in PORTS), "a port of the stack still answers after `down -v`"
 
 

@@ -11,11 +11,12 @@ REPO = Path(__file__).resolve().parents[2]
 def test_every_test_file_runs_in_a_lane() -> None:
     makefile = (REPO / "Makefile").read_text().replace("\\\n", " ")
     lanes = {}
-    for name in ("LANE_A", "LANE_B", "RAY_JOB_TEST"):
+    for name in ("LANE_A", "LANE_B", "RAY_JOB_TESTS"):
         m = re.search(rf"^{name} :=(.*)$", makefile, re.M)
         assert m, f"Makefile defines no {name}"
         lanes[name] = m.group(1).split()
-    paths = [p.replace("$(RAY_JOB_TEST)", lanes["RAY_JOB_TEST"][0]) for p in lanes["LANE_A"] + lanes["LANE_B"]]
+    lane_a = [t for p in lanes["LANE_A"] for t in (lanes["RAY_JOB_TESTS"] if p == "$(RAY_JOB_TESTS)" else [p])]
+    paths = lane_a + lanes["LANE_B"]
     files = [p for p in paths if "::" not in p]
     for test_file in sorted(REPO.glob("tests/**/test_*.py")):
         rel = test_file.relative_to(REPO).as_posix()
