@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from arena_ops.airflow_api import AirflowAPI
 from arena_ops.config import load_config
@@ -37,14 +38,18 @@ PORTS = [8080, 8265, 8000, 10001, 9000, 9001]
 ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", REPO / ".arena" / "test-artifacts"))
 
 
-def docker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], env=env, capture_output=True, text=True)
+def docker(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], env=env, capture_output=True, text=True, check=check)
+
+
+def inspect(env: dict[str, str], cid: str) -> dict:
+    return json.loads(docker(env, "inspect", cid, check=True).stdout)[0]
 
 
 def _answers(env: dict[str, str]) -> bool:
     return (
         bool(shutil.which("docker"))
-        and subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0
+        and docker(env, "info").returncode == 0
     )
 
 
@@ -67,7 +72,7 @@ def docker_env() -> dict[str, str]:
 def compose_cmd(env: dict[str, str]) -> list[str]:
     if (
         shutil.which("docker")
-        and subprocess.run(["docker", "compose", "version"], env=env, capture_output=True).returncode == 0
+        and docker(env, "compose", "version").returncode == 0
     ):
         return ["docker", "compose"]
     if not shutil.which("docker-compose"):
@@ -92,7 +97,7 @@ class Compose:
             "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
             "MINIO_ROOT_PASSWORD": secrets.token_urlsafe(16),
             "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW_FERNET_KEY": __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
+            "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
         }
         lines = []
         for line in example.splitlines():
@@ -133,11 +138,7 @@ class Compose:
         """Service → health (or state, for services without a healthcheck)."""
         out = {}
         for cid in self.containers():
-            info = json.loads(
-                subprocess.run(
-                    ["docker", "inspect", cid], env=self.env, capture_output=True, text=True, check=True
-                ).stdout
-            )[0]
+            info = inspect(self.env, cid)
             state = info["State"]
             out[info["Config"]["Labels"]["com.docker.compose.service"]] = (state.get("Health") or {}).get(
                 "Status", state["Status"] + (f":{state['ExitCode']}" if state["Status"] == "exited" else "")
@@ -220,10 +221,7 @@ def test_compose_stack_runs_a_round(stack: tuple[Compose, dict[str, float]]) -> 
     project_images = set(built_images(os.environ.get("RAY_VARIANTS", "cpu")))
     used = set()
     for cid in c.containers():
-        info = json.loads(subprocess.run(["docker", "inspect", cid], env=c.env, capture_output=True, text=True).stdout)[
-            0
-        ]
-        used.add(info["Config"]["Image"])
+        used.add(inspect(c.env, cid)["Config"]["Image"])
     assert {i for i in used if not i.startswith("arena-local/")} <= project_images, used
     assert {i for i in project_images if "/ray:" in i and i.endswith("-cpu")} | {
         i for i in project_images if "/airflow:" in i

@@ -248,7 +248,7 @@ def test_every_value_is_documented() -> None:
 def test_manifests_run_exactly_the_images_make_images_builds(chart: Any, variant: str) -> None:
     """Names and tags as `make images` tags them (docker/images.sh --list); each container's start command and the
     paths its env names are what the image provides (the compose test runs LAUNCH inside the built images)."""
-    from tests.deploy.images import LAUNCH, built_images, dockerfile_env, kind
+    from tests.deploy.images import built_images, dockerfile_env, kind
 
     built = built_images()
     values, docs = render(chart, VARIANTS[variant])
@@ -269,7 +269,6 @@ def test_manifests_run_exactly_the_images_make_images_builds(chart: Any, variant
         env = {e["name"]: e.get("value") for e in c["env"]}
         mounts = [m["mountPath"] for m in c["volumeMounts"]]
         assert any(env["ARENA_CONFIG"].startswith(m + "/") for m in mounts), (env["ARENA_CONFIG"], mounts)
-    assert LAUNCH["ray"][0] == "/bin/bash" and "-lc" in LAUNCH["ray"]
     # The Airflow chart's env: the config on the mounted ConfigMap, the plugins where the image puts them.
     af_env = {e["name"]: e["value"] for e in values["airflow"]["env"]}
     af_mounts = [m["mountPath"] for m in values["airflow"]["volumeMounts"]]
