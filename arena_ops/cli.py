@@ -82,20 +82,25 @@ def store_ls(
     flywheel: Annotated[str | None, typer.Argument(help="Flywheel (default: the config's).")] = None,
 ) -> None:
     """List the iterations, stages and artifacts (with rows and commit state) of a flywheel."""
+    from arena_ops import catalogue
     from arena_ops.errors import NotCommittedError
     from arena_ops.store import ArtifactStore
 
     cfg = _load(ctx, config)
     store = ArtifactStore.from_config(cfg.storage)
     flywheel = flywheel or cfg.flywheel
-    table = Table("iteration", "stage", "artifact", "rows", "files", "committed", title=f"{store.uri}/{flywheel}")
+    table = Table(
+        "iteration", "stage", "artifact", "rows", "files", "committed", "battled as", title=f"{store.uri}/{flywheel}"
+    )
+    # Battle tables with the label their target battled under: from the one catalogue every reader uses.
+    labels = {t.key: t.label or "" for t in catalogue.battle_tables(store, flywheel)}
 
     def row(where: str, stage: str, name: str, prefix: str) -> None:
         try:
             m = store.manifest(prefix)
-            table.add_row(where, stage, name, str(m.rows), str(len(m.files)), m.committed_at)
+            table.add_row(where, stage, name, str(m.rows), str(len(m.files)), m.committed_at, labels.get(prefix, ""))
         except NotCommittedError:
-            table.add_row(where, stage, name, "", "", "[red]no[/red]")
+            table.add_row(where, stage, name, "", "", "[red]no[/red]", "")
 
     for it in store.list_iterations(flywheel):
         for stage in store.list_stages(flywheel, it):

@@ -508,6 +508,11 @@ class StackConfig(_Section):
     what only the stack needs."""
 
     dir: str = Field(".arena/stack", description="Data, secrets, state and logs of the stack (relative: to this file).")
+    flywheels: str | None = Field(
+        None,
+        description="Folder of flywheel configs the stack's Airflow generates DAGs from ($ARENA_FLYWHEELS; relative: "
+        "to this file). Empty: <dir>/flywheels, where `stack up` links this config.",
+    )
     postgres_port: int = Field(5433, ge=1, le=65535, description="PostgreSQL (Airflow's metadata database).")
     airflow_port: int = Field(8080, ge=1, le=65535, description="Airflow's api-server (UI and REST API).")
     airflow_parallelism: int = Field(4, ge=1, description="Task instances the LocalExecutor runs at once.")
@@ -744,6 +749,8 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     """Make relative local paths absolute, relative to the config file's directory."""
     cfg.storage.root = _resolve_uri(cfg.storage.root, base)
     cfg.stack.dir = _resolve_local(cfg.stack.dir, base)
+    if cfg.stack.flywheels:
+        cfg.stack.flywheels = _resolve_local(cfg.stack.flywheels, base)
     cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
     cfg.data.decontaminate_against = [_resolve_local(s, base) for s in cfg.data.decontaminate_against]
     if cfg.judge.template.endswith((".yaml", ".yml")):

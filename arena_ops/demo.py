@@ -18,6 +18,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from arena_ops import layout
 from arena_ops.airflow_api import AirflowAPI
 from arena_ops.cli_common import short_path as _short
@@ -26,6 +28,13 @@ from arena_ops.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parents[1]
 ROUND, ELO, TESTSET = "arena_flywheel_round", "arena_elo", "arena_testset_build"
+
+
+def dag_of(base: str, flywheel: str) -> str:
+    """A flywheel's DAG id, as the DAG files generate it (``arena_elo__<flywheel>``, ``-`` mapped to ``_``)."""
+    return f"{base}__{flywheel.replace('-', '_')}"
+
+
 FINISHED = {"success", "failed"}
 ACTIVE_TASK_STATES = {"running", "up_for_reschedule", "deferred", "queued", "scheduled", "up_for_retry"}
 
@@ -132,6 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     config_path = Path(args.config).resolve()
     cfg = load_config(config_path)
     stages = ["sft", "dpo", "rl"] if args.paper else args.stages.split(",") if args.stages else cfg.training.stages
+    from arena_ops.stack import Stack
+
+    stack = Stack(cfg, config_path)
+    # A round's record is written once: other stages or a prompt limit make an experiment of its own — a flywheel of
+    # its own in the stack's flywheel folder, beside the config's (both boards in the Arena view).
+    cfg, flywheel_path = _variant(cfg, stack, stages, args.sample_limit)
+    dag = {base: dag_of(base, cfg.flywheel) for base in (ROUND, ELO, TESTSET)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     judge = (
@@ -152,13 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     phases: dict[str, float] = {}
 
     # 1. The stack. ------------------------------------------------------------------------------------------------
-    from arena_ops.stack import Stack
-
     say(
         "\n== stack: PostgreSQL, SeaweedFS (S3), Ray head + worker, Airflow (api-server, scheduler, dag-processor, "
         "triggerer)"
     )
-    stack = Stack(cfg, config_path)
     t = time.monotonic()
     stack.up(progress=lambda msg: say(f"  {msg}"))
     phases["stack"] = round(time.monotonic() - t, 1)
@@ -167,21 +180,22 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(stack.client_env())
     store = ArtifactStore.from_config(cfg.storage)
     api = AirflowAPI.for_stack(stack.airflow_url, stack.airflow_home)
-    api.wait_for_dags([ROUND, ELO, TESTSET])
+    say(f"  flywheel {cfg.flywheel!r}: {_short(flywheel_path)} in the flywheel folder {_short(stack.flywheels_dir)}")
+    api.wait_for_dags([dag[ROUND], dag[ELO], dag[TESTSET]])
     # Runs of a paused DAG never start (backfills included). The Elo DAG runs on the battles Asset: the board follows
     # every new battle table. Unpaused, the round DAG's scheduler also runs the latest night: under the paper schedule
     # that iteration (days since start_date) is past the corpus, and the run skips itself.
-    for dag_id in (TESTSET, ROUND, ELO):
+    for dag_id in (dag[TESTSET], dag[ROUND], dag[ELO]):
         api.set_paused(dag_id, False)
     watch = Watcher(api, cfg, store, t0)
 
     # 2. The test set (its DAG also deploys every served model). ------------------------------------------------
     testset_s = serving_s = 0.0
     if not store.is_committed(layout.testset(cfg.flywheel, "mix")):
-        say("\n== test set: DAG arena_testset_build (corpus → clean → serve the models → Diverse/Hard/Mix → slices)")
-        run = api.trigger(TESTSET, {"config_path": str(config_path)})
-        watch.run(TESTSET, run["dag_run_id"], "test set")
-        for ti in api.task_instances(TESTSET, run["dag_run_id"]):
+        say(f"\n== test set: DAG {dag[TESTSET]} (corpus → clean → serve the models → Diverse/Hard/Mix → slices)")
+        run = api.trigger(dag[TESTSET], {})
+        watch.run(dag[TESTSET], run["dag_run_id"], "test set")
+        for ti in api.task_instances(dag[TESTSET], run["dag_run_id"]):
             if ti["task_id"] == "serve_judge":
                 serving_s += _seconds(ti)
             else:
@@ -196,22 +210,22 @@ def main(argv: list[str] | None = None) -> None:
     round_runs: list[dict[str, Any]] = []
     if todo:
         days = (first + timedelta(days=todo[0]), first + timedelta(days=todo[-1]))
-        conf: dict[str, Any] = {"config_path": str(config_path), "stages": stages}
+        conf: dict[str, Any] = {"stages": stages}
         if args.sample_limit:
             conf["sample_limit"] = args.sample_limit
         say(
-            f"\n== rounds: backfill of DAG {ROUND}, logical dates {days[0]} … {days[1]} = iterations "
+            f"\n== rounds: backfill of DAG {dag[ROUND]}, logical dates {days[0]} … {days[1]} = iterations "
             f"{todo[0]} … {todo[-1]}"
         )
         # Dates whose earlier run succeeded with other stages (e.g. `--paper` after the default demo) run again: the
         # re-resolved rounds reuse every battle and model whose inputs did not change.
         bf = api.create_backfill(
-            ROUND, f"{days[0]}T00:00:00Z", f"{days[1]}T23:59:59Z", conf, reprocess_behavior="completed"
+            dag[ROUND], f"{days[0]}T00:00:00Z", f"{days[1]}T23:59:59Z", conf, reprocess_behavior="completed"
         )
-        say(f"  backfill {bf['id']} created; the UI shows it on the DAG's page ({stack.airflow_url}/dags/{ROUND})")
+        say(f"  backfill {bf['id']} created; the UI shows it on the DAG's page ({stack.airflow_url}/dags/{dag[ROUND]})")
         for i in todo:
             run = _wait_backfill_run(api, first + timedelta(days=i), watch, since=_iso(bf["created_at"]))
-            round_runs.append(watch.run(ROUND, run["dag_run_id"], f"round {i}", iteration=i))
+            round_runs.append(watch.run(dag[ROUND], run["dag_run_id"], f"round {i}", iteration=i))
     else:
         say(
             f"\n== rounds: iterations 0 … {args.iterations - 1} are already reported (`make down`, then delete "
@@ -219,13 +233,32 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     # 4. The board: the Elo DAG runs on each new battle table; wait for the one after the last round. -----------
-    say("\n== Elo: DAG arena_elo (triggered by the battles Asset)")
+    say(f"\n== Elo: DAG {dag[ELO]} (triggered by the flywheel's battles Asset)")
     elo_runs = _wait_elo(api, watch, since=max((_iso(r["end_date"]) for r in round_runs), default=None))
     phases.update(_phases(api, store, cfg, round_runs, elo_runs, serving_s, testset_s))
     phases["total"] = round(time.monotonic() - t0, 1)
     summary = report(cfg, store, out, stack, args.iterations, stages, phases)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"\nFigures: {out / 'summary.json'}")
+
+
+def _variant(cfg: ArenaConfig, stack: Any, stages: list[str], limit: int | None) -> tuple[ArenaConfig, Path]:
+    """The demo's flywheel: the config's own, or — with other stages or a prompt limit — a variant named after them
+    (``demo-sft-dpo-rl``), written into the stack's flywheel folder as a config that loads back the same."""
+    from arena_ops.round import snapshot
+
+    if list(stages) == list(cfg.training.stages) and limit is None:
+        return cfg, stack.flywheels_dir / f"{cfg.flywheel}.yaml"
+    name = "-".join([cfg.flywheel, *stages] + ([f"n{limit}"] if limit else []))
+    data = snapshot(cfg)
+    data["flywheel"] = name
+    data.setdefault("training", {})["stages"] = list(stages)
+    if limit:
+        data.setdefault("battle", {})["sample_limit"] = limit
+    path = stack.flywheels_dir / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_config(path), path
 
 
 def _reported(store: ArtifactStore, cfg: ArenaConfig, i: int, stages: list[str], limit: int | None) -> bool:
@@ -246,7 +279,7 @@ def _wait_backfill_run(
     earlier run), once it is there."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for run in api.runs(ROUND, run_type="backfill"):
+        for run in api.runs(dag_of(ROUND, watch.cfg.flywheel), run_type="backfill"):
             queued = _iso(run.get("queued_at"))
             if _iso(run["logical_date"]).date() == day and queued and queued >= since - timedelta(seconds=5):
                 return run
@@ -260,7 +293,7 @@ def _wait_elo(api: AirflowAPI, watch: Watcher, since: datetime | None, timeout_s
     run now (``since`` None), the latest Elo run at once, if any."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        runs = api.runs(ELO)
+        runs = api.runs(dag_of(ELO, watch.cfg.flywheel))
         fresh = [r for r in runs if since is None or (_iso(r["start_date"]) or since) >= since - timedelta(seconds=60)]
         busy = [r for r in runs if r["state"] not in FINISHED]
         if since is None and not busy:  # no round ran now (all reported before): nothing new for the Elo DAG
@@ -288,7 +321,7 @@ def _phases(
     from each stage's submit to the end of its wait; Elo = the Elo DAG's runs."""
     gen = judge = battle_tasks = training = 0.0
     for run in round_runs:
-        tis = {t["task_id"]: t for t in api.task_instances(ROUND, run["dag_run_id"])}
+        tis = {t["task_id"]: t for t in api.task_instances(dag_of(ROUND, cfg.flywheel), run["dag_run_id"])}
         for tid, t in tis.items():
             if tid.startswith(("battles_", "evaluate_")):
                 battle_tasks += _seconds(t)

@@ -15,6 +15,10 @@ class SlicesExhaustedError(ConfigError):
     """An iteration needs slices beyond data.num_shards (the paper schedule uses three per iteration)."""
 
 
+class RoundStartedError(ConfigError):
+    """A started round was resolved again with a changed config or plan: its record is written once."""
+
+
 class StoreError(ArenaError):
     """The artifact store could not do what was asked; the message names the URI."""
 

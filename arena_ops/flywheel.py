@@ -21,9 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from arena_ops import layout
+from arena_ops import catalogue, layout
 from arena_ops.config import ArenaConfig, load_config
-from arena_ops.errors import TrainingError
+from arena_ops.errors import ConfigError, TrainingError
 from arena_ops.round import ModelRef, Round, Step, resolve
 from arena_ops.store import ArtifactStore
 from arena_ops.training.stage_registry import STAGES
@@ -81,9 +81,15 @@ def step_battle_run(rnd: Round, cfg: ArenaConfig, store: ArtifactStore, st: Step
     from arena_ops.data.pipeline import read_shard
 
     scfg = with_target(cfg, model)
-    meta = {"step": st.name, "slice": st.slice, "battled_model": model.uri if model else None}
-    if model is not None:
-        meta.update(target_label=model.label, target_name=cfg.models.target.name)
+    name = cfg.models.target.name
+    meta = {
+        "step": st.name,
+        "slice": st.slice,
+        "battled_model": model.uri if model else None,
+        # A target that is not served (recorded, external) does not change: its battles are told apart by iteration.
+        "target_label": model.label if model else f"{name}@{rnd.iteration}",
+        "target_name": name,
+    }
     return BattleRun(scfg, store, rnd.iteration, st.run, plan(scfg, read_shard(cfg, store, st.slice)), meta=meta)
 
 
@@ -231,33 +237,12 @@ def evaluate(ref: Ref, which: str, progress: Any = None, testsets: list[str] | N
 
 def eval_tables(cfg: ArenaConfig, store: ArtifactStore, testset: str = "mix") -> dict[str, pa.Table]:
     """Evaluated model label → its battles on the test set, the target renamed to that label."""
-    prefix = f"{layout.eval_base(cfg.flywheel, testset)}/{layout.BATTLES}"
-    out = {}
-    for tag in store.list_artifacts_at(prefix):
-        key = f"{prefix}/{tag}"
-        label = store.manifest(key).meta.get("target_label") or f"{cfg.models.target.name}@{tag}"
-        out[label] = _versioned(store.read_artifact_table(key), cfg.models.target.name, label)
-    return out
-
-
-def _versioned(table: pa.Table, target: str, label: str) -> pa.Table:
-    import pyarrow.compute as pc
-
-    for col in ("model_a", "model_b"):
-        idx = table.column_names.index(col)
-        table = table.set_column(idx, col, pc.if_else(pc.equal(table[col], target), label, table[col]))
-    return table
+    return catalogue.evaluations(store, cfg.flywheel, testset)
 
 
 def training_tables(cfg: ArenaConfig, store: ArtifactStore) -> list[pa.Table]:
     """Every step's battle table of every iteration, the target renamed to the label of the model that battled."""
-    out = []
-    for it in store.list_iterations(cfg.flywheel):
-        for run in store.list_artifacts(cfg.flywheel, it, layout.BATTLES):
-            key = layout.battles(cfg.flywheel, it, run)
-            label = store.manifest(key).meta.get("target_label") or f"{cfg.models.target.name}@{it}"
-            out.append(_versioned(store.read_artifact_table(key), cfg.models.target.name, label))
-    return out
+    return [catalogue.read(store, e) for e in catalogue.battle_tables(store, cfg.flywheel, "training")]
 
 
 # Whole rounds ---------------------------------------------------------------------------------------------------------
@@ -425,6 +410,31 @@ def render_report(body: dict[str, Any]) -> str:
 
 
 def elo_update(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`elo_update_for` the flywheel of a config file."""
+    return elo_update_for(load_config(config_path, overrides or {}))
+
+
+def elo_update_from_events(config_path: str, extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Elo DAG's task: rate the flywheel of ``config_path`` — the one whose battles Asset fired. ``extras`` are
+    the triggering Asset events' extras: round references (flywheel, iteration, storage). The newest round's config
+    snapshot is used (its store and rating settings: what the round wrote with); an event of another flywheel is
+    refused, never rated here."""
+    cfg = load_config(config_path)
+    refs = [e for e in extras if e.get("iteration") is not None and e.get("storage")]
+    strangers = sorted({str(e.get("flywheel")) for e in extras if e.get("flywheel") not in (None, cfg.flywheel)})
+    if strangers:
+        raise ConfigError(
+            f"the Elo DAG of flywheel {cfg.flywheel!r} ({config_path}) was triggered by battles of {strangers}: "
+            "each flywheel's Elo DAG rates its own battles Asset only"
+        )
+    if refs:
+        newest = max(refs, key=lambda e: int(e["iteration"]))
+        cfg = Round.from_ref({**newest, "flywheel": cfg.flywheel}).cfg()
+    out = elo_update_for(cfg)
+    return {**out, "flywheel": cfg.flywheel, "rounds": sorted({int(e["iteration"]) for e in refs})}
+
+
+def elo_update_for(cfg: ArenaConfig) -> dict[str, Any]:
     """Recompute the leaderboards from every battle table of the flywheel; write them and a round-over-round history.
 
     The target changes every step, so its battles are rated under the label of the model that battled
@@ -434,11 +444,8 @@ def elo_update(config_path: str, overrides: dict[str, Any] | None = None) -> dic
     from arena_ops.rating.battles import validate_battles
     from arena_ops.rating.leaderboard import compute_leaderboard, leaderboard_files
 
-    cfg = load_config(config_path, overrides or {})
     store = ArtifactStore.from_config(cfg.storage)
-    testsets = [
-        ts for ts in ("mix", "diverse", "hard") if store.list(f"{layout.eval_base(cfg.flywheel, ts)}/{layout.BATTLES}")
-    ]
+    testsets = catalogue.testsets_with_battles(store, cfg.flywheel)
     evals = {ts: list(eval_tables(cfg, store, ts).values()) for ts in testsets}
     tables = training_tables(cfg, store) + [t for ts in testsets for t in evals[ts]]
     if not tables:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arena_ops import layout
 from arena_ops.config import ArenaConfig, StorageConfig, load_config
-from arena_ops.errors import ConfigError, SlicesExhaustedError
+from arena_ops.errors import ConfigError, RoundStartedError, SlicesExhaustedError
 from arena_ops.store import ArtifactStore
 from arena_ops.training.stage_registry import STAGES, with_needs
 
@@ -225,10 +225,40 @@ def resolve(
         old = Round.model_validate(store.read_json(f"{prefix}/round.json"))
         if old.model_dump(exclude={"resolved_at"}) == rnd.model_dump(exclude={"resolved_at"}):
             return old  # a retried resolve, or a rerun: the same round
-        log.info("iteration %d is re-resolved with a changed config or plan; content keys decide what is redone", it)
+        if started(old, store):
+            raise RoundStartedError(
+                f"{cfg.flywheel} iteration {it} has started ({store.key_uri(prefix)}) and its record is written once: "
+                f"it differs from this resolve in {', '.join(_differences(old, rnd))}. Run a new iteration "
+                "(`iteration` param / --iteration), or give the changed config a new flywheel name"
+            )
+        log.info("iteration %d had not started: its record is resolved anew", it)
     rnd.resolved_at = datetime.now(UTC).isoformat(timespec="seconds")
     rnd.save(store)
     return rnd
+
+
+def started(rnd: Round, store: ArtifactStore) -> bool:
+    """Whether any step of the round has written anything: its data, battles, jobs, models or report. The
+    evaluation of the start model does not count (it is filed outside the iteration and keyed by content)."""
+    base = layout.iteration_base(rnd.flywheel, rnd.iteration)
+    written = {k.rstrip("/").rsplit("/", 1)[-1] for k in store.list(base)}
+    return bool(written - {layout.ROUND})
+
+
+def _differences(old: Round, new: Round) -> list[str]:
+    """Dotted keys where two records differ (the config snapshot key by key), for the refusal message."""
+    a, b = old.model_dump(exclude={"resolved_at"}), new.model_dump(exclude={"resolved_at"})
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, where: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str):
+                walk(x.get(k), y.get(k), f"{where}.{k}" if where else str(k))
+        elif x != y:
+            out.append(where or "the record")
+
+    walk(a, b, "")
+    return [o.removeprefix("config.") for o in out[:8]] + (["…"] if len(out) > 8 else [])
 
 
 def snapshot(cfg: ArenaConfig) -> dict[str, Any]:
@@ -280,11 +310,11 @@ def best_on_board(
     candidate was evaluated there."""
     import pyarrow as pa
 
-    from arena_ops.flywheel import eval_tables
+    from arena_ops import catalogue
     from arena_ops.rating.battles import validate_battles
     from arena_ops.rating.bt import aggregate, fit_bt
 
-    tables = eval_tables(cfg, store, testset)
+    tables = catalogue.evaluations(store, cfg.flywheel, testset)
     labels = {m.label for m in candidates}
     if not tables or not labels <= set(tables):
         return None

@@ -8,7 +8,9 @@
 - **Ray**: a head and one worker node (``ray start --block``), each with its own resources, so placement across
   nodes is real (``engine.ray_resources``, ``training.launcher.ray_resources``).
 - **Airflow 3**: api-server (UI, REST, the Arena plugin), scheduler (LocalExecutor), dag-processor and triggerer,
-  on the stack's PostgreSQL, with the S3 store as an Airflow connection and ``ARENA_CONFIG`` pointing at the config.
+  on the stack's PostgreSQL, with the S3 store as an Airflow connection and ``ARENA_FLYWHEELS`` pointing at the
+  flywheel folder (``stack.flywheels``; by default ``<stack.dir>/flywheels``, holding a link to the config the stack
+  was started with: drop another flywheel's YAML beside it and its DAGs appear).
 
 Addresses come from the config (``storage.s3.endpoint_url``, ``serving.ray_address``, ``training.launcher.ray_address``
 and the ``stack`` section); data, generated secrets (mode 0600), state and logs live under ``stack.dir``. Every process
@@ -150,6 +152,7 @@ class Stack:
         conn_var = f"AIRFLOW_CONN_{(self.cfg.storage.s3.conn_id or S3_CONN_ID).upper()}"
         return {
             "ARENA_CONFIG": str(self.config_path),
+            "ARENA_FLYWHEELS": str(self.flywheels_dir),
             "AIRFLOW_HOME": str(self.airflow_home),
             conn_var: json.dumps(self.s3_connection()),
             **{k: v for k, v in RAY_ENV.items() if k == "RAY_AUTH_MODE"},
@@ -159,7 +162,11 @@ class Stack:
         """This environment without another Airflow's settings (a shell set up by `stack env` holds the S3
         connection as ``AIRFLOW_CONN_*``: the stack's Airflow must read its own, from its database)."""
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k not in ("ARENA_CONFIG", MARK)}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AIRFLOW") and k not in ("ARENA_CONFIG", "ARENA_FLYWHEELS", MARK)
+        }
         return {**env, MARK: str(self.dir), "PATH": path}
 
     def _ray_env(self) -> dict[str, str]:
@@ -176,8 +183,29 @@ class Stack:
             **self._base_env(),
             **RAY_ENV,
             "AIRFLOW_HOME": str(self.airflow_home),
-            "ARENA_CONFIG": str(self.config_path),
+            "ARENA_FLYWHEELS": str(self.flywheels_dir),
         }
+
+    # -- the flywheel folder ----------------------------------------------------------------------------------------
+
+    @property
+    def flywheels_dir(self) -> Path:
+        """The folder of flywheel configs Airflow generates DAGs from (``$ARENA_FLYWHEELS``)."""
+        return Path(self.cfg.stack.flywheels) if self.cfg.stack.flywheels else self.dir / "flywheels"
+
+    def _prepare_flywheels(self) -> None:
+        """The default folder holds a link to the stack's own config (relative paths in it still resolve against
+        its real directory); a configured folder is the user's, used as it is."""
+        folder = self.flywheels_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.cfg.stack.flywheels:
+            return
+        link = folder / f"{self.cfg.flywheel}.yaml"
+        if link.is_symlink() and link.resolve() == self.config_path:
+            return
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(self.config_path)
 
     # -- components -------------------------------------------------------------------------------------------------
 
@@ -504,6 +532,7 @@ class Stack:
         seconds each component took (0 when it already ran)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.secrets()
+        self._prepare_flywheels()
         timeout_s = self.cfg.stack.up_timeout_s
         took: dict[str, float] = {}
         airflow_prepared = False

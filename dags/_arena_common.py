@@ -1,22 +1,38 @@
-"""Shared by the arena DAG files: which config, default task arguments, the battles Asset. Import-light on purpose:
-only Airflow's SDK and arena_ops.config (pydantic + yaml) are imported at parse time."""
+"""Shared by the arena DAG files: the flywheel folder, default task arguments, the battles Asset. Import-light on
+purpose: only Airflow's SDK and arena_ops.config (pydantic + yaml) are imported at parse time.
+
+Each DAG file generates one DAG per flywheel config in ``$ARENA_FLYWHEELS`` (Airflow's dynamic DAG generation):
+``arena_flywheel_round__<flywheel>``, ``arena_elo__<flywheel>``, … There is no fallback config: an unset or empty
+folder generates nothing (the reason is logged), and a config that does not load becomes a DAG that says so (see
+:func:`broken_config_dag`) while the other flywheels' DAGs still load."""
 
 from __future__ import annotations
 
-import os
+import logging
 from datetime import timedelta
-from pathlib import Path
 
-from airflow.sdk import Asset
+import pendulum
+from airflow.sdk import DAG, Asset, task
 
-from arena_ops.config import ArenaConfig, load_config
+from arena_ops.config import ArenaConfig
+from arena_ops.flywheels import Flywheel, discover
 
-# The config every arena DAG reads: $ARENA_CONFIG, else the embedded default shipped beside the DAGs.
-CONFIG_PATH = os.environ.get("ARENA_CONFIG", str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
+log = logging.getLogger(__name__)
 
 
-def config() -> ArenaConfig:
-    return load_config(CONFIG_PATH)
+def flywheels() -> list[Flywheel]:
+    """The folder's configs, the broken ones included (``error`` set); the reason is logged when there is none."""
+    found, why = discover()
+    if why:
+        log.warning("%s", why)
+    for f in found:
+        if f.error:
+            log.error("flywheel config %s does not load: %s", f.path, f.error)
+    return found
+
+
+def dag_id(base: str, fw: Flywheel) -> str:
+    return f"{base}__{fw.id_suffix}"
 
 
 def default_args(cfg: ArenaConfig) -> dict:
@@ -28,6 +44,36 @@ def default_args(cfg: ArenaConfig) -> dict:
     }
 
 
-def battles_asset(cfg: ArenaConfig) -> Asset:
-    """Updated whenever a round writes battle records; the Elo DAG is scheduled on it."""
-    return Asset(f"arena://{cfg.flywheel}/battles", group="arena")
+def start_date(cfg: ArenaConfig) -> pendulum.DateTime:
+    return pendulum.parse(cfg.airflow.start_date)
+
+
+def battles_asset(flywheel: str) -> Asset:
+    """Updated whenever a round of ``flywheel`` writes battle records (the event's ``extra`` carries the round
+    reference); that flywheel's Elo DAG is scheduled on it."""
+    return Asset(f"arena://{flywheel}/battles", group="arena")
+
+
+def broken_config_dag(base: str, fw: Flywheel) -> DAG:
+    """A config in the folder that does not load, shown where a user of the UI looks: a DAG named after the file
+    whose description and docs give the error (file and key), and whose one task fails with it."""
+    message = fw.error or "unknown error"
+    with DAG(
+        dag_id=dag_id(base, fw),
+        description=f"BROKEN CONFIG {fw.path.name}: {message}"[:500],
+        doc_md=f"### The flywheel config `{fw.path}` does not load\n\n```\n{message}\n```\n\n"
+        "Fix the file: this DAG becomes the flywheel's own at the next parse.",
+        schedule=None,
+        start_date=pendulum.datetime(2024, 1, 1),
+        catchup=False,
+        tags=["arena", "broken-config"],
+    ) as dag:
+
+        @task(task_id="config_error", retries=1)
+        def config_error() -> None:
+            from arena_ops.errors import ConfigError
+
+            raise ConfigError(message)
+
+        config_error()
+    return dag

@@ -1,57 +1,72 @@
-"""Build the WizardArena test sets (Diverse, Hard, Mix) and re-cut the training shards without them (manual)."""
+"""Build the WizardArena test sets (Diverse, Hard, Mix) and re-cut the training shards without them (manual), one DAG
+per flywheel of ``$ARENA_FLYWHEELS`` (``arena_testset_build__<flywheel>``), on that flywheel's config."""
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
-from _arena_common import CONFIG_PATH, config, default_args
+from arena_ops.flywheels import Flywheel
 
-CFG = config()
+from _arena_common import dag_id, default_args, flywheels, start_date
 
-with DAG(
-    dag_id="arena_testset_build",
-    schedule=None,
-    start_date=pendulum.parse(CFG.airflow.start_date),
-    catchup=False,
-    default_args=default_args(CFG),
-    tags=["arena"],
-    params={"config_path": Param(CONFIG_PATH, type="string")},
-) as dag:
+BASE = "arena_testset_build"
 
-    @task
-    def corpus(params: dict | None = None) -> dict:
-        from arena_ops.config import load_config
-        from arena_ops.data.pipeline import ensure_clean
-        from arena_ops.store import ArtifactStore
 
-        cfg = load_config(params["config_path"])
-        ensure_clean(cfg, ArtifactStore.from_config(cfg.storage))
-        return {"flywheel": cfg.flywheel}
+def testset_dag(fw: Flywheel) -> DAG:
+    cfg = fw.cfg
+    assert cfg is not None
+    config_path = str(fw.path)
 
-    @task
-    def serve_judge(_c: dict, params: dict | None = None) -> str:
-        from arena_ops.config import load_config
-        from arena_ops.serving.deploy import up
+    with DAG(
+        dag_id=dag_id(BASE, fw),
+        description=f"WizardArena test sets of flywheel {cfg.flywheel!r}",
+        schedule=None,
+        start_date=start_date(cfg),
+        catchup=False,
+        default_args=default_args(cfg),
+        tags=["arena", f"flywheel:{cfg.flywheel}"],
+    ) as dag:
 
-        return up(load_config(params["config_path"]))
+        @task
+        def corpus() -> dict:
+            from arena_ops.config import load_config
+            from arena_ops.data.pipeline import ensure_clean
+            from arena_ops.store import ArtifactStore
 
-    @task
-    def testsets(_endpoint: str, params: dict | None = None) -> dict:
-        from arena_ops.config import load_config
-        from arena_ops.data.pipeline import testset_stage
-        from arena_ops.store import ArtifactStore
+            c = load_config(config_path)
+            ensure_clean(c, ArtifactStore.from_config(c.storage))
+            return {"flywheel": c.flywheel}
 
-        cfg = load_config(params["config_path"])
-        return testset_stage(cfg, ArtifactStore.from_config(cfg.storage))
+        @task
+        def serve_judge(_c: dict) -> str:
+            from arena_ops.config import load_config
+            from arena_ops.serving.deploy import up
 
-    @task
-    def reshard(_t: dict, params: dict | None = None) -> dict:
-        from arena_ops.config import load_config
-        from arena_ops.data.pipeline import ensure_shards
-        from arena_ops.store import ArtifactStore
+            return up(load_config(config_path))
 
-        cfg = load_config(params["config_path"])
-        return {"shards": len(ensure_shards(cfg, ArtifactStore.from_config(cfg.storage)))}
+        @task
+        def testsets(_endpoint: str) -> dict:
+            from arena_ops.config import load_config
+            from arena_ops.data.pipeline import testset_stage
+            from arena_ops.store import ArtifactStore
 
-    reshard(testsets(serve_judge(corpus())))
+            c = load_config(config_path)
+            return testset_stage(c, ArtifactStore.from_config(c.storage))
+
+        @task
+        def reshard(_t: dict) -> dict:
+            from arena_ops.config import load_config
+            from arena_ops.data.pipeline import ensure_shards
+            from arena_ops.store import ArtifactStore
+
+            c = load_config(config_path)
+            return {"shards": len(ensure_shards(c, ArtifactStore.from_config(c.storage)))}
+
+        reshard(testsets(serve_judge(corpus())))
+    return dag
+
+
+for _fw in flywheels():
+    if _fw.cfg is not None:
+        _dag = testset_dag(_fw)
+        globals()[_dag.dag_id] = _dag

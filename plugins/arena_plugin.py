@@ -1,36 +1,39 @@
 """Airflow plugin: the "Arena" entry in the Airflow UI (leaderboards, Elo history, win rates, battle browser).
 
-A FastAPI app mounted at ``/arena`` on the API server, shown in the UI's navigation as an embedded view. It reads
-the artifact store of ``$ARENA_CONFIG`` (the same config the DAGs read) and requires the Airflow UI's own
+A FastAPI app mounted at ``/arena`` on the API server, shown in the UI's navigation as an embedded view. It lists
+every flywheel of the flywheel folder (``$ARENA_FLYWHEELS``, the folder the DAGs are generated from), each read from
+its own config's artifact store, switched by the ``flywheel`` query parameter; and it requires the Airflow UI's own
 authentication on every endpoint.
 """
 
 from __future__ import annotations
-
-from functools import cache
 
 from airflow.plugins_manager import AirflowPlugin
 
 from arena_ops.ui.app import URL_PREFIX, create_app
 from arena_ops.ui.auth import airflow_user
 
+_CACHE: dict[tuple, dict] = {}
 
-@cache
-def _store():
-    import os
-    from pathlib import Path
 
-    from arena_ops.config import load_config
+def _stores() -> dict:
+    """Flywheel → its store, for the folder's configs as they are now (a config dropped into the folder appears
+    without a restart; stores are reused while the folder's files are unchanged)."""
+    from arena_ops.flywheels import discover
     from arena_ops.store import ArtifactStore
 
-    default = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
-    cfg = load_config(os.environ.get("ARENA_CONFIG", str(default)))
-    return ArtifactStore.from_config(cfg.storage)
+    found, _ = discover()
+    ok = [f for f in found if f.cfg is not None]
+    key = tuple((str(f.path), f.path.stat().st_mtime_ns) for f in ok)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = {f.name: ArtifactStore.from_config(f.cfg.storage) for f in ok}
+    return _CACHE[key]
 
 
 class ArenaPlugin(AirflowPlugin):
     name = "arena"
-    fastapi_apps = [{"app": create_app(_store, airflow_user), "url_prefix": URL_PREFIX, "name": "Arena"}]
+    fastapi_apps = [{"app": create_app(_stores, airflow_user), "url_prefix": URL_PREFIX, "name": "Arena"}]
     external_views = [
         {
             "name": "Arena",

@@ -8,23 +8,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from arena_ops.config import ArenaConfig, ExternalSource, ModelSpec, RecordedSource, SamplingConfig, ServedSource
+from arena_ops.config import ArenaConfig, ModelSpec, RecordedSource, SamplingConfig, ServedSource, StorageConfig
 from arena_ops.errors import BattleError
+from arena_ops.revisions import revision_of
 from arena_ops.serving.client import ChatClient, RequestRejected
 from arena_ops.serving.recorded import RecordedResponses
 
 from .parts import content_key
-
-
-def revision_of(spec: ModelSpec) -> str:
-    """What identifies the weights behind a name: a new target checkpoint is a new revision (new content keys)."""
-    src = spec.source
-    if isinstance(src, RecordedSource):
-        return f"recorded:{src.path}"
-    if isinstance(src, ExternalSource):
-        return f"{src.base_url}#{src.model}"
-    return f"served:{src.path}"
-
 
 RESPONSE_SCHEMA = pa.schema(
     [
@@ -57,13 +47,15 @@ class Participant:
     served: bool = False
 
     @classmethod
-    def identity(cls, spec: ModelSpec) -> Participant:
-        """Name, revision and sampling only (enough for content keys); no connection is opened."""
-        return cls(spec.name, revision_of(spec), spec.sampling, served=isinstance(spec.source, ServedSource))
+    def identity(cls, spec: ModelSpec, storage: StorageConfig, revision: str | None = None) -> Participant:
+        """Name, revision (of the content: :mod:`arena_ops.revisions`) and sampling only — enough for content keys;
+        no connection is opened."""
+        rev = revision or revision_of(spec, storage)
+        return cls(spec.name, rev, spec.sampling, served=isinstance(spec.source, ServedSource))
 
     @classmethod
-    def open(cls, spec: ModelSpec, cfg: ArenaConfig) -> Participant:
-        p = cls.identity(spec)
+    def open(cls, spec: ModelSpec, cfg: ArenaConfig, revision: str | None = None) -> Participant:
+        p = cls.identity(spec, cfg.storage, revision)
         if isinstance(spec.source, RecordedSource):
             p.recorded = RecordedResponses(spec.source.path, spec.name)
         else:

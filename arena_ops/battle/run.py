@@ -24,9 +24,10 @@ import pyarrow as pa
 from arena_ops import layout
 from arena_ops.config import ArenaConfig
 from arena_ops.errors import BattleError
+from arena_ops.revisions import revision_of
 from arena_ops.store import ArtifactStore
 
-from .generate import RESPONSE_SCHEMA, Participant, revision_of
+from .generate import RESPONSE_SCHEMA, Participant
 from .judge import Verdict, combine_games
 from .judging import JUDGMENT_SCHEMA, Game, Judge
 from .pairing import pairs_for
@@ -44,7 +45,7 @@ BATTLE_RECORD_SCHEMA = pa.schema(
         ("run", pa.string()),
         ("model_a", pa.string()),
         ("model_b", pa.string()),
-        ("revision_a", pa.string()),  # which weights answered (served:{uri}, recorded:{file}, {url}#{model})
+        ("revision_a", pa.string()),  # which content answered (arena_ops.revisions: sha256:…, recorded:sha256:…)
         ("revision_b", pa.string()),
         ("winner", pa.string()),
         ("score_a", pa.float64()),  # model_a's total over both games
@@ -133,7 +134,7 @@ class BattleRun:
         self.judgments = Parts(store, self.base, layout.JUDGMENTS, run, JUDGMENT_SCHEMA)
         specs = {m.name: m for m in cfg.models.battlers()}
         self.specs = [specs[m] for m in battle_plan.models]
-        self.revisions = {s.name: revision_of(s) for s in self.specs}
+        self.revisions = {s.name: revision_of(s, cfg.storage) for s in self.specs}
 
     # Generation ------------------------------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class BattleRun:
         specs = [s for s in self.specs if only is None or s.name == only]
         if only is not None and not specs:
             raise BattleError(f"model {only!r} does not battle in run {self.run} (models: {self.plan.models})")
-        participants = [Participant.open(s, self.cfg) for s in specs]
+        participants = [Participant.open(s, self.cfg, self.revisions[s.name]) for s in specs]
         try:
             for p in participants:
                 p.check_recorded(self.plan.prompts)
@@ -277,7 +278,7 @@ class BattleRun:
 
     def _judge_identity(self) -> Judge:
         # Only the hash and name are needed to rebuild battle ids; no client is opened.
-        return Judge(self.cfg, Participant.identity(self.cfg.models.judge))
+        return Judge(self.cfg, Participant.identity(self.cfg.models.judge, self.cfg.storage))
 
     def _identity(self, pid: str, a: str, b: str, bid: str, keys: dict, judge: Judge) -> dict[str, Any]:
         return {
@@ -330,7 +331,9 @@ class BattleRun:
 
         Only responses of the current revisions count (a new target checkpoint has new keys)."""
         wanted = {
-            (pr["prompt_id"], s.name): Participant.identity(s).response_key(pr["prompt_id"])
+            (pr["prompt_id"], s.name): Participant.identity(s, self.cfg.storage, self.revisions[s.name]).response_key(
+                pr["prompt_id"]
+            )
             for pr in self.plan.prompts
             for s in self.specs
         }

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ class ServedModel:
     path: str
     engine: EngineConfig
     tiny: TinyModelConfig | None = None
+    # The content of new target weights (arena_ops.revisions): a stage retrained into the same URI is new weights,
+    # and a changed user_config is what makes the running replica load them.
+    revision: str | None = None
 
 
 def served_models(cfg: ArenaConfig, target_path: str | None = None) -> list[ServedModel]:
@@ -46,6 +49,12 @@ def served_models(cfg: ArenaConfig, target_path: str | None = None) -> list[Serv
         new_weights = role == "target" and target_path and target_path != spec.source.path
         path = target_path if new_weights else spec.source.path
         model = ServedModel(spec.name, path, spec.source.engine, None if new_weights else spec.source.tiny)
+        if new_weights:
+            from arena_ops.revisions import weights_revision
+
+            rev = weights_revision(path, cfg.storage)
+            if rev.startswith("sha256:"):  # content read from here; a bare path changes with the path already
+                model = replace(model, revision=rev)
         if spec.name in out and out[spec.name] != model:
             raise ServingError(f"model name {spec.name!r} is configured twice with different sources")
         out[spec.name] = model
@@ -196,6 +205,8 @@ def engine_app(cfg: ArenaConfig, m: ServedModel, cpu_threads_bind: str | None = 
     weights: dict[str, Any] = {"path": m.path}
     if m.tiny is not None:
         weights["tiny"] = m.tiny.model_dump(mode="json", exclude_unset=True)
+    if m.revision is not None:
+        weights["revision"] = m.revision
     s3 = cfg.storage.s3.model_dump(mode="json", exclude_unset=True)
     if s3:  # what fetching s3:// weights needs; in user_config, so that a change of it restarts nothing
         weights["s3"] = s3

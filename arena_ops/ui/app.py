@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from arena_ops.errors import ArenaError
+from arena_ops.flywheels import ENV
 from arena_ops.store import ArtifactStore
 from arena_ops.ui import charts
 from arena_ops.ui.data import VERDICTS, ArenaReader, BattleFilter, NotFound
@@ -44,15 +45,30 @@ _templates.filters["q"] = lambda s: quote(str(s), safe="")  # one path segment (
 _templates.globals["heat_color"] = charts.heat_color
 
 
-def _reader(request: Request) -> ArenaReader:
-    return ArenaReader(request.app.state.store())
+Stores = Callable[[], "ArtifactStore | Mapping[str, ArtifactStore]"]
+
+
+def _reader(request: Request, flywheel: str | None = None) -> ArenaReader:
+    """The reader of the asked flywheel's store. The app is given either one store (every flywheel it holds) or the
+    flywheel folder's flywheels, each with its own store (flywheels may live in different buckets)."""
+    stores = request.app.state.stores()
+    if isinstance(stores, ArtifactStore):
+        return ArenaReader(stores)
+    names = list(stores)
+    if not names:
+        raise NotFound(f"the flywheel folder (${ENV}) has no flywheel config")
+    chosen = flywheel if flywheel in stores else names[0]
+    if flywheel is not None and flywheel not in stores:
+        raise NotFound(f"no flywheel {flywheel!r} in the flywheel folder (have {names})")
+    return ArenaReader(stores[chosen], names)
 
 
 Reader = Annotated[ArenaReader, Depends(_reader)]
 
 
-def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., Any]) -> FastAPI:
-    """``store`` is called per request (the plugin caches it); ``require_user`` guards every route."""
+def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
+    """``stores`` is called per request (the plugin caches it) and returns one store or flywheel → store;
+    ``require_user`` guards every route."""
     app = FastAPI(
         title="Arena",
         dependencies=[Depends(require_user)],
@@ -61,7 +77,7 @@ def create_app(store: Callable[[], ArtifactStore], require_user: Callable[..., A
         openapi_url=None,
     )
 
-    app.state.store = store
+    app.state.stores = stores
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Any]) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from arena_ops import layout
+from arena_ops import catalogue, layout
 from arena_ops.errors import ArenaError
 from arena_ops.store import ArtifactStore
 
@@ -53,12 +53,18 @@ class BattleFilter:
 
 
 class ArenaReader:
-    def __init__(self, store: ArtifactStore) -> None:
+    """Reads the flywheels of one store: ``names`` (the flywheel folder's, listed even before they wrote anything),
+    else every flywheel the store holds."""
+
+    def __init__(self, store: ArtifactStore, names: list[str] | None = None) -> None:
         self.store = store
+        self.names = names
 
     # Names ----------------------------------------------------------------------------------------------------------
 
     def flywheels(self) -> list[str]:
+        if self.names is not None:
+            return list(self.names)
         return [
             f
             for f in self.store.list_flywheels()
@@ -130,8 +136,8 @@ class ArenaReader:
         out = []
         for it in reversed(self.store.list_iterations(self._flywheel(flywheel))):
             runs = []
-            for _, run, key in self._battle_tables(flywheel, BattleFilter(iteration=it)):
-                meta = self.store.manifest(key).meta
+            for t in self._battle_tables(flywheel, BattleFilter(iteration=it)):
+                run, meta = t.run, t.meta
                 runs.append(
                     {
                         "run": run,
@@ -157,25 +163,11 @@ class ArenaReader:
 
     # Battles -------------------------------------------------------------------------------------------------------
 
-    def _battle_tables(self, flywheel: str, f: BattleFilter) -> list[tuple[int, str, str]]:
-        """(iteration, run, key) of every battle table: the rounds' steps, then the evaluations on test sets (run
+    def _battle_tables(self, flywheel: str, f: BattleFilter) -> list[catalogue.BattleTable]:
+        """Every battle table (the catalogue's): the rounds' steps, then the evaluations on test sets (run
         ``eval-{testset}``, filed under the iteration that evaluated)."""
-        its = self.store.list_iterations(self._flywheel(flywheel))
-        tables = [
-            (i, run, layout.battles(flywheel, i, run))
-            for i in its
-            for run in self.store.list_artifacts(flywheel, i, layout.BATTLES)
-        ]
-        for ts in self.store.list(f"{flywheel}/{layout.EVAL}"):
-            prefix = f"{ts.rstrip('/')}/{layout.BATTLES}"
-            for tag in self.store.list_artifacts_at(prefix):
-                key = f"{prefix}/{tag}"
-                meta = self.store.manifest(key).meta
-                tables.append((int(meta.get("iteration") or 0), layout.eval_run(meta.get("testset", "mix")), key))
-        return sorted(
-            (t for t in tables if (f.iteration is None or t[0] == f.iteration) and (f.run is None or t[1] == f.run)),
-            key=lambda t: (t[0], t[1].startswith(layout.EVAL_RUN_PREFIX), t[1], t[2]),
-        )
+        tables = catalogue.battle_tables(self.store, self._flywheel(flywheel), iteration=f.iteration, run=f.run)
+        return sorted(tables, key=lambda t: (t.iteration, t.kind == "eval", t.run, t.key))
 
     def battles(self, flywheel: str, f: BattleFilter, offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Battles matching ``f``, newest iteration first, with the total count for paging.
@@ -183,27 +175,27 @@ class ArenaReader:
         Paging is pushed down to the Parquet read: matching reads only the three filter columns (the prompt filter
         adds ``prompt_id``), and the list columns are read only from the row groups that hold the requested page
         (``benchmarks/bench_ui.py``)."""
-        matched: list[tuple[str, str, pa.Array | None, int]] = []  # key, object, matching rows (None: all), count
+        matched: list[tuple[Any, str, pa.Array | None, int]] = []  # table, object, matching rows (None: all), count
         models: set[str] = set()
         runs: set[str] = set()
         columns = _DICT_COLUMNS + (["prompt_id"] if f.prompt else [])
-        for _, run, key in reversed(self._battle_tables(flywheel, f)):
-            runs.add(run)
+        for entry in reversed(self._battle_tables(flywheel, f)):
+            runs.add(entry.run)
             files = ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else [])
             for name in files:
                 # Dictionary-encoded as written: a few distinct names, read and compared without decoding each row.
-                obj = f"{key}/{name}"
-                table = self._labelled(key, self.store.read_table(obj, columns=columns, dictionary=_DICT_COLUMNS))
+                obj = f"{entry.key}/{name}"
+                table = catalogue.labelled(entry, self.store.read_table(obj, columns=columns, dictionary=_DICT_COLUMNS))
                 for col in ("model_a", "model_b"):
                     models.update(pc.unique(table[col]).to_pylist())
                 mask = _mask(table, f)
                 if f.prompt and table.num_rows:
-                    hit = self._prompt_mask(key, table, f.prompt)
+                    hit = self._prompt_mask(entry.key, table, f.prompt)
                     mask = pc.fill_null(hit if mask is None else pc.and_(mask, hit), False)
                 rows = None if mask is None else pc.indices_nonzero(mask)
                 count = table.num_rows if rows is None else len(rows)
                 if count:
-                    matched.append((key, obj, rows, count))
+                    matched.append((entry, obj, rows, count))
         return {
             "flywheel": flywheel,
             "total": sum(m[3] for m in matched),
@@ -214,32 +206,21 @@ class ArenaReader:
             "runs": sorted(runs),
         }
 
-    def _page(self, matched: list[tuple[str, str, pa.Array | None, int]], offset: int, limit: int) -> list[dict]:
+    def _page(self, matched: list[tuple[Any, str, pa.Array | None, int]], offset: int, limit: int) -> list[dict]:
         """Rows ``offset`` … ``offset + limit`` of the matches end to end: only their row groups are read."""
         out: list[dict[str, Any]] = []
         skip = offset
-        for key, obj, rows, count in matched:
+        for entry, obj, rows, count in matched:
             if skip >= count:
                 skip -= count
                 continue
             take = min(limit - len(out), count - skip)
             wanted = list(range(skip, skip + take)) if rows is None else rows.slice(skip, take).to_pylist()
-            out.extend(self._labelled(key, self.store.read_rows(obj, wanted, columns=_LIST_COLUMNS)).to_pylist())
+            out.extend(catalogue.labelled(entry, self.store.read_rows(obj, wanted, columns=_LIST_COLUMNS)).to_pylist())
             skip = 0
             if len(out) >= limit:
                 break
         return out
-
-    def _labelled(self, key: str, table: pa.Table) -> pa.Table:
-        """The target under the label of the version that battled (``name@i0-sft``), as the boards name it."""
-        meta = self.store.manifest(key).meta
-        label = meta.get("target_label")
-        if not label:
-            return table
-        name = meta.get("target_name") or label.rsplit("@", 1)[0]  # a label is always `{name}@{tag}`
-        for col in ("model_a", "model_b"):
-            table = table.set_column(table.column_names.index(col), col, _renamed(table[col], name, label))
-        return table
 
     def _prompt_mask(self, key: str, table: pa.Table, needle: str) -> pa.ChunkedArray:
         hit = pc.match_substring(table["prompt_id"], needle, ignore_case=True)
@@ -252,13 +233,14 @@ class ArenaReader:
 
     def battle(self, flywheel: str, iteration: int, run: str, battle_id: str) -> dict[str, Any]:
         """One battle: its record (both games' scores and explanations) and both conversations."""
-        keys = [k for _, r, k in self._battle_tables(flywheel, BattleFilter(iteration=iteration, run=run))]
-        if not keys:
+        entries = self._battle_tables(flywheel, BattleFilter(iteration=iteration, run=run))
+        if not entries:
             raise NotFound(f"flywheel {flywheel!r} has no battle run {run!r} in iteration {iteration}")
-        record, key = None, keys[0]
-        for key in keys:
+        record, key = None, entries[0].key
+        for entry in entries:
+            key = entry.key
             for name in ("data.parquet", "invalid.parquet"):
-                table = self._labelled(key, self.store.read_table(f"{key}/{name}"))
+                table = catalogue.labelled(entry, self.store.read_table(f"{key}/{name}"))
                 rows = table.filter(pc.equal(table["battle_id"], battle_id)).to_pylist()
                 if rows:
                     record = rows[0]
@@ -283,18 +265,6 @@ class ArenaReader:
             "answers_a": sides["a"]["answers"] if sides["a"] else None,
             "answers_b": sides["b"]["answers"] if sides["b"] else None,
         }
-
-
-def _renamed(column: pa.ChunkedArray, name: str, label: str) -> pa.ChunkedArray:
-    """``column`` with ``name`` replaced by ``label``; a dictionary column is renamed in its dictionary only."""
-    if not pa.types.is_dictionary(column.type):
-        return pc.if_else(pc.equal(column, name), label, column)
-    chunks = []
-    for chunk in column.chunks:
-        values = chunk.dictionary
-        values = pc.if_else(pc.equal(values, name), label, values)
-        chunks.append(pa.DictionaryArray.from_arrays(chunk.indices, values))
-    return pa.chunked_array(chunks, type=column.type)
 
 
 def _mask(table: pa.Table, f: BattleFilter) -> pa.ChunkedArray | None:
