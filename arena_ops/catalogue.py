@@ -78,6 +78,23 @@ def battle_tables(
     return out
 
 
+def step_table(store: ArtifactStore, flywheel: str, iteration: int, run: str) -> BattleTable | None:
+    """A round step's battle table, if committed."""
+    key = layout.battles(flywheel, iteration, run)
+    return _entry(store, key, "training", iteration, run, None) if store.is_committed(key) else None
+
+
+def eval_table(store: ArtifactStore, flywheel: str, testset: str, tag: str) -> BattleTable | None:
+    """One evaluated model's battle table on a test set (``tag``: ``base``, ``i0-sft``), if committed."""
+    key = layout.eval_battles(flywheel, testset, tag)
+    return _entry(store, key, "eval", None, layout.eval_run(testset), testset, tag) if store.is_committed(key) else None
+
+
+def step_table_key(flywheel: str, iteration: int, run: str) -> str:
+    """Where a step's battle table is (or will be): for messages and content keys of what is built from it."""
+    return layout.battles(flywheel, iteration, run)
+
+
 def _entry(
     store: ArtifactStore, key: str, kind: Kind, it: int | None, run: str, testset: str | None, tag: str | None = None
 ) -> BattleTable:

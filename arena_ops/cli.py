@@ -109,10 +109,12 @@ def store_ls(
                 row(str(it), stage, "-", base)
             for name in store.list_artifacts(flywheel, it, stage, committed_only=False):
                 row(str(it), stage, name, f"{base}/{name}")
-    for ts in store.list(f"{flywheel}/eval"):  # evaluations: outside the iterations
-        prefix = f"{ts.rstrip('/')}/battles"
-        for name in store.list_artifacts_at(prefix, committed_only=False):
-            row("eval", ts.rstrip("/").rsplit("/", 1)[-1], name, f"{prefix}/{name}")
+    for ts in store.list(f"{flywheel}/eval"):  # evaluations: outside the iterations (parts and battle tables)
+        testset = ts.rstrip("/").rsplit("/", 1)[-1]
+        for kind in (k for k in store.list(ts.rstrip("/")) if k.endswith("/")):
+            prefix = kind.rstrip("/")
+            for name in store.list_artifacts_at(prefix, committed_only=False):
+                row("eval", f"{testset}/{prefix.rsplit('/', 1)[-1]}", name, f"{prefix}/{name}")
     console.print(table)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from arena_ops import layout
+from arena_ops import catalogue, layout
 from arena_ops.airflow_api import AirflowAPI
 from arena_ops.cli_common import short_path as _short
 from arena_ops.config import ArenaConfig, load_config
@@ -77,13 +77,13 @@ def battle_progress(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> t
     for st in rnd.steps:
         rows = store.manifest(layout.shard(cfg.flywheel, st.slice)).rows or 0
         planned += min(rows, limit or rows) * n
-        table = layout.battles(cfg.flywheel, iteration, st.run)
-        done += store.manifest(table).meta.get("battles", 0) if store.is_committed(table) else 0
+        table = catalogue.step_table(store, cfg.flywheel, iteration, st.run)
+        done += table.meta.get("battles", 0) if table is not None else 0
     mix = store.manifest(layout.testset(cfg.flywheel, "mix")).rows or 0
     models = [rnd.start] + [rnd.produced(store, s) for s in rnd.stages if STAGES[s].policy]
     planned += mix * n * (1 + sum(1 for s in rnd.stages if STAGES[s].policy))
     for m in models:
-        if m is not None and store.is_committed(layout.eval_battles(cfg.flywheel, "mix", m.tag)):
+        if m is not None and catalogue.eval_table(store, cfg.flywheel, "mix", m.tag) is not None:
             done += mix * n
     return done, planned
 

@@ -289,8 +289,8 @@ def round_status(rnd: Round, store: ArtifactStore) -> dict[str, Any]:
     """The record and its progress: for each step, which model battled, its battles, rows and produced models."""
     steps = []
     for st in rnd.steps:
-        key = layout.battles(rnd.flywheel, rnd.iteration, st.run)
-        meta = store.manifest(key).meta if store.is_committed(key) else None
+        table = catalogue.step_table(store, rnd.flywheel, rnd.iteration, st.run)
+        meta = table.meta if table is not None else None
         rows, produced = {}, {}
         for stage in st.stages:
             dkey = layout.train_data(rnd.flywheel, rnd.iteration, stage)
@@ -312,7 +312,7 @@ def round_status(rnd: Round, store: ArtifactStore) -> dict[str, Any]:
                 "run": st.run,
                 "battled_model": meta.get("battled_model") if meta else None,
                 "battled_label": meta.get("target_label") if meta else None,
-                "battles": {"uri": store.key_uri(key), "count": meta.get("battles")} if meta else None,
+                "battles": {"uri": store.key_uri(table.key), "count": meta.get("battles")} if table and meta else None,
                 "training_rows": rows,
                 "produced_model": produced[policy]["model"] if policy else None,
                 "produced_reason": produced[policy]["reason"] if policy else "battles only",

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from arena_ops import layout
+from arena_ops import catalogue, layout
 from arena_ops.battle.generate import RESPONSE_SCHEMA
 from arena_ops.battle.parts import Parts
 from arena_ops.config import ArenaConfig
@@ -33,10 +33,11 @@ def battle_context(
     cfg: ArenaConfig, store: ArtifactStore, iteration: int, run: str, prompts: pa.Table
 ) -> BattleContext:
     """One battle run's valid battles, its prompts' turns and every answer the battles point at."""
-    key = layout.battles(cfg.flywheel, iteration, run)
-    if not store.is_committed(key):
+    entry = catalogue.step_table(store, cfg.flywheel, iteration, run)
+    if entry is None:
+        key = catalogue.step_table_key(cfg.flywheel, iteration, run)
         raise TrainingError(f"no battle table {store.key_uri(key)}: run the step's battles first")
-    table = store.read_artifact_table(key)
+    table = store.read_artifact_table(entry.key)  # the served names, as the answers are stored under them
     prompt_rows = {r["prompt_id"]: r for r in prompts.select(["prompt_id", "turns", "system"]).to_pylist()}
     wanted = set(table["response_key_a"].to_pylist()) | set(table["response_key_b"].to_pylist())
     base = layout.iteration_base(cfg.flywheel, iteration)
@@ -96,7 +97,7 @@ def _inputs_key(cfg: ArenaConfig, store: ArtifactStore, iteration: int, run: str
         if stage(s).accumulate and cfg.training.accumulate
     }
     rules = [k_sft(cfg, iteration), cfg.training.k_dpo, cfg.models.target.name, stages]
-    return content_key(sha(layout.battles(cfg.flywheel, iteration, run)), earlier, rules)
+    return content_key(sha(catalogue.step_table_key(cfg.flywheel, iteration, run)), earlier, rules)
 
 
 def _with_earlier(cfg: ArenaConfig, store: ArtifactStore, iteration: int, name: str, table: pa.Table) -> pa.Table:

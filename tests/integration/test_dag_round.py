@@ -1,6 +1,7 @@
-"""`dag.test()` of a whole `arena_flywheel_round` on CPU: real vLLM tiny models on Ray Serve (the session deployment),
-real TRL SFT step under DeepSpeed, artifacts in an S3-protocol store (moto on loopback). A second run of the same
-iteration changes nothing."""
+"""`dag.test()` of a whole round (`arena_flywheel_round__dagtest`, generated from a flywheel folder) on CPU: real vLLM
+tiny models on Ray Serve (the session deployment), real TRL SFT step under DeepSpeed, artifacts in an S3-protocol store
+(moto on loopback). A second run of the same iteration changes nothing; a stage retrained into the same key is
+evaluated anew, and nothing else is redone."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ sys.path.insert(0, sys.argv[1])
 from airflow.utils import db
 db.resetdb()
 import arena_flywheel_round as m
-run = m.dag.test(run_conf=json.loads(sys.argv[2]))
+run = getattr(m, "arena_flywheel_round__dagtest").test(run_conf=json.loads(sys.argv[2]))
 tis = run.get_task_instances()
 states = {ti.task_id + ("" if ti.map_index < 0 else f"[{ti.map_index}]"): str(ti.state) for ti in tis}
 print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
@@ -76,7 +77,9 @@ def round_config(serving: Serving, tmp_path: Path, s3_server: str, bucket: str) 
         rating={"bootstrap_rounds": 20},
         airflow={"schedule": None, "judge_chunks": 2, "train_poke_s": 2, "retries": 1},
     )
-    path = tmp_path / "round.yaml"
+    folder = tmp_path / "flywheels"  # $ARENA_FLYWHEELS: the DAG file generates arena_flywheel_round__dagtest
+    folder.mkdir()
+    path = folder / "round.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -87,7 +90,7 @@ def run_dag(serving: Serving, tmp_path: Path, config: Path, conf: dict) -> dict:
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "ARENA_CONFIG": str(config),
+        "ARENA_FLYWHEELS": str(config.parent),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
@@ -110,9 +113,11 @@ def run_dag(serving: Serving, tmp_path: Path, config: Path, conf: dict) -> dict:
     return out
 
 
-def test_round_dag_end_to_end_and_idempotent(serving: Serving, tmp_path: Path, s3_server: str, s3_bucket: str) -> None:
+def test_round_dag_end_to_end_and_idempotent(
+    serving: Serving, tmp_path: Path, s3_server: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = round_config(serving, tmp_path, s3_server, s3_bucket)
-    first = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
+    first = run_dag(serving, tmp_path, config, {"iteration": 0})
     assert first["state"] == "success", (first["tasks"], first.get("log"))
     tasks = first["tasks"]
     assert tasks["wait_sft"] == "success" and tasks["submit_dpo"] == "success"  # dpo: not in this round's plan
@@ -134,9 +139,46 @@ def test_round_dag_end_to_end_and_idempotent(serving: Serving, tmp_path: Path, s
     assert report["training"][0]["stage"] == "sft" and report["steps"][0]["produced"]["sft"]["label"] == "tiny-a@i0-sft"
     parts = (store.list("dagtest/iter=0/responses"), store.list("dagtest/iter=0/judgments"))
 
-    second = run_dag(serving, tmp_path, config, {"iteration": 0, "config_path": str(config)})
+    second = run_dag(serving, tmp_path, config, {"iteration": 0})
     assert second["state"] == "success", (second["tasks"], second.get("log"))
     assert (store.list("dagtest/iter=0/responses"), store.list("dagtest/iter=0/judgments")) == parts
     again = store.manifest(layout.battles("dagtest", 0, "sft-shard-000"))
     assert again.committed_at == battles.committed_at
     assert store.manifest(layout.model("dagtest", 0, "sft")).committed_at == model.committed_at
+
+    # A stage retrained into the same key (another learning rate, as a cleared task rerun or an ablation that reuses
+    # the name would): the model's content is new, so its evaluation answers anew — what the base model battled and
+    # its evaluation are reused. The same functions the DAG's tasks call, in this process.
+    from arena_ops import catalogue, flywheel
+    from arena_ops.revisions import weights_revision
+    from arena_ops.training.run import train_stage
+
+    eval_key = layout.eval_battles("dagtest", "mix", "i0-sft")
+    before = store.manifest(eval_key)
+    old_revision = weights_revision(store.key_uri(layout.model("dagtest", 0, "sft")), cfg.storage)
+    eval_parts = set(store.list("dagtest/eval/mix/responses"))
+    snap = rnd.cfg()
+    snap.training.sft.learning_rate = 3.0e-3
+    train_stage(snap, store, 0, "sft", base=rnd.start.uri, labels={"label": "tiny-a@i0-sft"})
+    new_revision = weights_revision(store.key_uri(layout.model("dagtest", 0, "sft")), cfg.storage)
+    assert new_revision != old_revision and new_revision.startswith("sha256:")
+
+    for k in ("ARENA_RAY_STATE", "ARENA_RAY_TMP", "ARENA_RAY_PORT"):
+        monkeypatch.setenv(k, serving.env[k])
+    import arena_ops.serving.deploy as deploy  # its module constants read the env at import
+
+    monkeypatch.setattr(deploy, "STATE_DIR", Path(serving.env["ARENA_RAY_STATE"]))
+    monkeypatch.setattr(deploy, "LOCAL_HEAD_PORT", int(serving.env["ARENA_RAY_PORT"]))
+    ref = rnd.ref()
+    assert flywheel.battle_step(ref, 0).get("reused") is True  # the base model's battles: unchanged inputs
+    assert flywheel.evaluate(ref, "start")["mix"].get("reused") is True
+    redone = flywheel.evaluate(ref, "sft")["mix"]
+    assert not redone.get("reused"), redone
+    after = store.manifest(eval_key)
+    assert after.committed_at != before.committed_at and after.meta["plan_key"] != before.meta["plan_key"]
+    assert set(store.list("dagtest/eval/mix/responses")) > eval_parts  # new answers, the old ones kept
+    table = store.read_artifact_table(eval_key)
+    target_revisions = set(table["revision_a"].to_pylist()) | set(table["revision_b"].to_pylist())
+    assert new_revision in target_revisions and old_revision not in target_revisions
+    labels = {e.label for e in catalogue.battle_tables(store, "dagtest", "eval", testset="mix")}
+    assert labels == {"tiny-a@base", "tiny-a@i0-sft"}

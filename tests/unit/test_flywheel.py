@@ -253,3 +253,36 @@ def test_report_markdown_lists_steps_models_and_elo() -> None:
     assert "| sft | 9 | `t@i2-dpo` | 4 | sft 3 | sft: t@i3-sft |" in md
     assert "| t | 1 | 2 | 1 |" in md and "- sft: 2 steps" in md and "- dpo: no training rows" in md
     assert "| t@i3-sft | 1010 | 990 – 1030 | 1 |" in md
+
+
+def test_a_started_round_is_never_rewritten(config: Path) -> None:
+    """Once a step has written anything, resolving the same iteration with a changed config is refused, naming what
+    changed and the way out; the record stays as it was. The same config resolves to the same record."""
+    from arena_ops.errors import RoundStartedError
+
+    rnd = resolve(str(config), iteration=0)
+    store = rnd.store()
+    with store.artifact_at(layout.battles("fw", 0, rnd.steps[0].run), meta={}) as w:  # the first step has started
+        w.write_table("data.parquet", pa.table({"model_a": ["tgt"], "model_b": ["c1"], "winner": ["tie"]}))
+    written = store.get_bytes("fw/iter=0/round/round.json")
+    config.write_text(config.read_text().replace("num_shards: 9", "num_shards: 12"))
+    with pytest.raises(RoundStartedError, match=r"fw iteration 0 has started .*data\.num_shards.*new iteration"):
+        resolve(str(config), iteration=0)
+    config.write_text(config.read_text().replace("num_shards: 12", "num_shards: 9"))
+    with pytest.raises(RoundStartedError, match="in steps"):  # another plan is another round too
+        resolve(str(config), iteration=0, policies=["sft"])
+    assert store.get_bytes("fw/iter=0/round/round.json") == written
+    assert resolve(str(config), iteration=0) == rnd  # a retried resolve: the same round
+
+
+def test_the_elo_task_rates_its_own_flywheel_from_the_asset_events(config: Path) -> None:
+    from arena_ops.flywheel import elo_update_from_events
+
+    rnd = resolve(str(config), iteration=0)
+    store = rnd.store()
+    eval_battles(store, "tgt@base", 5)
+    out = elo_update_from_events(str(config), [{**rnd.ref(), "flywheel": "fw"}])
+    assert out["flywheel"] == "fw" and out["rounds"] == [0] and out["models"] == 2
+    assert store.exists("fw/leaderboard/leaderboard.json")
+    with pytest.raises(ConfigError, match=r"Elo DAG of flywheel 'fw' .* battles of \['other'\]"):
+        elo_update_from_events(str(config), [{"flywheel": "other", "iteration": 0, "storage": rnd.ref()["storage"]}])

@@ -330,3 +330,33 @@ def test_a_judge_that_refuses_every_request_stops_the_run(arena, refuse_after: i
         judge.close()
     # at most the games judged before the key was revoked; none of the refused ones
     assert len(run.judgments.done_keys()) <= refuse_after
+
+
+def test_a_changed_judge_template_or_sampling_rejudges_and_regenerates_nothing(arena, tmp_path: Path) -> None:
+    """Judgments are keyed by the judge's revision, template and sampling: changing either re-judges every game;
+    the answers are keyed by the models' content and stay. A recorded file whose content changes is a new revision:
+    only that model answers anew."""
+    from arena_ops.battle.judge import TEMPLATE_DIR
+
+    judge = ScriptedJudge(honest)
+    try:
+        cfg = arena(judge.url)
+        run, first = _run(cfg)
+        calls, games = judge.calls, len(PROMPTS) * 2 * 2
+        assert calls == games
+        template = tmp_path / "judge-v2.yaml"  # the packaged template with one more sentence in its system prompt
+        text = (TEMPLATE_DIR / "pairwise-score-v1.yaml").read_text()
+        template.write_text(text.replace("version: pairwise-score-v1", "version: pairwise-score-v2", 1))
+        _, second = _run(arena(judge.url, **{"judge.template": str(template)}))
+        assert judge.calls == calls + games and second["generation"] == {"generated": 0, "reused": len(PROMPTS) * 3}
+        _, third = _run(arena(judge.url, **{"models.judge.sampling.temperature": 0.7}))
+        assert judge.calls == calls + 2 * games and third["generation"]["generated"] == 0
+        _run(cfg)  # back to the first setup: every judgment of it is still there
+        assert judge.calls == calls + 2 * games
+        beta = tmp_path / "beta.jsonl"
+        beta.write_text(beta.read_text().replace("longer answer", "longer reply"))
+        _, fourth = _run(cfg)
+        assert fourth["generation"] == {"generated": len(PROMPTS), "reused": len(PROMPTS) * 3}
+        assert judge.calls == calls + 2 * games + len(PROMPTS) * 2  # only alpha vs beta is judged again
+    finally:
+        judge.close()

@@ -260,3 +260,21 @@ def test_paging_reads_only_the_page_and_matches_a_full_read(tmp_path, monkeypatc
             assert got["total"] == len(want), f
             assert got["battles"] == want[offset : offset + limit], (f, offset, limit)
         assert reader.battles("pg", f, 0, 1)["models"] == ["t@i0-sft", "x", "y"]
+
+
+def test_the_view_lists_every_flywheel_of_the_folder_and_switches_by_url(seeded: ArtifactStore, tmp_path) -> None:
+    """The plugin hands the app the folder's flywheels, each with its own store: a flywheel with nothing written yet
+    is listed too (an empty board that says which DAG to run), and the URL carries the flywheel."""
+    empty = ArtifactStore.from_uri(f"file://{tmp_path}/other-store")
+    app = create_app(lambda: {"ui": seeded, "ablation-k3": empty}, airflow_user)
+    app.dependency_overrides[airflow_user] = lambda: "tester"
+    c = TestClient(app)
+    page = c.get("/").text
+    assert "flywheel=ablation-k3" in page and "<code>ui</code>" in page  # the first flywheel, and a link to the other
+    other = c.get("/", params={"flywheel": "ablation-k3"})
+    assert other.status_code == 200 and "arena_flywheel_round__ablation_k3" in other.text
+    assert [f["flywheel"] for f in c.get("/api/flywheels").json()] == ["ui", "ablation-k3"]
+    assert c.get("/api/leaderboard", params={"flywheel": "ui"}).json()["rows"]
+    assert c.get("/api/leaderboard", params={"flywheel": "nope"}).status_code == 404
+    # a store holding another flywheel's artifacts never shows them under this one's name
+    assert c.get("/api/rounds", params={"flywheel": "ablation-k3"}).json() == []
