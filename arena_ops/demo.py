@@ -144,10 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     from arena_ops.stack import Stack
 
     stack = Stack(cfg, config_path)
-    # A round's record is written once: other stages or a prompt limit make an experiment of its own — a flywheel of
-    # its own in the stack's flywheel folder, beside the config's (both boards in the Arena view).
-    cfg, flywheel_path = _variant(cfg, stack, stages, args.sample_limit)
-    dag = {base: dag_of(base, cfg.flywheel) for base in (ROUND, ELO, TESTSET)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     judge = (
@@ -179,6 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     # This process reads the store as the stack's users do: the S3 connection's credentials in its environment.
     os.environ.update(stack.client_env())
     store = ArtifactStore.from_config(cfg.storage)
+    # A round's record is written once: where this flywheel's rounds already ran with other stages or another prompt
+    # limit, the demo is an experiment of its own — a flywheel of its own in the stack's flywheel folder, beside the
+    # config's (both boards in the Arena view).
+    cfg, flywheel_path = _variant(cfg, stack, store, stages, args.sample_limit, args.iterations)
+    dag = {base: dag_of(base, cfg.flywheel) for base in (ROUND, ELO, TESTSET)}
     api = AirflowAPI.for_stack(stack.airflow_url, stack.airflow_home)
     say(f"  flywheel {cfg.flywheel!r}: {_short(flywheel_path)} in the flywheel folder {_short(stack.flywheels_dir)}")
     api.wait_for_dags([dag[ROUND], dag[ELO], dag[TESTSET]])
@@ -242,12 +243,23 @@ def main(argv: list[str] | None = None) -> None:
     say(f"\nFigures: {out / 'summary.json'}")
 
 
-def _variant(cfg: ArenaConfig, stack: Any, stages: list[str], limit: int | None) -> tuple[ArenaConfig, Path]:
-    """The demo's flywheel: the config's own, or — with other stages or a prompt limit — a variant named after them
-    (``demo-sft-dpo-rl``), written into the stack's flywheel folder as a config that loads back the same."""
-    from arena_ops.round import snapshot
+def _variant(
+    cfg: ArenaConfig, stack: Any, store: ArtifactStore, stages: list[str], limit: int | None, iterations: int
+) -> tuple[ArenaConfig, Path]:
+    """The demo's flywheel: the config's own, unless one of its first ``iterations`` rounds has started with other
+    stages or another prompt limit; then a variant named after them (``demo-sft-dpo-rl``), written into the stack's
+    flywheel folder as a config that loads back the same (its DAGs appear at the next parse)."""
+    from arena_ops.round import Round, snapshot, started
+    from arena_ops.training.stage_registry import with_needs
 
-    if list(stages) == list(cfg.training.stages) and limit is None:
+    def clashes(i: int) -> bool:
+        if not store.is_committed(layout.round_record(cfg.flywheel, i)):
+            return False
+        rnd = Round.load(store, cfg.flywheel, i)
+        same = rnd.stages == with_needs(stages) and rnd.cfg().battle.sample_limit == limit
+        return not same and started(rnd, store)
+
+    if not any(clashes(i) for i in range(iterations)):
         return cfg, stack.flywheels_dir / f"{cfg.flywheel}.yaml"
     name = "-".join([cfg.flywheel, *stages] + ([f"n{limit}"] if limit else []))
     data = snapshot(cfg)

@@ -33,8 +33,8 @@ COPY --chown=airflow:root configs /opt/arena/configs
 # Mount points of the compose stack's volumes, owned by airflow so that a fresh named volume is writable.
 RUN mkdir -p /opt/airflow/auth /opt/airflow/logs
 
+# No flywheel config by default: compose and Helm set ARENA_FLYWHEELS to the folder they mount.
 ENV AIRFLOW_HOME=/opt/airflow \
-    ARENA_CONFIG=/opt/arena/configs/tiny.yaml \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airflow/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \

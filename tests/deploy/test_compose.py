@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow, pyt
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 ARENA_SOCK = "/run/arena-docker/docker.sock"  # where docker/images.sh starts an engine when none runs
-ROUND = "arena_flywheel_round"
+ROUND, ELO = "arena_flywheel_round__compose", "arena_elo__compose"  # from the mounted flywheel folder
 # The host ports compose.yaml publishes.
 PORTS = [8080, 8265, 8000, 10001, 9000, 9001]
 ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", REPO / ".arena" / "test-artifacts"))
@@ -47,10 +47,7 @@ def inspect(env: dict[str, str], cid: str) -> dict:
 
 
 def _answers(env: dict[str, str]) -> bool:
-    return (
-        bool(shutil.which("docker"))
-        and docker(env, "info").returncode == 0
-    )
+    return bool(shutil.which("docker")) and docker(env, "info").returncode == 0
 
 
 def docker_env() -> dict[str, str]:
@@ -70,10 +67,7 @@ def docker_env() -> dict[str, str]:
 
 
 def compose_cmd(env: dict[str, str]) -> list[str]:
-    if (
-        shutil.which("docker")
-        and docker(env, "compose", "version").returncode == 0
-    ):
+    if shutil.which("docker") and docker(env, "compose", "version").returncode == 0:
         return ["docker", "compose"]
     if not shutil.which("docker-compose"):
         if os.geteuid() != 0:
@@ -237,8 +231,8 @@ def test_compose_stack_runs_a_round(stack: tuple[Compose, dict[str, float]]) -> 
     passwords = c("exec", "-T", "airflow-apiserver", "cat", "/opt/airflow/auth/passwords.json").stdout
     password = json.loads(passwords)[user]
     api = AirflowAPI("http://127.0.0.1:8080", user, password)
-    api.wait_for_dags([ROUND, "arena_elo"], timeout_s=600)
-    for dag_id in (ROUND, "arena_elo"):
+    api.wait_for_dags([ROUND, ELO], timeout_s=600)
+    for dag_id in (ROUND, ELO):
         api.set_paused(dag_id, False)
     t0 = time.monotonic()
     run = api.trigger(ROUND, {"iteration": 0, "sample_limit": 16})
@@ -264,7 +258,7 @@ def test_compose_stack_runs_a_round(stack: tuple[Compose, dict[str, float]]) -> 
     )
     deadline = time.monotonic() + 900  # the Elo DAG runs on the battles Asset the round updated
     while not store.exists(f"{cfg.flywheel}/leaderboard/leaderboard.json"):
-        assert time.monotonic() < deadline, f"no leaderboard after 900 s: {api.runs('arena_elo')}"
+        assert time.monotonic() < deadline, f"no leaderboard after 900 s: {api.runs(ELO)}"
         time.sleep(10)
     board = {row["model"] for row in store.read_json(f"{cfg.flywheel}/leaderboard/leaderboard.json")}
     assert "tiny-qwen2" in board and any(m.startswith("tiny-target") for m in board), board

@@ -124,6 +124,10 @@ def test_compose_wires_airflow_to_postgres_ray_and_minio(compose: dict) -> None:
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:")
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["ARENA_CONFIG"] == "/opt/arena/config/flywheel.yaml"
+    # The DAGs are generated from the folder the config is mounted in (one flywheel, named by the file's key).
+    assert env["ARENA_FLYWHEELS"] == "/opt/arena/config"
+    mounts = {v.split(":")[1] for v in compose["services"]["airflow-scheduler"].get("volumes", []) if ":" in v}
+    assert "/opt/arena/config/flywheel.yaml" in mounts
     cfg = ArenaConfig.model_validate(yaml.safe_load((DOCKER / "flywheel.compose.yaml").read_text()))
     assert cfg.storage.s3.endpoint_url == "http://minio:9000" and cfg.storage.root.startswith("s3://arena-artifacts/")
     assert cfg.serving.ray_address == "ray://ray-head:10001"

@@ -273,6 +273,8 @@ def test_manifests_run_exactly_the_images_make_images_builds(chart: Any, variant
     af_env = {e["name"]: e["value"] for e in values["airflow"]["env"]}
     af_mounts = [m["mountPath"] for m in values["airflow"]["volumeMounts"]]
     assert any(af_env["ARENA_CONFIG"].startswith(m + "/") for m in af_mounts)
+    assert af_env["ARENA_FLYWHEELS"] in af_mounts  # the DAGs' flywheel folder is the mounted ConfigMap
+    assert "ARENA_CONFIG" not in dockerfile_env("airflow")  # no fallback config baked into the image
     image_env = dockerfile_env("airflow")
     assert af_env["AIRFLOW__CORE__PLUGINS_FOLDER"] == image_env["AIRFLOW__CORE__PLUGINS_FOLDER"]
     dags = values["airflow"].get("dags", {}).get("mountPath", "/opt/airflow/dags")  # the chart's default

@@ -92,6 +92,9 @@ class Serving:
             """)
         )
         self.env = {
+            # The replicas fetch s3:// weights with the node's credentials; the tests' S3 servers take any keys.
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
             **os.environ,
             "ARENA_RAY_STATE": str(root / "ray"),
             "ARENA_RAY_TMP": tempfile.mkdtemp(prefix="ar-", dir="/tmp"),  # Unix socket paths must stay short

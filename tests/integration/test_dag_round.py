@@ -150,9 +150,22 @@ def test_round_dag_end_to_end_and_idempotent(
     # the name would): the model's content is new, so its evaluation answers anew — what the base model battled and
     # its evaluation are reused. The same functions the DAG's tasks call, in this process.
     from arena_ops import catalogue, flywheel
+    from arena_ops.data.pipeline import read_shard
     from arena_ops.revisions import weights_revision
     from arena_ops.training.run import train_stage
 
+    for k in ("ARENA_RAY_STATE", "ARENA_RAY_TMP", "ARENA_RAY_PORT"):
+        monkeypatch.setenv(k, serving.env[k])
+    import arena_ops.serving.deploy as deploy  # its module constants read the env at import
+
+    monkeypatch.setattr(deploy, "STATE_DIR", Path(serving.env["ARENA_RAY_STATE"]))
+    monkeypatch.setattr(deploy, "LOCAL_HEAD_PORT", int(serving.env["ARENA_RAY_PORT"]))
+    ref = rnd.ref()
+    # A Mix test set (the slice's own checkable prompts will do here), then both models of the round rated on it.
+    with store.artifact_at(layout.testset("dagtest", "mix")) as w:
+        w.write_table("data.parquet", read_shard(cfg, store, 0))
+    assert not flywheel.evaluate(ref, "start")["mix"].get("reused")
+    assert not flywheel.evaluate(ref, "sft")["mix"].get("reused")
     eval_key = layout.eval_battles("dagtest", "mix", "i0-sft")
     before = store.manifest(eval_key)
     old_revision = weights_revision(store.key_uri(layout.model("dagtest", 0, "sft")), cfg.storage)
@@ -163,13 +176,6 @@ def test_round_dag_end_to_end_and_idempotent(
     new_revision = weights_revision(store.key_uri(layout.model("dagtest", 0, "sft")), cfg.storage)
     assert new_revision != old_revision and new_revision.startswith("sha256:")
 
-    for k in ("ARENA_RAY_STATE", "ARENA_RAY_TMP", "ARENA_RAY_PORT"):
-        monkeypatch.setenv(k, serving.env[k])
-    import arena_ops.serving.deploy as deploy  # its module constants read the env at import
-
-    monkeypatch.setattr(deploy, "STATE_DIR", Path(serving.env["ARENA_RAY_STATE"]))
-    monkeypatch.setattr(deploy, "LOCAL_HEAD_PORT", int(serving.env["ARENA_RAY_PORT"]))
-    ref = rnd.ref()
     assert flywheel.battle_step(ref, 0).get("reused") is True  # the base model's battles: unchanged inputs
     assert flywheel.evaluate(ref, "start")["mix"].get("reused") is True
     redone = flywheel.evaluate(ref, "sft")["mix"]

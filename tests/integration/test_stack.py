@@ -35,7 +35,9 @@ ARENA = str(Path(sys.executable).parent / "arena")
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", REPO / ".arena" / "test-artifacts"))
 START = date(2026, 1, 1)
-ROUND = "arena_flywheel_round"
+ROUND, ELO = "arena_flywheel_round__live", "arena_elo__live"  # generated from the stack's flywheel folder
+K3 = "live-k3"  # a second flywheel in the same folder: the same models, SFT's K = 3.0
+ROUND_K3, ELO_K3 = "arena_flywheel_round__live_k3", "arena_elo__live_k3"
 
 
 def stack_config(root: Path) -> Path:
@@ -76,7 +78,24 @@ def stack_config(root: Path) -> Path:
         stack: {{dir: stack, postgres_port: {pg}, airflow_port: {af}, head_cpus: 4, worker_cpus: 2}}
         """)
     )
+    # The experiment beside it: the same file under another name with another K, triggered by hand only.
+    text = cfg.read_text().replace("flywheel: live", f"flywheel: {K3}", 1)
+    text = text.replace("  schedule: compact\n", "  schedule: compact\n  k_sft: 3.0\n  k_sft_first: 3.0\n", 1)
+    (root / "arena-k3.yaml").write_text(text.replace('schedule: "0 2 * * *"', "schedule: null", 1))
+    # A config with a typo, dropped into the same folder: reported by name, the others run.
+    broken = text.replace(f"flywheel: {K3}", "flywheel: broken").replace("rating: {b", "rating: {zb")
+    (root / "broken.yaml").write_text(broken)
     return cfg
+
+
+def flywheel_folder(root: Path) -> Path:
+    """The stack's default flywheel folder (`stack up` links arena.yaml there): the k3 experiment and the broken
+    config are linked beside it, so their relative paths resolve against their own directory."""
+    folder = root / "stack" / "flywheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("arena-k3.yaml", "broken.yaml"):
+        (folder / name).symlink_to(root / name)
+    return folder
 
 
 class AirflowREST(AirflowAPI):
@@ -107,6 +126,7 @@ class Live:
     env: dict[str, str]
     up_s: float
     manual_run: str  # the REST-triggered round (iteration 40)
+    manual_run_k3: str = ""  # the k3 flywheel's round, triggered at the same time
 
     def arena(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -137,6 +157,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     process of the stack may be left."""
     root = tmp_path_factory.mktemp("live")
     config = stack_config(root)
+    flywheel_folder(root)
     stack = Stack(load_config(config), config)
     env = {**os.environ, **stack.client_env()}
     live = Live(stack, None, None, env, 0.0, "")  # type: ignore[arg-type]
@@ -149,12 +170,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         os.environ.update(stack.client_env())  # the store resolves the S3 connection as a shell would
         live.store = ArtifactStore.from_config(stack.cfg.storage)
         live.api = api = AirflowREST(stack)
-        api.wait_for_dags([ROUND, "arena_elo"])
-        for dag_id in (ROUND, "arena_elo"):
+        api.wait_for_dags([ROUND, ELO, ROUND_K3, ELO_K3])
+        for dag_id in (ROUND, ELO, ROUND_K3, ELO_K3):
             assert api.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
-        res = api.http.post(f"/api/v2/dags/{ROUND}/dagRuns", json={"logical_date": None, "conf": {"iteration": 40}})
-        assert res.status_code == 200, res.text
-        live.manual_run = res.json()["dag_run_id"]
+        # Both flywheels' rounds triggered at the same time, as the UI's Trigger button does.
+        runs = [
+            api.http.post(f"/api/v2/dags/{dag}/dagRuns", json={"logical_date": None, "conf": {"iteration": 40}})
+            for dag in (ROUND, ROUND_K3)
+        ]
+        assert all(r.status_code == 200 for r in runs), [r.text for r in runs]
+        live.manual_run, live.manual_run_k3 = (r.json()["dag_run_id"] for r in runs)
         yield live
     finally:
         down = live.arena("stack", "down", timeout=300)
@@ -184,6 +209,40 @@ def test_ui_trigger_runs_a_round_with_its_conf(live: Live) -> None:
     (run,) = live.api.wait_runs(ROUND, lambda r: r["dag_run_id"] == live.manual_run, 1, timeout_s=900)
     assert run["state"] == "success", run
     assert live.reported(40)
+
+
+def test_two_flywheels_side_by_side_each_rated_on_its_own_asset(live: Live) -> None:
+    """Two flywheels of one folder, triggered at the same time: both rounds succeed, each on its own config; each
+    Elo DAG runs on its own flywheel's Asset only and rates only its own battles; the broken config of the folder is
+    a DAG that names the file and key, and breaks nothing else."""
+    api = live.api
+    for dag, run_id in ((ROUND, live.manual_run), (ROUND_K3, live.manual_run_k3)):
+        (run,) = api.wait_runs(dag, lambda r, run_id=run_id: r["dag_run_id"] == run_id, 1, timeout_s=900)
+        assert run["state"] == "success", run
+    records = {fw: live.store.read_json(f"{fw}/iter=40/round/round.json") for fw in ("live", K3)}
+    assert records[K3]["config"]["training"]["k_sft"] == 3.0 and "k_sft" not in records["live"]["config"]["training"]
+    for elo, fw in ((ELO, "live"), (ELO_K3, K3)):
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = [r for r in api.runs(elo) if r["run_type"] == "asset_triggered" and r["state"] == "success"]
+            if done and live.store.exists(f"{fw}/leaderboard/leaderboard.json"):
+                break
+            time.sleep(5)
+        assert done, api.runs(elo)
+        for r in api.runs(elo):
+            events = api.http.get(f"/api/v2/dags/{elo}/dagRuns/{r['dag_run_id']}/upstreamAssetEvents").json()
+            uris = {e.get("uri") or e.get("name") for e in events["asset_events"]}
+            assert uris <= {f"arena://{fw}/battles"}, (elo, uris)
+        own = sum(
+            live.store.manifest(f"{fw}/iter={it}/battles/{run}").meta["battles"]
+            for it in live.store.list_iterations(fw)
+            for run in live.store.list_artifacts(fw, it, "battles")
+        )
+        board = live.store.read_json(f"{fw}/leaderboard/leaderboard.json")
+        assert sum(row["battles"] for row in board) == 2 * own, (fw, board)  # each battle counts for both models
+    shown = api.http.get("/api/v2/dags/arena_flywheel_round__broken").json()
+    assert "broken.yaml" in shown["description"] and "zbootstrap_rounds" in shown["description"], shown
+    assert api.http.get("/api/v2/importErrors").json()["import_errors"] == []
 
 
 def test_nightly_schedule_runs_the_latest_round(live: Live) -> None:
@@ -225,7 +284,7 @@ def test_backfill_of_three_past_iterations_beside_the_scheduler(live: Live) -> N
     while time.monotonic() < deadline and not live.board() >= want:
         time.sleep(5)
     assert live.board() >= want
-    elo = live.api.runs("arena_elo")
+    elo = live.api.runs(ELO)
     assert any(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in elo), elo
 
 
@@ -262,6 +321,12 @@ def test_arena_ui_in_browser(live: Live) -> None:
             expect(arena.locator("#leaderboard tbody tr[data-model='alpha@40']")).to_be_visible(timeout=60_000)
             expect(arena.locator("#leaderboard tbody tr[data-model='beta']")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "arena-ui.png"))
+            arena.get_by_role("link", name=K3, exact=True).first.click()  # the other flywheel of the folder
+            expect(arena.locator("h1")).to_contain_text(K3, timeout=60_000)
+            expect(arena.locator("#leaderboard tbody tr[data-model='alpha@40']")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "arena-ui-k3.png"))
+            arena.get_by_role("link", name="live", exact=True).first.click()
+            expect(arena.locator("h1")).not_to_contain_text(K3, timeout=60_000)
 
             arena.get_by_role("link", name="beta", exact=True).first.click()  # beta's battles
             arena.locator("input[name=prompt]").fill("times 3")

@@ -28,11 +28,12 @@ from arena_ops.stack import Stack
 from arena_ops.store import ArtifactStore
 from tests.conftest import free_block
 from tests.integration.conftest import TINY_ENGINE
-from tests.integration.test_stack import ROUND, AirflowREST, Live
+from tests.integration.test_stack import AirflowREST, Live
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FLYWHEEL = "faults"
+ROUND = f"arena_flywheel_round__{FLYWHEEL}"  # generated from the stack's flywheel folder
 BATTLES = 12  # prompts per round (one competitor): the battles each round must end with
 
 
