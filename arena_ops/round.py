@@ -223,9 +223,13 @@ def resolve(
     prefix = layout.round_record(cfg.flywheel, it)
     if store.is_committed(prefix):
         old = Round.model_validate(store.read_json(f"{prefix}/round.json"))
-        if old.model_dump(exclude={"resolved_at"}) == rnd.model_dump(exclude={"resolved_at"}):
+        begun = started(old, store)
+        # The start model is chosen once: a started round keeps it even where later evaluations would now rank
+        # another candidate first (they change the joint fit, not what this round has already battled with).
+        fixed = {"resolved_at", "start"} if begun else {"resolved_at"}
+        if old.model_dump(exclude=fixed) == rnd.model_dump(exclude=fixed):
             return old  # a retried resolve, or a rerun: the same round
-        if started(old, store):
+        if begun:
             raise RoundStartedError(
                 f"{cfg.flywheel} iteration {it} has started ({store.key_uri(prefix)}) and its record is written once: "
                 f"it differs from this resolve in {', '.join(_differences(old, rnd))}. Run a new iteration "
@@ -247,7 +251,7 @@ def started(rnd: Round, store: ArtifactStore) -> bool:
 
 def _differences(old: Round, new: Round) -> list[str]:
     """Dotted keys where two records differ (the config snapshot key by key), for the refusal message."""
-    a, b = old.model_dump(exclude={"resolved_at"}), new.model_dump(exclude={"resolved_at"})
+    a, b = old.model_dump(exclude={"resolved_at", "start"}), new.model_dump(exclude={"resolved_at", "start"})
     out: list[str] = []
 
     def walk(x: Any, y: Any, where: str) -> None:
