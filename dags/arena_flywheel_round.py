@@ -13,7 +13,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from arena_ops.airflow_training import WaitForTraining
+from arena_ops.airflow.training import WaitForTraining
 from arena_ops.flywheels import Flywheel
 
 from _arena_common import battles_asset, broken_config_dag, dag_id, default_args, flywheels, start_date

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from arena_ops.airflow.auth import airflow_user
 from arena_ops.ui.app import URL_PREFIX, create_app
-from arena_ops.ui.auth import airflow_user
 
 _CACHE: dict[tuple, dict] = {}
 

@@ -113,7 +113,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     import httpx
 
-    from arena_ops.stack import weed_mini_command
+    from arena_ops.local.stack import weed_mini_command
 
     data = tmp_path_factory.mktemp("seaweedfs")
     port = free_block(5, also=(10000,))  # S3 and SeaweedFS's other servers, their gRPC ports at +10000

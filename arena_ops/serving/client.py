@@ -359,10 +359,10 @@ def resolve_api_key(src: ExternalSource, name: str) -> str | None:
         if not src.conn_id:
             raise ServingError(f"model {name!r}: env var {src.api_key_env} (its API key) is not set")
     if src.conn_id:
-        try:
-            from airflow.sdk import BaseHook
+        from arena_ops.airflow.connections import get_connection
 
-            password = BaseHook.get_connection(src.conn_id).password
+        try:
+            password = get_connection(src.conn_id).password
         except Exception as exc:  # Airflow's not-found exceptions vary by version
             raise ServingError(f"model {name!r}: Airflow connection {src.conn_id!r} unavailable: {exc}") from exc
         if not password:

@@ -6,7 +6,7 @@ filtering are query parameters, so every view is a plain link.
 
 Authentication is not optional: :func:`create_app` takes the dependency that resolves the user and attaches it to
 every route (the API docs routes, which would bypass it, are switched off). The Airflow plugin passes
-:func:`arena_ops.ui.auth.airflow_user`, the same JWT the Airflow UI uses.
+:func:`arena_ops.airflow.auth.airflow_user`, the same JWT the Airflow UI uses.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def shoot(url: str, user: str, password: str, flywheel: str, scope: str, out: Pa
 
 def main(argv: list[str] | None = None) -> None:
     from arena_ops.config import load_config
-    from arena_ops.stack import Stack
+    from arena_ops.local.stack import Stack
 
     p = argparse.ArgumentParser(prog="python -m arena_ops.ui.screenshot", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/demo.yaml", help="the stack's config")

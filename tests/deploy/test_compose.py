@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from arena_ops.airflow_api import AirflowAPI
+from arena_ops.airflow.api import AirflowAPI
 from arena_ops.config import load_config
 from arena_ops.store import ArtifactStore
 from tests.deploy.images import LAUNCH, built_images, kind

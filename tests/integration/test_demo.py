@@ -1,5 +1,5 @@
 """A short `make demo` on the stack: configs/demo.yaml on free ports with one tiny competitor fewer, one iteration of
-SFT on 24 prompts of the first slice, through the demo's own command (`python -m arena_ops.demo`): stack up, the
+SFT on 24 prompts of the first slice, through the demo's own command (`python -m arena_ops.local.demo`): stack up, the
 test-set DAG, a REST backfill of iteration 0, the Elo DAG, the summary. A training stage must have run on non-empty
 data, and the target's Elo on the Mix board must have moved up from the base model's. The full demo's figures
 (two iterations, non-overlapping intervals) are measured by running `make demo` (README)."""
@@ -17,8 +17,8 @@ import yaml
 
 from arena_ops import layout
 from arena_ops.config import load_config
-from arena_ops.demo_model import prepare_gemma
-from arena_ops.stack import Stack
+from arena_ops.local.demo_model import prepare_gemma
+from arena_ops.local.stack import Stack
 from arena_ops.store import ArtifactStore
 from tests.conftest import free_block
 
@@ -62,8 +62,8 @@ def test_short_demo_trains_and_moves_the_targets_elo(tmp_path: Path) -> None:
     config = demo_config(tmp_path)
     stack = Stack(load_config(config), config)
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "arena_ops.demo", "--config", str(config), "--iterations", "1", "--stages", "sft",
-           "--sample-limit", "24", "--out", str(out)]  # fmt: skip
+    cmd = [sys.executable, "-m", "arena_ops.local.demo", "--config", str(config), "--iterations", "1",
+           "--stages", "sft", "--sample-limit", "24", "--out", str(out)]  # fmt: skip
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=2400, cwd=REPO, env=dict(os.environ))
         print(res.stdout[-6000:])

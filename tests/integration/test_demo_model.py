@@ -14,7 +14,7 @@ def test_gemma_conversion_produces_a_working_model(tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arena_ops.demo_model import prepare_gemma
+    from arena_ops.local.demo_model import prepare_gemma
 
     out = prepare_gemma(tmp_path / "gemma")
     assert (out / "model.safetensors").stat().st_size > 400_000_000

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arena_ops.airflow_api import AirflowAPI
+from arena_ops.airflow.api import AirflowAPI
 from arena_ops.config import load_config
-from arena_ops.stack import Stack
+from arena_ops.local.stack import Stack
 from arena_ops.store import ArtifactStore
 from arena_ops.ui.screenshot import CHROMIUM, CHROMIUM_ARGS  # Debian's Chromium; `make test` installs it
 from tests.conftest import HOSTILE, free_block, write_recorded_task

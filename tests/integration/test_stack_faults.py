@@ -23,8 +23,8 @@ import pytest
 
 from arena_ops import layout
 from arena_ops.config import load_config
+from arena_ops.local.stack import Stack
 from arena_ops.procs import carries
-from arena_ops.stack import Stack
 from arena_ops.store import ArtifactStore
 from tests.conftest import free_block
 from tests.integration.conftest import TINY_ENGINE

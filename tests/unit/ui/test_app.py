@@ -9,9 +9,9 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from arena_ops.airflow.auth import airflow_user
 from arena_ops.store import ArtifactStore
 from arena_ops.ui.app import create_app
-from arena_ops.ui.auth import airflow_user
 from tests.conftest import HOSTILE
 
 

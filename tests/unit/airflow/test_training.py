@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from arena_ops import flywheel
-from arena_ops.airflow_training import TrainingJobTrigger
+from arena_ops.airflow.training import TrainingJobTrigger
 from arena_ops.errors import TrainingError
 
 
@@ -60,5 +60,5 @@ def test_errors_that_outlast_the_grace_fail_with_the_cause(monkeypatch: pytest.M
 
 def test_serialized_trigger_round_trips() -> None:
     path, kwargs = TrainingJobTrigger({"iteration": 1}, "dpo", poll_s=5, grace_s=60).serialize()
-    assert path == "arena_ops.airflow_training.TrainingJobTrigger"
+    assert path == "arena_ops.airflow.training.TrainingJobTrigger"
     assert TrainingJobTrigger(**kwargs).serialize() == (path, kwargs)

@@ -12,11 +12,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from arena_ops.cli_common import ConfigOpt, SetOpt, console, err_console
-from arena_ops.cli_common import load as _load
-from arena_ops.cli_round import round_app
-from arena_ops.cli_stack import stack_app
-from arena_ops.cli_stages import battle_app, data_app, train_app
+from arena_ops.cli.common import ConfigOpt, SetOpt, console, err_console
+from arena_ops.cli.common import load as _load
+from arena_ops.cli.round import round_app
+from arena_ops.cli.stack import stack_app
+from arena_ops.cli.stages import battle_app, data_app, train_app
 from arena_ops.errors import ArenaError, RatingError
 
 app = typer.Typer(
@@ -317,7 +317,7 @@ def models_prepare_demo(
     force: Annotated[bool, typer.Option(help="Convert again even if already done.")] = False,
 ) -> None:
     """Convert Gemma 3 270M from the PyPI GGUF package into a safetensors directory vLLM can serve (cached)."""
-    from arena_ops.demo_model import prepare_gemma
+    from arena_ops.local.demo_model import prepare_gemma
 
     with console.status("converting Gemma 3 270M (about a minute)…"):
         path = prepare_gemma(out_dir, force=force)

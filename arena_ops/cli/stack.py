@@ -1,4 +1,4 @@
-"""``arena stack``: start, inspect and stop the embedded default (see :mod:`arena_ops.stack`)."""
+"""``arena stack``: start, inspect and stop the embedded default (see :mod:`arena_ops.local.stack`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from arena_ops.cli_common import ConfigOpt, console, err_console
-from arena_ops.cli_common import load as _load
-from arena_ops.cli_common import short_path as _short
+from arena_ops.cli.common import ConfigOpt, console, err_console
+from arena_ops.cli.common import load as _load
+from arena_ops.cli.common import short_path as _short
 
 stack_app = typer.Typer(
     help="The production stack's parts on this machine: PostgreSQL, an S3 server, a two-node Ray cluster and Airflow.",
@@ -23,7 +23,7 @@ stack_app = typer.Typer(
 def _stack(ctx: typer.Context, config):  # -> Stack
     from pathlib import Path
 
-    from arena_ops.stack import Stack
+    from arena_ops.local.stack import Stack
 
     cfg = _load(ctx, config)
     return Stack(cfg, Path(config or ctx.obj["config"]))
@@ -114,6 +114,6 @@ def _arena() -> str:
 
 
 def _user() -> str:
-    from arena_ops.stack import AIRFLOW_USER
+    from arena_ops.local.stack import AIRFLOW_USER
 
     return AIRFLOW_USER

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from arena_ops.cli_common import ConfigOpt, console, load
-from arena_ops.cli_stages import _overrides, _progress, _store
+from arena_ops.cli.common import ConfigOpt, console, load
+from arena_ops.cli.stages import _overrides, _progress, _store
 
 round_app = typer.Typer(
     help="Rounds: run a whole iteration (the DAG's tasks, in order), show one.", no_args_is_help=True

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from arena_ops.config import load_config
+from arena_ops.local.stack import Stack, StackError
 from arena_ops.procs import session_members, stop_sessions
-from arena_ops.stack import Stack, StackError
 
 BASE = """\
 flywheel: s

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arena_ops.cli_common import ConfigOpt, console, load
+from arena_ops.cli.common import ConfigOpt, console, load
 
 data_app = typer.Typer(help="Instruction data: ingest, clean, test sets, shard.", no_args_is_help=True)
 train_app = typer.Typer(

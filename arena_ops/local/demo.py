@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from arena_ops import catalogue, layout
-from arena_ops.airflow_api import AirflowAPI
-from arena_ops.cli_common import short_path as _short
+from arena_ops.airflow.api import AirflowAPI
+from arena_ops.cli.common import short_path as _short
 from arena_ops.config import ArenaConfig, load_config
 from arena_ops.store import ArtifactStore
 
@@ -128,7 +128,7 @@ class Watcher:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m arena_ops.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m arena_ops.local.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"), help="config (default: configs/demo.yaml)")
     p.add_argument("--iterations", type=int, default=2, help="iterations to run (0…n-1; default 2)")
     p.add_argument("--paper", action="store_true", help="the paper's full schedule: SFT, DPO and reward model + RL")
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     config_path = Path(args.config).resolve()
     cfg = load_config(config_path)
     stages = ["sft", "dpo", "rl"] if args.paper else args.stages.split(",") if args.stages else cfg.training.stages
-    from arena_ops.stack import Stack
+    from arena_ops.local.stack import Stack
 
     stack = Stack(cfg, config_path)
     out = Path(args.out)

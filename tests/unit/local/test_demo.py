@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arena_ops.demo import _stage_order, judge_improvement
+from arena_ops.local.demo import _stage_order, judge_improvement
 
 
 def rec(model: str, rating: float, low: float, high: float) -> dict:
