@@ -232,7 +232,24 @@ class ModelsConfig(_Section):
 
 
 class DataConfig(_Section):
-    sources: list[str] = Field(default_factory=list, description="Instruction files or globs to ingest.")
+    mode: Literal["corpus", "partitioned"] = Field(
+        "corpus",
+        description="`corpus`: one fixed corpus cut into `num_shards` slices (the paper's setting). `partitioned`: "
+        "data arrives by date — each source names its day with `{ds}` and the round for a logical date battles that "
+        "day's partition, deduplicated against every earlier one.",
+    )
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Instruction files or globs to ingest: local paths, file:// or s3:// (read with the store's "
+        "credentials). Under mode partitioned each contains `{ds}`, e.g. s3://bucket/prompts/ds={ds}/*.jsonl.",
+    )
+    testset_sources: list[str] = Field(
+        default_factory=list,
+        description="Under mode partitioned: the files the test sets are built from (they never reach a partition).",
+    )
+    min_rows_per_slice: int = Field(
+        1, ge=1, description="Under mode partitioned: a day with fewer kept rows per slice is skipped, with the reason."
+    )
     min_instruction_chars: int = Field(10, ge=0, description="Drop instructions shorter than this (paper: 10).")
     prefix_dedup_chars: int = Field(10, ge=0, description="Dedup on this many leading characters; 0 = off.")
     unsafe_patterns: list[str] | None = Field(
@@ -272,6 +289,22 @@ class DataConfig(_Section):
     hard_size: int = Field(16, ge=1, description="Hard items kept (paper: 1,000).")
     difficulty_template: str = Field("difficulty-v1", description="Prompt of the judge's difficulty rating.")
     testset_seed: int = Field(0, description="Seed of K-Means and the per-cluster samples.")
+
+    @model_validator(mode="after")
+    def _partitions(self) -> DataConfig:
+        dated = [s for s in self.sources if "{ds}" in s]
+        if self.mode == "partitioned":
+            undated = [s for s in self.sources if "{ds}" not in s]
+            if not self.sources or undated:
+                raise ValueError(
+                    "mode partitioned: every source must name its day with {ds} (e.g. s3://bucket/ds={ds}/*.jsonl); "
+                    f"{'no sources given' if not self.sources else f'these do not: {undated}'}"
+                )
+            if any("{ds}" in s for s in self.testset_sources):
+                raise ValueError("testset_sources are fixed files: {ds} belongs in sources")
+        elif dated:
+            raise ValueError(f"sources {dated} contain {{ds}}: set data.mode: partitioned for date partitions")
+        return self
 
 
 class BattleConfig(_Section):
@@ -752,6 +785,7 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     if cfg.stack.flywheels:
         cfg.stack.flywheels = _resolve_local(cfg.stack.flywheels, base)
     cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
+    cfg.data.testset_sources = [_resolve_local(s, base) for s in cfg.data.testset_sources]
     cfg.data.decontaminate_against = [_resolve_local(s, base) for s in cfg.data.decontaminate_against]
     if cfg.judge.template.endswith((".yaml", ".yml")):
         cfg.judge.template = _resolve_local(cfg.judge.template, base)

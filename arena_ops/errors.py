@@ -60,6 +60,10 @@ class DataError(ArenaError):
     """An instruction file or dataset cannot be read or built; the message names the file or artifact."""
 
 
+class PartitionUnavailableError(DataError):
+    """A date's partition is missing, empty or too small for the schedule: the day is skipped, nothing is written."""
+
+
 class BattleError(ArenaError):
     """Generation or judging could not complete (after retries); the message says which units failed."""
 

@@ -14,6 +14,7 @@ Evaluations (``{flywheel}/eval/{testset}/…``) are kept apart from the iteratio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -46,9 +47,14 @@ def resolve_round(config_path: str, **how: Any) -> Ref:
 
 
 def prepare_data(ref: Ref) -> dict[str, Any]:
+    """The round's data: the corpus shards, or (data.mode partitioned) its day's partition — its report."""
     from arena_ops.data.pipeline import ensure_shards
 
-    _, cfg, store = load(ref)
+    rnd, cfg, store = load(ref)
+    if cfg.data.mode == "partitioned":
+        from arena_ops.round import day_of, prepare_day
+
+        return prepare_day(cfg, store, day_of(cfg, rnd.iteration))
     return {"shards": len(ensure_shards(cfg, store))}
 
 
@@ -78,19 +84,20 @@ def step(rnd: Round, k: int) -> Step | None:
 
 def step_battle_run(rnd: Round, cfg: ArenaConfig, store: ArtifactStore, st: Step, model: ModelRef | None):
     from arena_ops.battle.run import BattleRun, plan
-    from arena_ops.data.pipeline import read_shard
+    from arena_ops.data.pipeline import read_step
 
     scfg = with_target(cfg, model)
     name = cfg.models.target.name
     meta = {
         "step": st.name,
         "slice": st.slice,
+        "partition": st.partition,
         "battled_model": model.uri if model else None,
         # A target that is not served (recorded, external) does not change: its battles are told apart by iteration.
         "target_label": model.label if model else f"{name}@{rnd.iteration}",
         "target_name": name,
     }
-    return BattleRun(scfg, store, rnd.iteration, st.run, plan(scfg, read_shard(cfg, store, st.slice)), meta=meta)
+    return BattleRun(scfg, store, rnd.iteration, st.run, plan(scfg, read_step(cfg, store, st)), meta=meta)
 
 
 def battle_step(ref: Ref, k: int, progress: Any = None) -> dict[str, Any]:
@@ -132,14 +139,14 @@ def _summary(s: dict[str, Any], uri: str, reused: bool = False) -> dict[str, Any
 
 def step_data(ref: Ref, k: int) -> dict[str, Any]:
     """Step ``k``'s training datasets (its stages' builders over its battles)."""
-    from arena_ops.data.pipeline import read_shard
+    from arena_ops.data.pipeline import read_step
     from arena_ops.training.build import build_step_data
 
     rnd, cfg, store = load(ref)
     st = step(rnd, k)
     if st is None:
         return {"skipped": f"the {rnd.schedule} schedule has {len(rnd.steps)} step(s)"}
-    rep = build_step_data(cfg, store, rnd.iteration, st.name, st.run, st.stages, read_shard(cfg, store, st.slice))
+    rep = build_step_data(cfg, store, rnd.iteration, st.name, st.run, st.stages, read_step(cfg, store, st))
     return {s: rep[s]["rows"] for s in st.stages}
 
 
@@ -268,7 +275,8 @@ def run_round(
     parts: dict[str, Any] = {"battles": {}, "training_data": {}, "training": [], "evaluation": {}}
     parts["evaluation"]["start"] = evaluate(ref, "start", progress)
     for k, st in enumerate(rnd.steps):
-        say(f"step {st.name}: battles on slice {st.slice} (serves what it needs)")
+        where = f"slice {st.slice} of {st.partition}" if st.partition else f"slice {st.slice}"
+        say(f"step {st.name}: battles on {where} (serves what it needs)")
         parts["battles"][st.name] = battle_step(ref, k, progress)
         parts["training_data"][st.name] = step_data(ref, k)
         for stage in st.stages:
@@ -309,6 +317,7 @@ def round_status(rnd: Round, store: ArtifactStore) -> dict[str, Any]:
             {
                 "stage": st.name,
                 "slice": st.slice,
+                "partition": st.partition,
                 "run": st.run,
                 "battled_model": meta.get("battled_model") if meta else None,
                 "battled_label": meta.get("target_label") if meta else None,
@@ -336,7 +345,11 @@ def report(ref: Ref, parts: dict[str, Any]) -> dict[str, Any]:
     DAG, which may not have run yet)."""
     rnd, cfg, store = load(ref)
     body = {**round_status(rnd, store), **parts, "elo": _round_elo(cfg, store)}
-    with store.artifact_at(layout.round_report(rnd.flywheel, rnd.iteration), meta={"iteration": rnd.iteration}) as w:
+    key = layout.round_report(rnd.flywheel, rnd.iteration)
+    body = json.loads(json.dumps(body, default=str))  # as stored, so that it compares with the stored one
+    if store.is_committed(key) and store.read_json(f"{key}/report.json") == body:
+        return {"uri": store.key_uri(key)}  # a rerun that found everything done: nothing new to say
+    with store.artifact_at(key, meta={"iteration": rnd.iteration}) as w:
         w.write_json("report.json", body)
         w.put_bytes("report.md", render_report(body).encode())
     return {"uri": w.uri}

@@ -20,7 +20,7 @@ start model competes too) or from its last policy.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,11 +52,14 @@ class ModelRef(BaseModel):
 
 class Step(BaseModel):
     name: str  # sft | dpo | rl (paper), all (compact)
-    slice: int  # the corpus slice it battles on (``data/shard-NNN``)
+    slice: int  # the corpus slice it battles on (``data/shard-NNN``), or the slice of its day's partition
     stages: list[str]  # trained from its battles, in order
+    partition: str | None = None  # data.mode partitioned: the day (YYYY-MM-DD) whose slice it battles on
 
     @property
     def run(self) -> str:
+        if self.partition is not None:
+            return f"{self.name}-ds={self.partition}-{self.slice}"
         return f"{self.name}-{layout.shard_name(self.slice)}"
 
 
@@ -168,14 +171,32 @@ def iteration_for(cfg: ArenaConfig, store: ArtifactStore, param: int | None, log
     return last if not store.is_committed(layout.round_report(cfg.flywheel, last)) else last + 1
 
 
+def day_of(cfg: ArenaConfig, iteration: int) -> str:
+    """Under data.mode partitioned, iteration ``i`` is day ``airflow.start_date + i`` (what its logical date names)."""
+    return (date.fromisoformat(cfg.airflow.start_date) + timedelta(days=iteration)).isoformat()
+
+
+def prepare_day(cfg: ArenaConfig, store: ArtifactStore, ds: str) -> dict[str, Any]:
+    """Day ``ds``'s partition (data.mode partitioned), prepared unless it is already; its data report. Once the
+    day's round has battled, the partition is kept as it is. Raises PartitionUnavailableError for a day to skip."""
+    from arena_ops.data.partitions import check_ds, ensure_partition
+
+    ds = check_ds(ds)
+    days = (date.fromisoformat(ds) - date.fromisoformat(cfg.airflow.start_date)).days
+    prefix = layout.round_record(cfg.flywheel, days)
+    begun = days >= 0 and store.is_committed(prefix) and started(Round.load(store, cfg.flywheel, days), store)
+    return ensure_partition(cfg, store, ds, started=begun)
+
+
 def plan_steps(cfg: ArenaConfig, iteration: int, policies: list[str] | None = None) -> list[Step]:
     wanted = with_needs(list(cfg.training.stages) if policies is None else policies)
     n = cfg.data.num_shards
+    day = day_of(cfg, iteration) if cfg.data.mode == "partitioned" else None
     if cfg.training.schedule == "compact":
-        return [Step(name="all", slice=iteration % n, stages=wanted)]
+        return [Step(name="all", slice=0 if day else iteration % n, stages=wanted, partition=day)]
     spi = cfg.training.slices_per_iteration
-    first = iteration * spi
-    if first + spi > n:
+    first = 0 if day else iteration * spi
+    if not day and first + spi > n:
         raise SlicesExhaustedError(
             f"iteration {iteration} needs slices {first}…{first + spi - 1} under the paper schedule, but "
             f"data.num_shards is {n} (enough for {n // spi} iterations): add data and raise data.num_shards, or use "
@@ -185,7 +206,7 @@ def plan_steps(cfg: ArenaConfig, iteration: int, policies: list[str] | None = No
     for k, (name, stages) in enumerate(PAPER_STEPS[:spi]):
         planned = [s for s in stages if s in wanted]
         if planned:
-            steps.append(Step(name=name, slice=first + k, stages=planned))
+            steps.append(Step(name=name, slice=first + k, stages=planned, partition=day))
     return steps
 
 
@@ -211,6 +232,9 @@ def resolve(
         cfg.models.competitors = [c for c in cfg.models.competitors if c.name in competitors]
     store = ArtifactStore.from_config(cfg.storage)
     it = iteration_for(cfg, store, iteration, logical_date)
+    prefix = layout.round_record(cfg.flywheel, it)
+    if cfg.data.mode == "partitioned":  # the day's data first: a day without enough of it is skipped, unrecorded
+        prepare_day(cfg, store, day_of(cfg, it))
     rnd = Round(
         flywheel=cfg.flywheel,
         iteration=it,
@@ -220,7 +244,6 @@ def resolve(
         steps=plan_steps(cfg, it, policies),
         evaluation=["mix"],
     )
-    prefix = layout.round_record(cfg.flywheel, it)
     if store.is_committed(prefix):
         old = Round.model_validate(store.read_json(f"{prefix}/round.json"))
         begun = started(old, store)

@@ -54,6 +54,11 @@ def battles_asset(flywheel: str) -> Asset:
     return Asset(f"arena://{flywheel}/battles", group="arena")
 
 
+def data_asset(flywheel: str) -> Asset:
+    """Updated when a day's partition of ``flywheel`` is prepared (the event's ``extra`` carries its data report)."""
+    return Asset(f"arena://{flywheel}/data", group="arena")
+
+
 def broken_config_dag(base: str, fw: Flywheel) -> DAG:
     """A config in the folder that does not load, shown where a user of the UI looks: a DAG named after the file
     whose description and docs give the error (file and key), and whose one task fails with it."""

@@ -71,7 +71,7 @@ def round_dag(fw: Flywheel) -> DAG:
 
         @task
         def resolve(params: dict | None = None) -> dict:
-            from arena_ops.errors import SlicesExhaustedError
+            from arena_ops.errors import PartitionUnavailableError, SlicesExhaustedError
             from arena_ops.flywheel import resolve_round
 
             ctx = get_current_context()
@@ -90,6 +90,10 @@ def round_dag(fw: Flywheel) -> DAG:
                 if ctx["dag_run"].run_type != "scheduled":
                     raise
                 raise AirflowSkipException(f"nothing to battle tonight: {exc}") from exc
+            except PartitionUnavailableError as exc:
+                # A day without (enough) data: skipped, whatever started the run; nothing is recorded, so the day
+                # runs once its data has arrived. Never filled with older data.
+                raise AirflowSkipException(f"skipped: {exc}") from exc
 
         @task
         def prepare_data(ref: dict) -> dict:

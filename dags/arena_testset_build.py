@@ -1,5 +1,6 @@
 """Build the WizardArena test sets (Diverse, Hard, Mix) and re-cut the training shards without them (manual), one DAG
-per flywheel of ``$ARENA_FLYWHEELS`` (``arena_testset_build__<flywheel>``), on that flywheel's config."""
+per flywheel of ``$ARENA_FLYWHEELS`` (``arena_testset_build__<flywheel>``), on that flywheel's config. A flywheel on
+date partitions builds them from ``data.testset_sources``; its days are decontaminated as they are prepared."""
 
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def testset_dag(fw: Flywheel) -> DAG:
             c = load_config(config_path)
             return {"shards": len(ensure_shards(c, ArtifactStore.from_config(c.storage)))}
 
-        reshard(testsets(serve_judge(corpus())))
+        built = testsets(serve_judge(corpus()))
+        if cfg.data.mode == "corpus":  # partitioned flywheels cut each day as it arrives (arena_ingest__<flywheel>)
+            reshard(built)
     return dag
 
 

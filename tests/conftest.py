@@ -240,3 +240,80 @@ def write_recorded_task(root: Path, prompts: list[dict], answers: dict) -> None:
         (root / f"{name}.jsonl").write_text(
             "".join(json.dumps({"prompt_id": p["id"], "response": answer(i)}) + "\n" for i, p in enumerate(prompts))
         )
+
+
+_SUBJECTS = (
+    "the water cycle",
+    "photosynthesis",
+    "a sourdough starter",
+    "the French Revolution",
+    "compound interest",
+    "plate tectonics",
+    "the immune system",
+    "binary search",
+    "jazz improvisation",
+    "a vegetable garden",
+    "the stock market",
+    "black holes",
+    "the Roman aqueducts",
+    "container shipping",
+    "bird migration",
+    "public key cryptography",
+    "coral reefs",
+    "the printing press",
+    "marathon training",
+    "a city budget",
+    "volcanic eruptions",
+    "the human heart",
+    "electric cars",
+    "ancient Egyptian writing",
+    "climate models",
+    "honey bees",
+    "the Silk Road",
+    "wind turbines",
+    "sleep cycles",
+    "the Moon landing",
+)
+_AUDIENCES = (
+    "a curious child",
+    "a new employee",
+    "a retired engineer",
+    "a high school class",
+    "a busy manager",
+    "a first year student",
+    "a tourist",
+    "a skeptical reader",
+)
+_FOCUS = (
+    "its history",
+    "the main risks",
+    "common mistakes",
+    "how to measure it",
+    "everyday examples",
+    "the open questions",
+    "its costs",
+    "what experts disagree on",
+)
+_TEMPLATES = (
+    "Explain {s} to {a} in {n} sentences, focusing on {f}.",
+    "Write a short guide about {s} for {a} that covers {f} and ends with {n} tips.",
+    "Give {a} {n} surprising facts about {s}, with one sentence on {f} for each.",
+    "Compose a friendly letter to {a} describing {s}, and mention {f} at least {n} times.",
+)
+
+
+def daily_instructions(day: int, n: int) -> list[dict]:
+    """``n`` ≤ 1,000 distinct English instructions for day ``day`` < 7 (Alpaca rows with an ``id``), disjoint from
+    every other day's: each is a different combination of template, subject, audience, focus and count, so no two
+    are near duplicates (no two share more than about half their word 3-grams)."""
+    import itertools
+    import random
+
+    combos = list(itertools.product(range(len(_TEMPLATES)), _SUBJECTS, _AUDIENCES, _FOCUS))
+    random.Random(0).shuffle(combos)
+    rows = []
+    assert n <= 1000 and day < len(combos) // 1000, (day, n)
+    for i, (t, s, a, f) in enumerate(combos[day * 1000 : day * 1000 + n]):
+        text = _TEMPLATES[t].format(s=s, a=a, f=f, n=3 + (i % 4))
+        rows.append({"id": f"d{day}-{i}", "instruction": text, "output": f"answer {day}-{i}"})
+    return rows

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -104,13 +106,109 @@ def data_make_tasks(
 
 
 @data_app.command("prepare")
-def data_prepare(ctx: typer.Context, config: ConfigOpt = None) -> None:
-    """Whatever of ingest → clean → shard is missing (a no-op when the shards exist)."""
+def data_prepare(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    ds: Annotated[
+        str | None, typer.Option("--ds", help="data.mode partitioned: prepare this day (YYYY-MM-DD); idempotent.")
+    ] = None,
+) -> None:
+    """Whatever of ingest → clean → shard is missing (a no-op when the shards exist); with --ds, one day's
+    partition (reused when it is prepared from the same files)."""
+    cfg = load(ctx, config)
+    store = _store(cfg)
+    if ds is not None or cfg.data.mode == "partitioned":
+        from arena_ops.data.partitions import prefix
+        from arena_ops.errors import PartitionUnavailableError
+        from arena_ops.round import prepare_day
+
+        if ds is None:
+            raise typer.BadParameter("data.mode is partitioned: name the day with --ds YYYY-MM-DD", param_hint="--ds")
+        try:
+            rep = prepare_day(cfg, store, ds)
+        except PartitionUnavailableError as exc:
+            console.print(f"[yellow]skipped[/]: {exc}")
+            raise typer.Exit(3) from None
+        console.print(_counts_table(f"{ds} → {store.key_uri(prefix(cfg, ds))}", _flat(rep)))
+        return
     from arena_ops.data.pipeline import ensure_shards
 
-    cfg = load(ctx, config)
-    for prefix in ensure_shards(cfg, _store(cfg)):
+    for prefix in ensure_shards(cfg, store):
         console.print(prefix)
+
+
+@data_app.command("upload")
+def data_upload(
+    ctx: typer.Context,
+    files: Annotated[list[str], typer.Argument(help="Local instruction files.")],
+    dest: Annotated[str, typer.Argument(help="A folder URI: s3://bucket/prompts/ds=2026-12-01/ (or file://, a path).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Copy instruction files into a folder of the flywheel's storage (S3 with its credentials): how a day's data
+    lands where a partitioned source reads it."""
+    import os
+
+    import pyarrow.fs as pafs
+
+    from arena_ops.data.sources import filesystem
+
+    cfg = load(ctx, config)
+    fs, base, prefix = filesystem(dest, cfg.storage)
+    for f in files:
+        target = f"{base.rstrip('/')}/{os.path.basename(f)}"
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(base, recursive=True)
+        # An explicit close: a failed upload is an error here, not a line in a destructor's log.
+        with open(f, "rb") as src:
+            out = fs.open_output_stream(target)
+            try:
+                while chunk := src.read(8 << 20):
+                    out.write(chunk)
+            finally:
+                out.close()
+        console.print(f"{f} → {prefix}{target}")
+
+
+@data_app.command("partitions")
+def data_partitions(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='A JSON list of {"ds", "rows_read", "kept", "removed", "slices"}.')
+    ] = False,
+) -> None:
+    """The prepared days (data.mode partitioned), oldest first, with their data reports."""
+    from arena_ops.data.partitions import reports
+
+    cfg = load(ctx, config)
+    rows = [
+        {
+            "ds": r["ds"],
+            "rows_read": r["rows_read"],
+            "kept": r["kept"],
+            "removed": r["removed"],
+            "slices": r["slices"],
+            "quarantined": r["quarantined"],
+        }
+        for r in reports(cfg, _store(cfg))
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title=f"partitions of {cfg.flywheel}")
+    for col in ("ds", "read", "quarantined", "removed", "kept", "slices"):
+        table.add_column(col)
+    for r in rows:
+        removed = ", ".join(f"{k} {v}" for k, v in sorted(r["removed"].items())) or "—"
+        table.add_row(r["ds"], str(r["rows_read"]), str(r["quarantined"]), removed, str(r["kept"]), str(r["slices"]))
+    console.print(table)
+
+
+def _flat(rep: dict[str, Any]) -> dict[str, Any]:
+    out = {"read": rep["rows_read"], "quarantined": rep["quarantined"]}
+    out.update({f"removed: {k}": v for k, v in sorted(rep["removed"].items())})
+    out.update({"kept": rep["kept"], **{f"slice {k}": n for k, n in enumerate(rep["slice_rows"])}})
+    return out
 
 
 # battle ------------------------------------------------------------------------------------------------------------

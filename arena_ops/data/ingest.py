@@ -18,22 +18,24 @@ line (JSONL, CSV: the line the record starts on) or element (JSON, Parquet) and 
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
+import io
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from arena_ops.data.sources import SourceFile, expand
 from arena_ops.errors import DataError
+
+if TYPE_CHECKING:
+    from arena_ops.config import StorageConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,72 +80,64 @@ def prompt_id(turns: list[str], system: str | None = None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def ingest(paths: Iterable[str]) -> Ingested:
-    """Read every file (globs expanded, sorted) into a conversation table plus a quarantine table."""
-    files = expand_sources(paths)
+def ingest(paths: Iterable[str], storage: StorageConfig | None = None, what: str = "data.sources") -> Ingested:
+    """Read every file (globs expanded, each pattern's matches sorted) into a conversation table plus a quarantine
+    table. ``s3://`` sources are read with ``storage``'s S3 settings (see :mod:`arena_ops.data.sources`)."""
+    return ingest_files(expand(list(paths), storage, what))
+
+
+def ingest_files(files: Iterable[SourceFile]) -> Ingested:
     rows: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
-    for path in files:
+    for src in files:
         n_ok = n_bad = 0
-        for line, raw in _records(path):
+        for line, raw in _records(src):
             try:
-                rows.append(to_conversation(raw, source=os.path.basename(path)))
+                rows.append(to_conversation(raw, source=src.name))
                 n_ok += 1
             except RecursionError:
-                bad.append({"source": path, "row": line, "reason": f"nested deeper than {MAX_DEPTH} levels"})
+                bad.append({"source": src.uri, "row": line, "reason": f"nested deeper than {MAX_DEPTH} levels"})
                 n_bad += 1
             except RowError as exc:
-                bad.append({"source": path, "row": line, "reason": str(exc)})
+                bad.append({"source": src.uri, "row": line, "reason": str(exc)})
                 n_bad += 1
-        log.info("ingested %s: %d rows, %d quarantined", path, n_ok, n_bad)
+        log.info("ingested %s: %d rows, %d quarantined", src.uri, n_ok, n_bad)
     return Ingested(
         pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA), pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA)
     )
 
 
-def expand_sources(paths: Iterable[str]) -> list[str]:
-    files: list[str] = []
-    for p in paths:
-        matches = sorted(glob.glob(os.path.expanduser(p))) if glob.has_magic(p) else [p]
-        if not matches:
-            raise DataError(f"data source {p!r}: the glob matches no files")
-        for m in matches:
-            if not os.path.isfile(m):
-                raise DataError(f"data source {m!r}: no such file")
-            files.append(m)
-    if not files:
-        raise DataError("no data sources given (config key data.sources)")
-    return files
-
-
-def _records(path: str) -> Iterator[tuple[int, Any]]:
+def _records(src: SourceFile) -> Iterator[tuple[int, Any]]:
     """(1-based row/line number, raw record); unparseable lines are yielded as a RowError value."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".jsonl":
-        with open(path, "rb") as f:
-            for line, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                yield line, _json_record(raw)
-    elif suffix == ".json":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise DataError(f"{path}: not valid JSON: {str(exc)[:200]}") from exc
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-        yield from enumerate(data, start=1)
-    elif suffix == ".csv":
-        yield from _csv_records(path)
-    elif suffix == ".parquet":
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: cannot read {suffix[1:]}: {exc}") from exc
-        yield from enumerate(table.to_pylist(), start=1)
-    else:
-        raise DataError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
+    path, suffix = src.uri, src.suffix
+    try:
+        if suffix == ".jsonl":
+            with src.open() as f:
+                for line, raw in enumerate(f, start=1):
+                    if not raw.strip():
+                        continue
+                    yield line, _json_record(raw)
+        elif suffix == ".json":
+            try:
+                with src.open() as f:
+                    data = json.loads(f.read().decode("utf-8"))
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                raise DataError(f"{path}: not valid JSON: {str(exc)[:200]}") from exc
+            if not isinstance(data, list):
+                raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+            yield from enumerate(data, start=1)
+        elif suffix == ".csv":
+            yield from _csv_records(src)
+        elif suffix == ".parquet":
+            try:
+                table = pq.read_table(src.path, filesystem=src.fs)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataError(f"{path}: cannot read {suffix[1:]}: {exc}") from exc
+            yield from enumerate(table.to_pylist(), start=1)
+        else:
+            raise DataError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
+    except OSError as exc:  # a file that went away or a storage error mid-read: name the file
+        raise DataError(f"{path}: cannot read: {exc}") from exc
 
 
 def _json_record(raw: bytes) -> Any:
@@ -186,9 +180,10 @@ def _depth(text: str) -> int:
     return deepest
 
 
-def _csv_records(path: str) -> Iterator[tuple[int, Any]]:
+def _csv_records(src: SourceFile) -> Iterator[tuple[int, Any]]:
     """CSV records with the line each starts on; a record with bytes that are not UTF-8 is one RowError."""
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+    path = src.uri
+    with io.TextIOWrapper(src.open(), encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, strict=True)
         try:
             header = next(reader)

@@ -32,8 +32,22 @@ log = logging.getLogger(__name__)
 CORPUS, CLEAN = "corpus", "clean"
 
 
+def corpus_sources(cfg: ArenaConfig) -> tuple[list[str], str]:
+    """What the corpus is read from, and its config key: data.sources, or under mode partitioned (where the
+    corpus is only the test-set pool) data.testset_sources."""
+    if cfg.data.mode == "partitioned":
+        if not cfg.data.testset_sources:
+            raise DataError(
+                f"{cfg.flywheel}: data.mode is partitioned and data.testset_sources is empty: the test sets are built "
+                "from those files (the dated sources feed the rounds)"
+            )
+        return cfg.data.testset_sources, "data.testset_sources"
+    return cfg.data.sources, "data.sources"
+
+
 def ingest_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
-    result = ingest(cfg.data.sources)
+    sources, key = corpus_sources(cfg)
+    result = ingest(sources, cfg.storage, key)
     with store.artifact_at(layout.dataset(cfg.flywheel, CORPUS), meta=result.counts) as w:
         w.write_table("data.parquet", result.table)
         w.write_table("quarantine.parquet", result.quarantine)
@@ -113,7 +127,7 @@ def _decontaminate(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, test
     test, train = table.filter(pa.array(is_test)), table.filter(pa.array(~is_test))
     references = test
     if cfg.data.decontaminate_against:  # public benchmarks' prompts (MT-Bench, …): matches leave the training data
-        bench = ingest(cfg.data.decontaminate_against)
+        bench = ingest(cfg.data.decontaminate_against, cfg.storage, "data.decontaminate_against")
         references = pa.concat_tables([test, bench.table.select(test.schema.names).cast(test.schema)])
     kept, gone = decontaminate(
         train,
@@ -124,6 +138,35 @@ def _decontaminate(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, test
         ngram=cfg.data.decontam_ngram,
     )
     return pa.concat_tables([kept, test]), gone
+
+
+def decontaminate_rows(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Remove rows matching a committed test-set item or a benchmark prompt (``data.decontaminate_against``) from a
+    table that holds no test items itself (a date partition): exact id, embedding top-k and n-gram matches."""
+    from arena_ops.data.clean import REMOVED_SCHEMA
+    from arena_ops.data.decontam import decontaminate
+    from arena_ops.data.embed import embedder
+
+    schema = table.schema
+    references = [
+        store.read_artifact_table(p).select(schema.names).cast(schema)
+        for p in (layout.dataset(cfg.flywheel, n) for n in ("testset-diverse", "testset-hard"))
+        if store.is_committed(p)
+    ]
+    if cfg.data.decontaminate_against:
+        bench = ingest(cfg.data.decontaminate_against, cfg.storage, "data.decontaminate_against")
+        references.append(bench.table.select(schema.names).cast(schema))
+    refs = pa.concat_tables(references) if references else None
+    if refs is None or refs.num_rows == 0 or table.num_rows == 0:
+        return table, REMOVED_SCHEMA.empty_table()
+    return decontaminate(
+        table,
+        refs,
+        embed=embedder(cfg) if cfg.data.decontam_top_k else None,
+        top_k=cfg.data.decontam_top_k,
+        min_similarity=cfg.data.decontam_min_similarity,
+        ngram=cfg.data.decontam_ngram,
+    )
 
 
 def split(table: pa.Table, n: int, seed: int, exclude: set[str]) -> list[pa.Table]:
@@ -139,7 +182,13 @@ def split(table: pa.Table, n: int, seed: int, exclude: set[str]) -> list[pa.Tabl
 
 
 def ensure_shards(cfg: ArenaConfig, store: ArtifactStore) -> list[str]:
-    """Build whatever of corpus → clean → shards is missing; returns the shard prefixes. Cheap when all exist."""
+    """Build whatever of corpus → clean → shards is missing; returns the shard prefixes. Cheap when all exist.
+
+    Under data.mode partitioned there are no shards (each day is its own, see :mod:`arena_ops.data.partitions`)."""
+    if cfg.data.mode == "partitioned":
+        raise DataError(
+            f"{cfg.flywheel}: data.mode is partitioned: prepare a day with `arena data prepare --ds YYYY-MM-DD`"
+        )
     prefixes = [layout.dataset(cfg.flywheel, shard_name(k)) for k in range(cfg.data.num_shards)]
     exclude = testset_ids(cfg, store)
     fingerprint = _fingerprint(cfg, exclude)
@@ -171,6 +220,15 @@ def read_shard(cfg: ArenaConfig, store: ArtifactStore, k: int) -> pa.Table:
         n = cfg.data.num_shards
         raise DataError(f"shard {k} out of range: data.num_shards is {n} (shards 0…{n - 1})")
     return _read(store, cfg.flywheel, shard_name(k), "arena data shard")
+
+
+def read_step(cfg: ArenaConfig, store: ArtifactStore, step: Any) -> pa.Table:
+    """The prompts a round step battles on: its corpus shard, or its slice of its day's partition."""
+    if step.partition is not None:
+        from arena_ops.data.partitions import read_slice
+
+        return read_slice(cfg, store, step.partition, step.slice)
+    return read_shard(cfg, store, step.slice)
 
 
 def testset_ids(cfg: ArenaConfig, store: ArtifactStore) -> set[str]:

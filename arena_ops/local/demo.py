@@ -26,7 +26,7 @@ from arena_ops.cli.common import short_path as _short
 from arena_ops.config import ArenaConfig, load_config
 from arena_ops.store import ArtifactStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROUND, ELO, TESTSET = "arena_flywheel_round", "arena_elo", "arena_testset_build"
 
 

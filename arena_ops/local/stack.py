@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from arena_ops.config import ArenaConfig
 from arena_ops.errors import ArenaError
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout: its dags/ and plugins/ are the stack's
 log = logging.getLogger(__name__)
 
 MARK = "ARENA_STACK"
@@ -437,7 +438,7 @@ class Stack:
         import configparser
 
         s = self.secrets()
-        repo = Path(__file__).resolve().parents[1]
+        repo = REPO
         cfg = configparser.ConfigParser(interpolation=None)
         cfg["core"] = {
             "executor": "LocalExecutor",

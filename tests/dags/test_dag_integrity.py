@@ -61,7 +61,7 @@ def parse(path: Path, tmp_path: Path, folder: Path | None) -> dict:
     return out
 
 
-def tiny_variant(folder: Path, name: str, **training: object) -> Path:
+def tiny_variant(folder: Path, name: str, data_settings: dict | None = None, **training: object) -> Path:
     """A copy of configs/tiny.yaml under another flywheel name (paths made absolute, so it loads from anywhere)."""
     from arena_ops.config import load_config
     from arena_ops.round import snapshot
@@ -69,6 +69,7 @@ def tiny_variant(folder: Path, name: str, **training: object) -> Path:
     data = snapshot(load_config(REPO / "configs" / "tiny.yaml"))
     data["flywheel"] = name
     data.setdefault("training", {}).update(training)
+    data["data"].update(data_settings or {})
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -81,7 +82,21 @@ def folder(tmp_path: Path) -> Path:
     d.mkdir()
     (d / "tiny.yaml").symlink_to(REPO / "configs" / "tiny.yaml")
     tiny_variant(d, "tiny-k3", k_sft=3.0, k_sft_first=3.0)
+    corpus = load_tiny_sources()
+    nightly = {"mode": "partitioned", "sources": ["/data/prompts/ds={ds}/*.jsonl"], "testset_sources": corpus}
+    tiny_variant(d, "tiny-nightly", data_settings=nightly)  # on date partitions: it has an ingest DAG too
     return d
+
+
+def load_tiny_sources() -> list[str]:
+    from arena_ops.config import load_config
+
+    return load_config(REPO / "configs" / "tiny.yaml").data.sources
+
+
+ALL = ["tiny", "tiny_k3", "tiny_nightly"]
+PARTITIONED = ["tiny_nightly"]  # the DAG files that generate DAGs for these only
+ONLY = {"arena_ingest": PARTITIONED}
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -90,7 +105,7 @@ def test_dag_file_imports_fast_light_and_with_retries(path: Path, tmp_path: Path
     assert out["heavy"] == [], f"{path.name} imports {out['heavy']} at parse time"
     assert out["parse_s"] < 2.0, f"{path.name} took {out['parse_s']:.2f}s to parse two flywheels"
     base = path.stem
-    assert sorted(out["dags"]) == [f"{base}__tiny", f"{base}__tiny_k3"], out["dags"].keys()
+    assert sorted(out["dags"]) == [f"{base}__{suffix}" for suffix in ONLY.get(base, ALL)], out["dags"].keys()
     for dag_id, d in out["dags"].items():
         assert d["tasks"] and all(r >= 1 for r in d["tasks"].values()), (dag_id, d["tasks"])
 
@@ -104,6 +119,8 @@ def test_each_flywheel_has_its_own_asset(tmp_path: Path, folder: Path) -> None:
         assert rounds[f"arena_flywheel_round__{suffix}"]["outlets"] == [asset]
         assert elo[f"arena_elo__{suffix}"]["schedule_assets"] == [asset]
         assert f"flywheel:{name}" in rounds[f"arena_flywheel_round__{suffix}"]["tags"]
+    ingest = parse(REPO / "dags" / "arena_ingest.py", tmp_path, folder)["dags"]
+    assert ingest["arena_ingest__tiny_nightly"]["outlets"] == ["arena://tiny-nightly/data"]
 
 
 @pytest.mark.parametrize("setting", ["unset", "empty", "missing"])
@@ -128,7 +145,7 @@ def test_a_broken_config_is_reported_by_file_and_key_and_the_others_still_load(t
     assert "broken-config" in shown["tags"] and list(shown["tasks"]) == ["config_error"]
     assert "broken.yaml" in rounds["log"] and "num_shardz" in rounds["log"]
     elo = parse(REPO / "dags" / "arena_elo.py", tmp_path, folder)["dags"]
-    assert sorted(elo) == ["arena_elo__tiny", "arena_elo__tiny_k3"]
+    assert sorted(elo) == [f"arena_elo__{suffix}" for suffix in ALL]
 
 
 def test_round_dag_shape_and_params(tmp_path: Path, folder: Path) -> None:

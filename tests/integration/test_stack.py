@@ -26,7 +26,7 @@ from arena_ops.config import load_config
 from arena_ops.local.stack import Stack
 from arena_ops.store import ArtifactStore
 from arena_ops.ui.screenshot import CHROMIUM, CHROMIUM_ARGS  # Debian's Chromium; `make test` installs it
-from tests.conftest import HOSTILE, free_block, write_recorded_task
+from tests.conftest import HOSTILE, daily_instructions, free_block, write_recorded_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -286,6 +286,152 @@ def test_backfill_of_three_past_iterations_beside_the_scheduler(live: Live) -> N
     assert live.board() >= want
     elo = live.api.runs(ELO)
     assert any(r["state"] == "success" and r["run_type"] == "asset_triggered" for r in elo), elo
+
+
+NIGHTLY = "nightly"  # a flywheel on date partitions, dropped into the folder of the running stack
+ROUND_N, INGEST_N = "arena_flywheel_round__nightly", "arena_ingest__nightly"
+DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")  # iterations 0, 1, 2; the third day's data never arrives
+
+
+def nightly_data(live: Live) -> tuple[Path, dict]:
+    """Day 1: 200 instructions; day 2: 200 new ones, 50 near-duplicates of day 1 (a quarter) and 3 test-set items;
+    day 3: nothing. Uploaded to the stack's S3 (SeaweedFS) under s3://arena-test/incoming/ds=<day>/."""
+    from arena_ops.data.sources import filesystem
+
+    root = live.stack.config_path.parent
+    tests = [
+        {"id": f"t{i}", "instruction": f"What is {i} plus {i + 7}? Reply with the number.", "output": str(2 * i + 7)}
+        for i in range(12)
+    ]
+    (root / "nightly-tests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tests))
+    day1, fresh = daily_instructions(0, 200), daily_instructions(1, 200)
+    near = [{**r, "id": f"near-{i}", "instruction": r["instruction"].rstrip(".") + ", please."}
+            for i, r in enumerate(day1[:50])]  # fmt: skip
+    rows = day1 + fresh + near + tests
+    for name, answer in (("n-alpha", lambda r: r["output"]), ("n-beta", lambda r: "no idea")):
+        (root / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"prompt_id": r["id"], "response": answer(r)}) + "\n" for r in rows)
+        )
+    cfg = root / "nightly.yaml"
+    text = (root / "arena.yaml").read_text().replace("flywheel: live", f"flywheel: {NIGHTLY}", 1)
+    text = text.replace("alpha.jsonl", "n-alpha.jsonl").replace("beta.jsonl", "n-beta.jsonl")
+    data = (
+        "data: {mode: partitioned, sources: ['s3://arena-test/incoming/ds={ds}/*.jsonl'], testset_sources: "
+        "[nightly-tests.jsonl], min_rows_per_slice: 50, prefix_dedup_chars: 0, testset_clusters: 3, hard_size: 1}"
+    )
+    text = "\n".join(data if line.startswith("data:") else line for line in text.splitlines()) + "\n"
+    cfg.write_text(text)
+    fs, base, _ = filesystem("s3://arena-test/incoming", load_config(cfg).storage)
+    for day, part in (("2026-01-01", day1[:100]), ("2026-01-01", day1[100:]), ("2026-01-02", fresh + near)):
+        name = f"{base}/ds={day}/part-{len(fs.get_file_info(fs_selector(f'{base}/ds={day}')))}.jsonl"
+        with fs.open_output_stream(name) as f:
+            f.write("".join(json.dumps(r) + "\n" for r in part).encode())
+    return cfg, {"day1": day1, "fresh": fresh, "near": near, "tests": tests, "fs": fs, "base": base}
+
+
+def fs_selector(path: str):  # noqa: ANN201
+    import pyarrow.fs as pafs
+
+    return pafs.FileSelector(path, allow_not_found=True)
+
+
+def store_state(store: ArtifactStore, flywheel: str) -> dict[str, str]:
+    """Every committed artifact of the flywheel and when it was committed."""
+    out = {}
+    for key in store.list(f"{flywheel}/", recursive=True):
+        if key.endswith("_MANIFEST.json"):
+            out[key] = store.read_json(key).get("committed_at", "")
+    return out
+
+
+def test_nightly_rounds_on_date_partitions_from_s3(live: Live) -> None:
+    """A flywheel on date partitions dropped into the running stack's folder: its test set is built from fixed files,
+    two days of data land in S3, a third never does. The ingest DAG and a backfill of the round DAG for the three
+    days: days 1 and 2 battle their own partitions only (no day-1 prompt in a day-2 battle; the near-duplicates of
+    day 1 and the test items counted in day 2's report), day 3 is skipped with the reason in its log; a second
+    backfill of day 2 writes nothing."""
+    from arena_ops import catalogue
+
+    api, store = live.api, live.store
+    cfg, days = nightly_data(live)
+    (live.stack.flywheels_dir / "nightly.yaml").symlink_to(cfg)
+    api.wait_for_dags([ROUND_N, INGEST_N], timeout_s=600)
+    res = subprocess.run([ARENA, "--config", str(cfg), "data", "testset"], capture_output=True, text=True,
+                         env=live.env, timeout=900)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    mix = store.read_artifact_table(f"{NIGHTLY}/data/testset-mix")
+    # A few test-set items arrive with day 2's data (they must not reach a battle).
+    fs, base = days["fs"], days["base"]
+    picked = [t for t in days["tests"] if t["id"] in set(mix["source_id"].to_pylist())][:3]
+    with fs.open_output_stream(f"{base}/ds=2026-01-02/leak.jsonl") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in picked).encode())
+
+    for dag in (INGEST_N, ROUND_N):
+        assert api.http.patch(f"/api/v2/dags/{dag}", json={"is_paused": False}).status_code == 200
+    window = {"from_date": f"{DAYS[0]}T00:00:00Z", "to_date": f"{DAYS[-1]}T23:00:00Z"}
+    res = api.http.post("/api/v2/backfills", json={"dag_id": INGEST_N, **window})
+    assert res.status_code == 200, res.text
+    ingest = api.wait_runs(INGEST_N, lambda r: r["run_type"] == "backfill", 3, timeout_s=900)
+    assert all(r["state"] == "success" for r in ingest), ingest
+    events = api.http.get("/api/v2/assets/events", params={"limit": 100}).json()["asset_events"]
+    extras = {e["extra"].get("ds"): e["extra"] for e in events if e.get("uri") == f"arena://{NIGHTLY}/data"}
+    assert set(extras) == {DAYS[0], DAYS[1]}, extras  # day 3 skipped: no event
+
+    res = api.http.post("/api/v2/backfills", json={"dag_id": ROUND_N, **window})
+    assert res.status_code == 200, res.text
+    runs = api.wait_runs(ROUND_N, lambda r: r["run_type"] == "backfill", 3, timeout_s=1500)
+    by_day = {r["logical_date"][:10]: r for r in runs}
+    assert all(r["state"] == "success" for r in runs), runs  # a skipped day is not a failed one
+    day3 = by_day[DAYS[2]]["dag_run_id"]
+    states = {t["task_id"]: t["state"] for t in api.task_instances(ROUND_N, day3)}
+    assert states["resolve"] == "skipped", states
+    log = json.dumps(api.http.get(f"/api/v2/dags/{ROUND_N}/dagRuns/{day3}/taskInstances/resolve/logs/1").json())
+    assert "no data for 2026-01-03" in log, log[-2000:]
+    assert not store.exists(f"{NIGHTLY}/iter=2/round/_MANIFEST.json")
+
+    # Each day battled its own partition only.
+    day_ids = {}
+    for it, ds in ((0, DAYS[0]), (1, DAYS[1])):
+        part = store.read_artifact_table(f"{NIGHTLY}/data/ds={ds}")
+        day_ids[it] = set(part["prompt_id"].to_pylist())
+        battled = set()
+        for t in catalogue.battle_tables(store, NIGHTLY, iteration=it):
+            if t.kind != "eval":
+                battled |= set(catalogue.read(store, t)["prompt_id"].to_pylist())
+        assert battled and battled <= day_ids[it], (it, len(battled - day_ids[it]))
+    assert not day_ids[0] & day_ids[1]
+    assert not day_ids[1] & set(mix["prompt_id"].to_pylist())
+    res = subprocess.run([ARENA, "--config", str(cfg), "data", "partitions", "--json"], capture_output=True,
+                         text=True, env=live.env, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    reports = {r["ds"]: r for r in json.loads(res.stdout)}
+    assert set(reports) == {DAYS[0], DAYS[1]}
+    assert reports[DAYS[0]]["kept"] == 200 and reports[DAYS[1]]["rows_read"] == 253
+    assert reports[DAYS[1]]["removed"].get("seen_near") == 50, reports[DAYS[1]]
+    assert reports[DAYS[1]]["removed"].get("decontam") == 3 and reports[DAYS[1]]["kept"] == 200
+
+    # A second backfill of day 2 reprocesses its run and changes nothing.
+    before = store_state(store, NIGHTLY)
+    n_runs = len(api.runs(ROUND_N))
+    res = api.http.post(
+        "/api/v2/backfills",
+        json={"dag_id": ROUND_N, "from_date": f"{DAYS[1]}T00:00:00Z", "to_date": f"{DAYS[1]}T23:00:00Z",
+              "reprocess_behavior": "completed"},
+    )  # fmt: skip
+    assert res.status_code == 200, res.text
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        backfills = api.http.get("/api/v2/backfills", params={"dag_id": ROUND_N}).json()["backfills"]
+        if len(backfills) == 2 and all(b["completed_at"] for b in backfills):
+            break
+        time.sleep(5)
+    assert all(b["completed_at"] for b in backfills), backfills
+    runs = [r for r in api.runs(ROUND_N) if r["logical_date"][:10] == DAYS[1]]
+    assert all(r["state"] == "success" for r in runs), runs
+    assert len(api.runs(ROUND_N)) >= n_runs
+    after = store_state(store, NIGHTLY)
+    changed = {k for k in after if before.get(k) != after[k]}
+    assert changed <= {k for k in after if "/leaderboard/" in k}, sorted(changed)
 
 
 def test_arena_ui_in_browser(live: Live) -> None:

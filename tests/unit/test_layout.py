@@ -47,3 +47,14 @@ def test_the_root_package_holds_the_core_only() -> None:
                  "stack", "demo", "demo_model"):  # fmt: skip
         assert gone not in root
     assert {"config", "store", "layout", "round", "flywheel", "catalogue", "revisions", "flywheels"} <= set(root)
+
+
+def test_paths_the_package_finds_from_its_own_place_exist() -> None:
+    """Modules that locate the checkout from ``__file__`` (the stack's dags and plugins folders, the demo's configs,
+    the Helm chart) still find it after the move into subpackages."""
+    from arena_ops import helm_schema
+    from arena_ops.local import demo, stack
+
+    assert stack.REPO == demo.REPO == REPO
+    for path in (stack.REPO / "dags", stack.REPO / "plugins", demo.REPO / "configs" / "demo.yaml", helm_schema.CHART):
+        assert path.exists(), path
