@@ -14,9 +14,16 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[
+# The global option reads $ARENA_CONFIG; a command's own --config does not: an environment variable must never
+# override a --config given on the command line (`arena --config b.yaml data testset` with ARENA_CONFIG=a.yaml set by
+# `arena stack env` runs on b.yaml).
+GlobalConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", metavar="PATH", help="Config YAML (default: $ARENA_CONFIG).", envvar="ARENA_CONFIG"),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", metavar="PATH", help="Config YAML (default: the global --config, $ARENA_CONFIG)."),
 ]
 SetOpt = Annotated[
     list[str] | None,

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from arena_ops.cli.common import ConfigOpt, SetOpt, console, err_console
+from arena_ops.cli.common import ConfigOpt, GlobalConfigOpt, SetOpt, console, err_console
 from arena_ops.cli.common import load as _load
 from arena_ops.cli.round import round_app
 from arena_ops.cli.stack import stack_app
@@ -46,7 +46,7 @@ app.add_typer(stack_app, name="stack")
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: ConfigOpt = None,
+    config: GlobalConfigOpt = None,
     set_: SetOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:

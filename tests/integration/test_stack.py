@@ -350,7 +350,7 @@ def test_nightly_rounds_on_date_partitions_from_s3(live: Live) -> None:
     days: days 1 and 2 battle their own partitions only (no day-1 prompt in a day-2 battle; the near-duplicates of
     day 1 and the test items counted in day 2's report), day 3 is skipped with the reason in its log; a second
     backfill of day 2 writes nothing."""
-    from arena_ops import catalogue
+    from arena_ops import catalogue, layout
 
     api, store = live.api, live.store
     cfg, days = nightly_data(live)
@@ -359,7 +359,8 @@ def test_nightly_rounds_on_date_partitions_from_s3(live: Live) -> None:
     res = subprocess.run([ARENA, "--config", str(cfg), "data", "testset"], capture_output=True, text=True,
                          env=live.env, timeout=900)  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    mix = store.read_artifact_table(f"{NIGHTLY}/data/testset-mix")
+    assert store.is_committed(layout.testset(NIGHTLY, "mix")), res.stdout[-3000:] + res.stderr[-3000:]
+    mix = store.read_artifact_table(layout.testset(NIGHTLY, "mix"))
     # A few test-set items arrive with day 2's data (they must not reach a battle).
     fs, base = days["fs"], days["base"]
     picked = [t for t in days["tests"] if t["id"] in set(mix["source_id"].to_pylist())][:3]

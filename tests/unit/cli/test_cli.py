@@ -100,3 +100,20 @@ def test_data_prepare_builds_shards_and_reports_counts(tmp_path: Path) -> None:
     assert res.stdout.split() == [f"tiny/data/shard-{k:03d}" for k in range(9)]
     res = _run("--config", "configs/tiny.yaml", "--set", f"storage.root={store}", "battle", "run", "--shard", "17")
     assert res.returncode == 2 and "shard 17 out of range" in res.stderr
+
+
+def test_a_config_on_the_command_line_beats_arena_config_in_the_environment(tmp_path: Path) -> None:
+    """`arena stack env` exports ARENA_CONFIG; a --config given on the command line (global or the command's own)
+    must still win over it, and the variable is the default only when neither is given."""
+    other = tmp_path / "other.yaml"
+    raw = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    raw["flywheel"] = "other-flywheel"
+    raw["storage"] = {"root": f"file://{tmp_path}/store"}
+    raw["data"]["sources"] = [str((REPO / "configs" / s).resolve()) for s in raw["data"]["sources"]]
+    other.write_text(yaml.safe_dump(raw))
+    env = {"ARENA_CONFIG": str(REPO / "configs" / "tiny.yaml")}
+    for args in (("--config", str(other), "store", "ls"), ("store", "ls", "--config", str(other))):
+        res = _run(*args, env=env)
+        assert "other-flywheel" in res.stdout + res.stderr and res.returncode == 0, (args, res.stderr[-2000:])
+    res = _run("config", "check", env=env)
+    assert "'tiny'" in res.stderr, res.stderr[-2000:]
