@@ -344,15 +344,28 @@ def report(ref: Ref, parts: dict[str, Any]) -> dict[str, Any]:
     and the round's own Elo on the Mix board (computed here from every evaluation so far, not read from the Elo
     DAG, which may not have run yet)."""
     rnd, cfg, store = load(ref)
-    body = {**round_status(rnd, store), **parts, "elo": _round_elo(cfg, store)}
+    status = round_status(rnd, store)
+    status.pop("reported", None)  # the status of a round; in its own report it could only say "not yet"
+    body = {**status, **parts, "elo": _round_elo(cfg, store)}
     key = layout.round_report(rnd.flywheel, rnd.iteration)
     body = json.loads(json.dumps(body, default=str))  # as stored, so that it compares with the stored one
-    if store.is_committed(key) and store.read_json(f"{key}/report.json") == body:
+    if store.is_committed(key) and _substance(store.read_json(f"{key}/report.json")) == _substance(body):
         return {"uri": store.key_uri(key)}  # a rerun that found everything done: nothing new to say
     with store.artifact_at(key, meta={"iteration": rnd.iteration}) as w:
         w.write_json("report.json", body)
         w.put_bytes("report.md", render_report(body).encode())
     return {"uri": w.uri}
+
+
+_RUN_SPECIFIC = {"dag_run", "wall_s", "reused"}  # which run wrote a report and how long it took, not what it says
+
+
+def _substance(body: Any) -> Any:
+    if isinstance(body, dict):
+        return {k: _substance(v) for k, v in body.items() if k not in _RUN_SPECIFIC}
+    if isinstance(body, list):
+        return [_substance(v) for v in body]
+    return body
 
 
 def _round_elo(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any] | None:

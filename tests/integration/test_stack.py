@@ -335,6 +335,17 @@ def fs_selector(path: str):  # noqa: ANN201
     return pafs.FileSelector(path, allow_not_found=True)
 
 
+def wait_backfills_closed(api: AirflowREST, dag_id: str, n: int, timeout_s: float = 900) -> None:
+    """Until the DAG has ``n`` backfills and the scheduler has closed them all."""
+    deadline, backfills = time.monotonic() + timeout_s, []
+    while time.monotonic() < deadline:
+        backfills = api.http.get("/api/v2/backfills", params={"dag_id": dag_id}).json()["backfills"]
+        if len(backfills) == n and all(b["completed_at"] for b in backfills):
+            return
+        time.sleep(3)
+    raise AssertionError(f"{dag_id}: after {timeout_s:.0f} s the backfills are {backfills}")
+
+
 def store_state(store: ArtifactStore, flywheel: str) -> dict[str, str]:
     """Every committed artifact of the flywheel and when it was committed."""
     out = {}
@@ -411,7 +422,9 @@ def test_nightly_rounds_on_date_partitions_from_s3(live: Live) -> None:
     assert reports[DAYS[1]]["removed"].get("seen_near") == 50, reports[DAYS[1]]
     assert reports[DAYS[1]]["removed"].get("decontam") == 3 and reports[DAYS[1]]["kept"] == 200
 
-    # A second backfill of day 2 reprocesses its run and changes nothing.
+    # A second backfill of day 2 reprocesses its run and changes nothing (Airflow runs one backfill of a DAG at a
+    # time: the first must have closed).
+    wait_backfills_closed(api, ROUND_N, 1)
     before = store_state(store, NIGHTLY)
     n_runs = len(api.runs(ROUND_N))
     res = api.http.post(
@@ -420,13 +433,7 @@ def test_nightly_rounds_on_date_partitions_from_s3(live: Live) -> None:
               "reprocess_behavior": "completed"},
     )  # fmt: skip
     assert res.status_code == 200, res.text
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        backfills = api.http.get("/api/v2/backfills", params={"dag_id": ROUND_N}).json()["backfills"]
-        if len(backfills) == 2 and all(b["completed_at"] for b in backfills):
-            break
-        time.sleep(5)
-    assert all(b["completed_at"] for b in backfills), backfills
+    wait_backfills_closed(api, ROUND_N, 2)
     runs = [r for r in api.runs(ROUND_N) if r["logical_date"][:10] == DAYS[1]]
     assert all(r["state"] == "success" for r in runs), runs
     assert len(api.runs(ROUND_N)) >= n_runs
