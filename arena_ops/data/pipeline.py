@@ -120,47 +120,40 @@ def shard_stage(cfg: ArenaConfig, store: ArtifactStore, exclude: set[str] | None
 
 
 def _decontaminate(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, test_ids: set[str]):  # noqa: ANN202
-    from arena_ops.data.decontam import decontaminate
-    from arena_ops.data.embed import embedder
-
+    """The corpus with its test items: the rest decontaminated against them (and the benchmark prompts)."""
     is_test = np.array([pid in test_ids for pid in table["prompt_id"].to_pylist()], dtype=bool)
     test, train = table.filter(pa.array(is_test)), table.filter(pa.array(~is_test))
-    references = test
-    if cfg.data.decontaminate_against:  # public benchmarks' prompts (MT-Bench, …): matches leave the training data
-        bench = ingest(cfg.data.decontaminate_against, cfg.storage, "data.decontaminate_against")
-        references = pa.concat_tables([test, bench.table.select(test.schema.names).cast(test.schema)])
-    kept, gone = decontaminate(
-        train,
-        references,
-        embed=embedder(cfg) if cfg.data.decontam_top_k else None,
-        top_k=cfg.data.decontam_top_k,
-        min_similarity=cfg.data.decontam_min_similarity,
-        ngram=cfg.data.decontam_ngram,
-    )
+    kept, gone = _against(cfg, train, [test])
     return pa.concat_tables([kept, test]), gone
 
 
 def decontaminate_rows(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Remove rows matching a committed test-set item or a benchmark prompt (``data.decontaminate_against``) from a
     table that holds no test items itself (a date partition): exact id, embedding top-k and n-gram matches."""
-    from arena_ops.data.clean import REMOVED_SCHEMA
-    from arena_ops.data.decontam import decontaminate
-    from arena_ops.data.embed import embedder
-
     schema = table.schema
-    references = [
+    tests = [
         store.read_artifact_table(p).select(schema.names).cast(schema)
         for p in (layout.dataset(cfg.flywheel, n) for n in ("testset-diverse", "testset-hard"))
         if store.is_committed(p)
     ]
+    return _against(cfg, table, tests)
+
+
+def _against(cfg: ArenaConfig, train: pa.Table, tests: list[pa.Table]) -> tuple[pa.Table, pa.Table]:
+    """``train`` decontaminated against the test rows and the public benchmarks' prompts (MT-Bench, …)."""
+    from arena_ops.data.clean import REMOVED_SCHEMA
+    from arena_ops.data.decontam import decontaminate
+    from arena_ops.data.embed import embedder
+
+    references = list(tests)
     if cfg.data.decontaminate_against:
         bench = ingest(cfg.data.decontaminate_against, cfg.storage, "data.decontaminate_against")
-        references.append(bench.table.select(schema.names).cast(schema))
+        references.append(bench.table.select(train.schema.names).cast(train.schema))
     refs = pa.concat_tables(references) if references else None
-    if refs is None or refs.num_rows == 0 or table.num_rows == 0:
-        return table, REMOVED_SCHEMA.empty_table()
+    if refs is None or refs.num_rows == 0 or train.num_rows == 0:
+        return train, REMOVED_SCHEMA.empty_table()
     return decontaminate(
-        table,
+        train,
         refs,
         embed=embedder(cfg) if cfg.data.decontam_top_k else None,
         top_k=cfg.data.decontam_top_k,

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from arena_ops.config import ArenaConfig
 from arena_ops.errors import ArenaError
 
+PID_START_SLACK_S = 3.0
 REPO = Path(__file__).resolve().parents[2]  # the checkout: its dags/ and plugins/ are the stack's
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,11 @@ class Stack:
         entry = self._state().get(name, {})
         try:
             p = psutil.Process(entry["pid"])
-            if p.status() != psutil.STATUS_ZOMBIE and abs(p.create_time() - entry["created"]) < 0.05:
+            # A start time within a few seconds: psutil adds the kernel's boot time (/proc/stat btime, whole seconds,
+            # recomputed from the wall clock), which moves by a second when the clock is slewed across a boundary —
+            # an exact comparison then lost a running component (the S3 server, once, in the fault tests). A pid
+            # reused within seconds of the same number is not a risk worth that.
+            if p.status() != psutil.STATUS_ZOMBIE and abs(p.create_time() - entry["created"]) < PID_START_SLACK_S:
                 return p.pid
         except (KeyError, psutil.Error):
             pass

@@ -166,3 +166,43 @@ def _committed(store: ArtifactStore, flywheel: str, iteration: int) -> list[str]
             out.append(base)
         out += [f"{base}/{n}" for n in store.list_artifacts(flywheel, iteration, stage)]
     return out
+
+
+def test_two_days_of_partitions_each_battle_and_train_on_their_own(
+    serving: Serving, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data.mode partitioned on the same served target: day 1's round battles and trains SFT on day 1's partition,
+    day 2's on day 2's only — its repeats of day 1 removed and counted — and day 2 starts from day 1's policy."""
+    for k in ("ARENA_RAY_STATE", "ARENA_RAY_TMP", "ARENA_RAY_PORT"):
+        monkeypatch.setenv(k, serving.env[k])
+    import arena_ops.serving.deploy as deploy
+
+    monkeypatch.setattr(deploy, "STATE_DIR", Path(serving.env["ARENA_RAY_STATE"]))
+    monkeypatch.setattr(deploy, "LOCAL_HEAD_PORT", int(serving.env["ARENA_RAY_PORT"]))
+    config = rounds_config(serving, tmp_path)
+    tasks = [json.loads(line) for line in (tmp_path / "tasks" / "tasks.jsonl").read_text().splitlines()]
+    for ds, rows in (("2026-01-01", tasks[:22]), ("2026-01-02", tasks[22:] + tasks[:5])):
+        (tmp_path / "days" / f"ds={ds}").mkdir(parents=True)
+        (tmp_path / "days" / f"ds={ds}" / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = yaml.safe_load(config.read_text())
+    raw["flywheel"] = "days"
+    raw["data"].update(mode="partitioned", sources=[f"{tmp_path}/days/ds={{ds}}/*.jsonl"], min_rows_per_slice=5)
+    raw["training"].update(schedule="compact", stages=["sft"])
+    raw["airflow"] = {**raw.get("airflow", {}), "start_date": "2026-01-01"}
+    config.write_text(yaml.safe_dump(raw))
+
+    assert [run_round(str(config), iteration=i)["iteration"] for i in (0, 1)] == [0, 1]
+    store = ArtifactStore.from_uri(f"file://{tmp_path}/store")
+    for it, ds in ((0, "2026-01-01"), (1, "2026-01-02")):
+        day = set(store.read_artifact_table(layout.dataset("days", f"ds={ds}"))["prompt_id"].to_pylist())
+        rnd = Round.load(store, "days", it)
+        (st,) = rnd.steps
+        assert (st.partition, st.run) == (ds, f"all-ds={ds}-0")
+        battled = set(store.read_artifact_table(layout.battles("days", it, st.run))["prompt_id"].to_pylist())
+        sft = store.read_artifact_table(layout.train_data("days", it, "sft"))
+        assert battled and battled <= day, (it, len(battled - day))
+        assert sft.num_rows > 0 and set(sft["prompt_id"].to_pylist()) <= day, it
+        assert rnd.produced(store, "sft") is not None  # trained
+    day2 = store.manifest(layout.dataset("days", "ds=2026-01-02")).meta
+    assert day2["removed"] == {"seen_exact": 5} and day2["kept"] == 22, day2
+    assert Round.load(store, "days", 1).start.label == "tiny-a@i0-sft"  # the next day starts from day 1's policy

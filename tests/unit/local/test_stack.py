@@ -176,3 +176,19 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+def test_a_component_is_known_by_its_pid_and_start_time(tmp_path: Path) -> None:
+    """The start time recorded at spawn identifies a component's process; psutil's start time moves by a whole second
+    when the kernel's boot time (whole seconds, from the wall clock) is re-rounded, which must not lose a running
+    component, while a pid reused by a process started much later is not the component."""
+    import psutil
+
+    stack = stack_of(tmp_path)
+    stack.dir.mkdir(parents=True, exist_ok=True)
+    me = psutil.Process()
+    for shift, found in ((0.0, True), (1.0, True), (-1.0, True), (3600.0, False)):
+        stack._save_state({"s3": {"pid": me.pid, "created": me.create_time() + shift}})
+        assert (stack.pid("s3") == me.pid) is found, shift
+    stack._save_state({})
+    assert stack.pid("s3") is None
