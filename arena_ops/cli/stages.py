@@ -129,7 +129,8 @@ def data_prepare(
         except PartitionUnavailableError as exc:
             console.print(f"[yellow]skipped[/]: {exc}")
             raise typer.Exit(3) from None
-        console.print(_counts_table(f"{ds} → {store.key_uri(prefix(cfg, ds))}", _flat(rep)))
+        console.print(_counts_table(f"partition {ds}", _flat(rep)))
+        console.print(f"→ {store.key_uri(prefix(cfg, ds))}", soft_wrap=True)
         return
     from arena_ops.data.pipeline import ensure_shards
 
