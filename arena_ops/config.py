@@ -302,8 +302,15 @@ class DataConfig(_Section):
                 )
             if any("{ds}" in s for s in self.testset_sources):
                 raise ValueError("testset_sources are fixed files: {ds} belongs in sources")
-        elif dated:
-            raise ValueError(f"sources {dated} contain {{ds}}: set data.mode: partitioned for date partitions")
+        else:
+            if dated:
+                raise ValueError(f"sources {dated} contain {{ds}}: set data.mode: partitioned for date partitions")
+            # Settings of the partitioned mode that a corpus flywheel would silently ignore (by value, not by
+            # whether they were written: a resolved snapshot writes every key).
+            defaults = {"testset_sources": [], "min_rows_per_slice": 1}
+            unread = [k for k, unset in defaults.items() if getattr(self, k) != unset]
+            if unread:
+                raise ValueError(f"{', '.join(unread)}: only read under data.mode: partitioned")
         return self
 
 

@@ -214,3 +214,7 @@ def test_partitioned_config_is_checked(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="set data.mode: partitioned"):
         load_config(path)
+    raw["data"].update(sources=["incoming/*.jsonl"])  # corpus mode with a partitioned flywheel's settings
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="min_rows_per_slice: only read under data.mode: partitioned"):
+        load_config(path)
