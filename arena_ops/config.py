@@ -460,6 +460,12 @@ class RatingConfig(_Section):
     ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level; 0.95 → percentiles 2.5/97.5.")
     anchor: str | None = Field(None, description="MODEL=VALUE pins one model's rating (paper: Llama-2-70B=1100).")
     seed: int = Field(0, description="Bootstrap seed.")
+    prior_games: float = Field(
+        1.0,
+        ge=0,
+        description="Virtual ties of each model against the initial rating (keeps ratings finite on small, unbalanced "
+        "data); 0 = plain maximum likelihood, which reproduces FastChat's compute_mle_elo exactly.",
+    )
 
     @field_validator("anchor")
     @classmethod

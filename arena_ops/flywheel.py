@@ -381,8 +381,9 @@ def _round_elo(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any] | None:
     battles = validate_battles(pa.concat_tables(tables, promote_options="permissive"), source="round battles").table
     if len(set(battles["model_a"].to_pylist()) | set(battles["model_b"].to_pylist())) < 2:
         return None
+    r = cfg.rating
     lb = compute_leaderboard(
-        battles, rounds=cfg.rating.bootstrap_rounds, seed=cfg.rating.seed, ci_level=cfg.rating.ci_level
+        battles, rounds=r.bootstrap_rounds, seed=r.seed, ci_level=r.ci_level, prior_games=r.prior_games
     )
     return {
         "scope": scope,
@@ -480,7 +481,12 @@ def elo_update_for(cfg: ArenaConfig) -> dict[str, Any]:
 
     def rate(table: pa.Table) -> Any:
         return compute_leaderboard(
-            table, rounds=r.bootstrap_rounds, seed=r.seed, ci_level=r.ci_level, anchor=_anchor(table, r.anchor)
+            table,
+            rounds=r.bootstrap_rounds,
+            seed=r.seed,
+            ci_level=r.ci_level,
+            anchor=_anchor(table, r.anchor),
+            prior_games=r.prior_games,
         )
 
     battles = validate_battles(pa.concat_tables(tables, promote_options="permissive"), source="store battles")

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from arena_ops.cli.bench import bench_app
 from arena_ops.cli.common import ConfigOpt, GlobalConfigOpt, SetOpt, console, err_console
 from arena_ops.cli.common import load as _load
 from arena_ops.cli.round import round_app
@@ -41,6 +42,7 @@ app.add_typer(battle_app, name="battle")
 app.add_typer(train_app, name="train")
 app.add_typer(round_app, name="round")
 app.add_typer(stack_app, name="stack")
+app.add_typer(bench_app, name="bench")
 
 
 @app.callback()
@@ -228,6 +230,14 @@ def elo(
     reference: Annotated[
         str | None, typer.Option(help="Add each model's win rate against this model (AlpacaEval style).")
     ] = None,
+    prior_games: Annotated[
+        float,
+        typer.Option(
+            help="Virtual ties per model against the initial rating (keeps sparse boards finite); 0 = plain maximum "
+            "likelihood, exactly FastChat's compute_mle_elo.",
+            min=0.0,
+        ),
+    ] = 1.0,
 ) -> None:
     """Bradley–Terry Elo leaderboard with bootstrap CIs from battle files."""
     from arena_ops.rating import compute_leaderboard, leaderboard_files, parse_anchor, read_battles
@@ -245,6 +255,7 @@ def elo(
         anchor=parse_anchor(anchor),
         style_control=style_control,
         reference=reference,
+        prior_games=prior_games,
     )
     out.mkdir(parents=True, exist_ok=True)
     for name, blob in leaderboard_files(lb, plots=plots).items():
@@ -287,24 +298,15 @@ def consistency(
     rename_ours: Annotated[Path | None, typer.Option(help="JSON map: name in OURS → shared name.")] = None,
     rename_reference: Annotated[Path | None, typer.Option(help="JSON map: name in REFERENCE → shared name.")] = None,
 ) -> None:
-    """Agreement between two leaderboards (Arena-Hard-Auto definitions), printed as JSON."""
+    """Agreement between two leaderboards (Arena-Hard-Auto definitions; agreement also on the WizardArena paper's
+    +1/0/−1 scale), printed as JSON."""
     import json
 
+    from arena_ops.cli.bench import _name_map
     from arena_ops.rating import consistency_report, read_board
 
-    def load_map(p: Path | None) -> dict[str, str] | None:
-        if p is None:
-            return None
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RatingError(f"{p}: cannot read a name map: {exc}") from None
-        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-            raise RatingError(f"{p}: a name map is a JSON object of strings, {{name in the file: shared name}}")
-        return data
-
     report = consistency_report(
-        read_board(str(ours), load_map(rename_ours)), read_board(str(reference), load_map(rename_reference))
+        read_board(str(ours), _name_map(rename_ours)), read_board(str(reference), _name_map(rename_reference))
     )
     # Strict JSON: an undefined metric (e.g. a correlation over tied scores) is null, never a bare NaN.
     clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in report.items()}

@@ -7,6 +7,8 @@
   counted once, as in the notebook).
 - **agreement with CI**: over the pairs the *reference* separates (its CIs do not overlap), +1 when ours orders the
   pair the same way with non-overlapping CIs, +0.5 when our CIs overlap, 0 when ours orders them the other way.
+  The WizardArena paper (its Table 2 and ``shared/PAPER_NOTES.md``) scores the same three cases +1 / 0 / −1, i.e.
+  ``2a − 1`` of the notebook's ``a``: reported as ``agreement_with_ci_paper`` (and ``average_consistency_paper``).
 - **strict agreement**: over all pairs, the share ordered the same way by both point scores.
 - **Brier score / log loss**: ours predicts P(a < b) = Φ(−(mean_a − mean_b) / √(var_a + var_b)) from its bootstrap
   samples (population variance); the label is whether the reference rates a below b.
@@ -84,8 +86,15 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
-def agreement_with_ci(ours: Board, reference: Board) -> float:
-    """Agreement over the pairs the reference separates confidently (see the module docstring)."""
+AGREEMENT_SCALES = {"arena-hard": (1.0, 0.5, 0.0), "paper": (1.0, 0.0, -1.0)}  # (agree, not separated, disagree)
+
+
+def agreement_with_ci(ours: Board, reference: Board, scale: str = "arena-hard") -> float:
+    """Agreement over the pairs the reference separates confidently (see the module docstring); ``scale`` is
+    ``arena-hard`` (the notebook's 1 / 0.5 / 0) or ``paper`` (WizardArena's 1 / 0 / −1)."""
+    if scale not in AGREEMENT_SCALES:
+        raise RatingError(f"agreement scale must be one of {sorted(AGREEMENT_SCALES)}, got {scale!r}")
+    agree, unseparated, disagree = AGREEMENT_SCALES[scale]
     ours, reference = _aligned(ours, reference)
     count = total = 0.0
     for a, b in combinations(range(len(ours.models)), 2):
@@ -95,9 +104,11 @@ def agreement_with_ci(ours: Board, reference: Board) -> float:
         total += 1
         our_a, our_b = (ours.lower[a], ours.upper[a]), (ours.lower[b], ours.upper[b])
         if _overlap(our_a, our_b) > 0:
-            count += 0.5
+            count += unseparated
         elif (our_a < our_b and ref_a < ref_b) or (our_a > our_b and ref_a > ref_b):
-            count += 1
+            count += agree
+        else:
+            count += disagree
     return count / total if total else float("nan")
 
 
@@ -138,6 +149,7 @@ def consistency_report(ours: Board, reference: Board) -> dict[str, float | int]:
     spearman = float(stats.spearmanr(reference.score, ours.score).statistic)
     kendall = float(stats.kendalltau(reference.score, ours.score).statistic)
     agree = agreement_with_ci(ours, reference)
+    agree_paper = agreement_with_ci(ours, reference, scale="paper")
     sep = separability(ours)
     out: dict[str, float | int] = {
         "models": len(ours.models),
@@ -148,10 +160,27 @@ def consistency_report(ours: Board, reference: Board) -> dict[str, float | int]:
         "separability": sep,
         "reference_separability": separability(reference),
         "average_consistency": (spearman + agree + sep) / 3,
+        "agreement_with_ci_paper": agree_paper,
+        "average_consistency_paper": (spearman + agree_paper + sep) / 3,
     }
     if ours.mean is not None:
         out["brier"], out["log_loss"] = forecast_losses(ours, reference)
     return out
+
+
+TABLE2_COLUMNS = ("Spearman", "Agreement with 95% CI", "Separability with 95% CI", "Average")
+
+
+def table2_row(name: str, report: dict[str, float | int], scale: str = "paper") -> str:
+    """One Markdown row of the paper's Table 2 (percentages): the benchmark's consistency with the reference."""
+    suffix = "_paper" if scale == "paper" else ""
+    values = [report["spearman"], report[f"agreement_with_ci{suffix}"], report["separability"]]
+    values.append(report[f"average_consistency{suffix}"])
+    return f"| {name} | " + " | ".join(f"{100 * float(v):.2f}%" for v in values) + " |"
+
+
+def table2_header() -> str:
+    return "| benchmark | " + " | ".join(TABLE2_COLUMNS) + " |\n| --- |" + " ---: |" * len(TABLE2_COLUMNS)
 
 
 def _aligned(ours: Board, reference: Board) -> tuple[Board, Board]:

@@ -121,11 +121,14 @@ def compute_leaderboard(
     online_k: float = 4.0,
     style_control: bool = False,
     reference: str | None = None,
+    prior_games: float = bt.PRIOR_GAMES,
 ) -> Leaderboard:
     """Fit, bootstrap and summarise a validated battle table (see :mod:`arena_ops.rating.battles`).
 
     ``style_control`` adds length-controlled ratings (``style_rating``, ``style_ci_low``, ``style_ci_high``; needs
     ``len_a``/``len_b``); ``reference`` adds each model's AlpacaEval-style win rate against that model.
+    ``prior_games``: virtual ties per model against the initial rating (:mod:`arena_ops.rating.bt`); 0 is plain
+    maximum likelihood, FastChat's ``compute_mle_elo`` (``mle`` then reproduces LMSYS/Arena-Hard boards exactly).
     """
     if battles.num_rows == 0:
         raise RatingError("no battles to rate")
@@ -135,6 +138,10 @@ def compute_leaderboard(
         raise RatingError(f"bootstrap rounds must be a positive integer, got {rounds!r}")
     if not np.isfinite(online_k) or online_k <= 0:
         raise RatingError(f"online Elo K must be a positive finite number, got {online_k!r}")
+    if isinstance(prior_games, bool) or not np.isfinite(prior_games) or prior_games < 0:
+        raise RatingError(
+            f"prior_games must be a finite number >= 0 (0 = plain maximum likelihood), got {prior_games!r}"
+        )
     pc = bt.aggregate(battles)
     groups = bt.components(pc)
     if len(groups) > 1:
@@ -145,8 +152,8 @@ def compute_leaderboard(
         )
     flagged = bt.provisional(pc)
     centre = ~flagged
-    mle = bt.fit_bt(pc, anchor=anchor, centre=centre)
-    samples = bt.bootstrap_bt(pc, rounds=rounds, seed=seed, anchor=anchor, centre=centre)
+    mle = bt.fit_bt(pc, anchor=anchor, centre=centre, prior_games=prior_games)
+    samples = bt.bootstrap_bt(pc, rounds=rounds, seed=seed, anchor=anchor, centre=centre, prior_games=prior_games)
     tail = round((1 - ci_level) * 50, 9)  # 0.95 → 2.5 exactly, not 2.500000000000002
     lo, med, hi = _nan_stat(np.nanpercentile, samples, [tail, 50, 100 - tail], axis=0)
     rank = 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
@@ -159,7 +166,7 @@ def compute_leaderboard(
         "anchor": list(anchor) if anchor else None,
         "online_k": online_k,
         "battles": pc.num_battles,
-        "prior_games": bt.PRIOR_GAMES,
+        "prior_games": prior_games,
         "min_battles": bt.MIN_BATTLES,
         "ci_reliable": rounds >= MIN_RELIABLE_ROUNDS,
     }

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from arena_ops import catalogue, layout
+from arena_ops import bench, catalogue, layout
 from arena_ops.errors import ArenaError
 from arena_ops.store import ArtifactStore
 
@@ -68,7 +68,9 @@ class ArenaReader:
         return [
             f
             for f in self.store.list_flywheels()
-            if self.store.exists(f"{f}/leaderboard/leaderboard.json") or self.store.list_iterations(f)
+            if self.store.exists(f"{f}/leaderboard/leaderboard.json")
+            or self.store.list_iterations(f)
+            or bench.names(self.store, f)
         ]
 
     def _flywheel(self, flywheel: str) -> str:
@@ -77,15 +79,23 @@ class ArenaReader:
         return flywheel
 
     def scopes(self, flywheel: str) -> list[dict[str, Any]]:
-        """The leaderboards of a flywheel: ``all`` battles, then one per test set (see ``flywheel.elo_update``)."""
+        """The leaderboards of a flywheel: ``all`` battles, then one per test set (see ``flywheel.elo_update``),
+        then each benchmark's (see :mod:`arena_ops.bench`)."""
         prefix = f"{self._flywheel(flywheel)}/leaderboard"
+        out = []
         if self.store.exists(f"{prefix}/scopes.json"):
-            return [
+            out = [
                 {k: s[k] for k in ("scope", "label", "battles")} for s in self.store.read_json(f"{prefix}/scopes.json")
             ]
-        if self.store.exists(f"{prefix}/leaderboard.json"):  # written before per-test-set boards existed
-            return [{"scope": "all", "label": "All battles", "battles": None}]
-        return []
+        elif self.store.exists(f"{prefix}/leaderboard.json"):  # written before per-test-set boards existed
+            out = [{"scope": "all", "label": "All battles", "battles": None}]
+        for name in bench.names(self.store, flywheel):
+            summary = self.store.read_json(bench.summary_key(flywheel, name))
+            for sc in summary.get("scopes", []):
+                part = sc.removeprefix(bench.scope(name)).removeprefix("--")
+                label = f"Benchmark {name}" + (f": {part}" if part else "")
+                out.append({"scope": sc, "label": label, "battles": summary["battles"] if not part else None})
+        return out
 
     def _scope_key(self, flywheel: str, scope: str) -> str:
         if scope not in {s["scope"] for s in self.scopes(flywheel)}:

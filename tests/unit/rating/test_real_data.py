@@ -51,6 +51,47 @@ def test_bt_on_vicuna80_matches_fastchat_formulation(validation: Path, name: str
     assert np.abs(ours - _sklearn_style_fit(data.table)).max() < 0.01
 
 
+def _straightforward_mle(battles) -> np.ndarray:
+    """Bradley–Terry by direct maximisation of the per-battle log-likelihood (a tie is half a win each), scipy's
+    BFGS from zero: the textbook estimator, sharing no code with ours; centred at 1000 like FastChat's board."""
+    from scipy.optimize import minimize
+
+    models, ia, ib, outcome = bt.encode(battles)
+    s_a = np.where(outcome == bt.WIN_A, 1.0, np.where(outcome == bt.WIN_B, 0.0, 0.5))
+    alpha = np.log(10) / 400
+
+    def nll(r: np.ndarray) -> tuple[float, np.ndarray]:
+        x = alpha * (r[ia] - r[ib])
+        p = 1 / (1 + np.exp(-x))
+        loss = -np.sum(s_a * np.log(p) + (1 - s_a) * np.log1p(-p))
+        g = np.zeros_like(r)
+        np.add.at(g, ia, -alpha * (s_a - p))
+        np.add.at(g, ib, alpha * (s_a - p))
+        return loss, g
+
+    fit = minimize(nll, np.zeros(len(models)), jac=True, method="BFGS", options={"gtol": 1e-9, "maxiter": 10_000})
+    return fit.x - fit.x.mean() + 1000
+
+
+@pytest.mark.parametrize("name", ["vicuna80_human_votes.csv", "vicuna80_gpt4_judge.csv"])
+def test_exact_mode_board_reproduces_fastchat_compute_bt(validation: Path, name: str, tmp_path: Path) -> None:
+    """``prior_games=0`` (config ``rating.prior_games``, CLI ``--prior-games 0``): the board's point ratings are plain
+    maximum likelihood, FastChat's ``compute_mle_elo``, to well under 0.05 Elo; the default prior is not."""
+    data = read_battles([validation / "battles" / name])
+    reference = _straightforward_mle(data.table)
+    exact = compute_leaderboard(data.table, rounds=20, seed=0, prior_games=0)
+    assert exact.params["prior_games"] == 0
+    assert np.abs(exact.mle - reference).max() < 0.05
+    default = compute_leaderboard(data.table, rounds=20, seed=0)
+    assert np.abs(default.mle - reference).max() > 0.05  # so the check above can tell the two modes apart
+    from tests.unit.rating.test_bad_input import _arena
+
+    res = _arena("elo", str(validation / "battles" / name), "--prior-games", "0", "--out", str(tmp_path), "--no-plots")
+    assert res.returncode == 0, res.stderr
+    rows = {r["model"]: r["mle"] for r in json.loads((tmp_path / "leaderboard.json").read_text())}
+    assert max(abs(rows[m] - reference[k]) for k, m in enumerate(exact.models)) < 0.05
+
+
 def test_vicuna80_human_board_shape(validation: Path) -> None:
     data = read_battles([validation / "battles" / "vicuna80_human_votes.csv"])
     lb = compute_leaderboard(data.table, rounds=100, seed=0)
@@ -180,6 +221,11 @@ def test_consistency_metrics_reproduce_the_notebook(validation: Path, benchmark:
         assert report[key] == pytest.approx(value, abs=tol), key
     assert report["average_consistency"] == pytest.approx(
         (report["spearman"] + report["agreement_with_ci"] + report["separability"]) / 3
+    )
+    # The paper's scale (+1 agree, 0 not separated, −1 disagree) is 2a − 1 of the notebook's printed a.
+    assert report["agreement_with_ci_paper"] == pytest.approx(2 * printed["agreement_with_ci"] - 1, abs=1e-9)
+    assert report["average_consistency_paper"] == pytest.approx(
+        (report["spearman"] + report["agreement_with_ci_paper"] + report["separability"]) / 3
     )
 
 
