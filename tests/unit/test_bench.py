@@ -43,9 +43,7 @@ def write(root: Path, judge_url: str) -> Path:
         (root / f"{name}.jsonl").write_text(
             "".join(json.dumps({"prompt_id": str(i), "response": f"{i} " + "x" * (n + i)}) + "\n" for i in range(N))
         )
-    models = "\n".join(
-        f"    - {{name: {m}, source: {{kind: recorded, path: {m}.jsonl}}}}" for m in list(LENGTHS)[1:]
-    )
+    models = "\n".join(f"    - {{name: {m}, source: {{kind: recorded, path: {m}.jsonl}}}}" for m in list(LENGTHS)[1:])
     (root / "arena.yaml").write_text(
         textwrap.dedent("""\
         flywheel: bench-unit
