@@ -416,6 +416,30 @@ class LauncherConfig(_Section):
     )
 
 
+class AccumulateConfig(_Section):
+    """Which stages' datasets accumulate across iterations (a prompt judged again keeps its newest row)."""
+
+    sft: bool = Field(
+        False,
+        description="SFT rows of earlier iterations join. The paper is silent; off because each iteration's SFT starts "
+        "from a model already trained on them, and the margin K changes after the first round (3.0 → 1.0).",
+    )
+    dpo: bool = Field(True, description="DPO pairs of earlier iterations join (paper: DPO-I3 uses D2∪D5∪D8).")
+    rm: bool = Field(True, description="Reward-model pairs of earlier iterations join (paper: as DPO).")
+    rl: bool = Field(True, description="RL prompts of earlier iterations join (paper: as DPO).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        # The setting was one switch for the stages that accumulate: true = those defaults, false = none.
+        if isinstance(value, bool):
+            return {} if value else {"sft": False, "dpo": False, "rm": False, "rl": False}
+        return value
+
+    def of(self, stage: str) -> bool:
+        return bool(getattr(self, stage, False))
+
+
 class TrainingConfig(_Section):
     stages: list[Literal["sft", "dpo", "rl"]] = Field(
         default_factory=lambda: ["sft", "dpo", "rl"],
@@ -438,7 +462,11 @@ class TrainingConfig(_Section):
     k_sft_first: float = Field(3.0, ge=0, description="SFT judge-score margin in the first round (paper: 3.0).")
     k_sft: float = Field(1.0, ge=0, description="SFT margin in later rounds (paper: 1.0).")
     k_dpo: float = Field(2.0, ge=0, description="DPO chosen/rejected margin (paper: 2.0).")
-    accumulate: bool = Field(True, description="DPO/RL data accumulate across iterations (paper's D2∪D5∪D8).")
+    accumulate: AccumulateConfig = Field(
+        default_factory=lambda: AccumulateConfig(),
+        description="Per stage: whether earlier iterations' rows join its data (paper: DPO/RL, D2∪D5∪D8). `true`/`false` "
+        "= the default per stage / none.",
+    )
     lr_decay: float = Field(
         1.0,
         gt=0,
@@ -453,6 +481,17 @@ class TrainingConfig(_Section):
     rl: RLHyperparams = Field(default_factory=RLHyperparams, description="RL (paper's PPO: 1 epoch, 1e-7, KL 0.4).")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="ZeRO settings.")
     launcher: LauncherConfig = Field(default_factory=LauncherConfig, description="Where training jobs run.")
+
+
+class EvalSetConfig(_Section):
+    """The WizardArena test sets' own models (the corpus-side settings are under ``data``)."""
+
+    rater: ModelSpec | None = Field(
+        None,
+        description="The model that rates the Hard candidates' difficulty (served, external or recorded with a "
+        '{"difficulty": N} response per prompt). The paper uses a separate, stronger rater (GPT-4); None = the battle '
+        "judge, with a warning in the test-set report.",
+    )
 
 
 class RatingConfig(_Section):
@@ -582,6 +621,7 @@ class ArenaConfig(_Section):
     battle: BattleConfig = Field(default_factory=BattleConfig, description="Generation and pairings.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="How the LLM judge scores a pair.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Data selection and TRL stages.")
+    testset: EvalSetConfig = Field(default_factory=EvalSetConfig, description="The test sets' rater.")
     rating: RatingConfig = Field(default_factory=RatingConfig, description="Bradley–Terry Elo and bootstrap.")
     serving: ServingConfig = Field(default_factory=ServingConfig, description="Ray Serve application.")
     airflow: AirflowConfig = Field(default_factory=AirflowConfig, description="Scheduling of the round DAG.")
@@ -802,7 +842,8 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     cfg.data.decontaminate_against = [_resolve_local(s, base) for s in cfg.data.decontaminate_against]
     if cfg.judge.template.endswith((".yaml", ".yml")):
         cfg.judge.template = _resolve_local(cfg.judge.template, base)
-    for spec in [*cfg.models.battlers(), cfg.models.judge]:
+    rater = [cfg.testset.rater] if cfg.testset.rater else []
+    for spec in [*cfg.models.battlers(), cfg.models.judge, *rater]:
         src = spec.source
         if isinstance(src, RecordedSource) or isinstance(src, ServedSource) and src.path.startswith((".", "/", "~")):
             src.path = _resolve_local(src.path, base)

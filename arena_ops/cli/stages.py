@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arena_ops.cli.common import ConfigOpt, console, load
+from arena_ops.cli.common import ConfigOpt, console, err_console, load
 
 data_app = typer.Typer(help="Instruction data: ingest, clean, test sets, shard.", no_args_is_help=True)
 train_app = typer.Typer(
@@ -84,7 +84,10 @@ def data_testset(ctx: typer.Context, config: ConfigOpt = None) -> None:
     from arena_ops.data.pipeline import testset_stage
 
     cfg = load(ctx, config)
-    console.print(_counts_table("test sets", testset_stage(cfg, _store(cfg))))
+    counts = testset_stage(cfg, _store(cfg))
+    console.print(_counts_table(f"test sets (Hard rated by {counts['rater']}, {counts['rater_template']})", counts))
+    for warning in counts["warnings"]:
+        err_console.print(f"[yellow]{warning}[/yellow]")
 
 
 @data_app.command("make-tasks")

@@ -68,7 +68,7 @@ def testset_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     import asyncio
 
     from arena_ops.data.embed import embedder
-    from arena_ops.data.testset import build_testsets, rate_difficulty, summary
+    from arena_ops.data.testset import build_testsets, load_difficulty_template, rate_difficulty, rater, summary
 
     ensure_clean(cfg, store)
     candidates = _read(store, cfg.flywheel, CLEAN, "arena data clean")
@@ -76,9 +76,17 @@ def testset_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
         cfg,
         candidates,
         embed=embedder(cfg),
-        rate=lambda texts: asyncio.run(rate_difficulty(cfg, texts)),
+        rate=lambda items: asyncio.run(rate_difficulty(cfg, items)),
     )
-    counts = summary(tables)
+    spec, warning = rater(cfg)
+    counts = {
+        **summary(tables),
+        "rater": spec.name,
+        "rater_template": load_difficulty_template(cfg.data.difficulty_template).get("version"),
+        "warnings": [warning] if warning else [],
+    }
+    if warning:
+        log.warning("%s", warning)
     for name in ("diverse", "hard", "mix"):
         with store.artifact_at(layout.dataset(cfg.flywheel, f"testset-{name}"), meta=counts) as w:
             w.write_table("data.parquet", tables[name])

@@ -1,8 +1,9 @@
 """WizardArena offline test sets: Diverse (K-Means coverage), Hard (judge-rated difficulty), Mix = both.
 
 Diverse: embed the candidates, K-Means into ``k`` clusters, ``m`` seeded samples per cluster (paper: 500 × 2).
-Hard: ``n`` other candidates per cluster (paper: 20), the judge rates each one's difficulty 0–10, the top ``K`` are
-kept (paper: 1,000). Ratings the judge could not give are stored with their raw text and counted, never guessed.
+Hard: ``n`` other candidates per cluster (paper: 20), the rater (``testset.rater``; default the battle judge, with a
+warning) rates each one's difficulty 0–10 with the versioned template ``data.difficulty_template``; the top ``K`` are
+kept (paper: 1,000). Ratings the rater could not give are stored with their raw text and counted, never guessed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from arena_ops.config import ArenaConfig, RecordedSource, ServedSource
+from arena_ops.config import ArenaConfig, ModelSpec, RecordedSource, ServedSource
 from arena_ops.errors import ConfigError
 from arena_ops.serving.client import ChatClient, RequestRejected, StructuredOutput
 
@@ -78,13 +79,27 @@ def load_difficulty_template(name: str) -> dict[str, str]:
     return data
 
 
-async def rate_difficulty(cfg: ArenaConfig, instructions: list[str]) -> list[Rating]:
-    """The configured judge rates each instruction's difficulty (structured output when served by vLLM)."""
+def rater(cfg: ArenaConfig) -> tuple[ModelSpec, str | None]:
+    """The model that rates difficulty, and a warning when it is the battle judge (the paper uses another)."""
+    if cfg.testset.rater is not None:
+        return cfg.testset.rater, None
+    judge = cfg.models.judge
+    return judge, (
+        f"testset.rater is not set: the battle judge {judge.name!r} rated the Hard candidates' difficulty (the paper "
+        "uses a separate, stronger rater; set testset.rater)"
+    )
+
+
+async def rate_difficulty(cfg: ArenaConfig, items: list[dict[str, Any]]) -> list[Rating]:
+    """The rater's difficulty of each item (``prompt_id``, ``source_id``, ``text``): asked of a served (structured
+    output) or external model, or read from a recorded one's response to the item."""
     tpl = load_difficulty_template(cfg.data.difficulty_template)
-    spec = cfg.models.judge
-    if isinstance(spec.source, RecordedSource):  # e.g. the CPU configs' verifier setup: no model to ask
+    spec, _ = rater(cfg)
+    if isinstance(spec.source, RecordedSource) and cfg.testset.rater is None:  # e.g. the CPU configs' verifier setup
         reason = f"judge {spec.name!r} is a recorded model: it cannot rate difficulty (Hard stays empty)"
-        return [Rating(None, None, reason) for _ in instructions]
+        return [Rating(None, None, reason) for _ in items]
+    if isinstance(spec.source, RecordedSource):  # a rater's recorded verdicts ({"difficulty": N} per prompt)
+        return _recorded_ratings(spec, items)
     served = isinstance(spec.source, ServedSource)
     structured = StructuredOutput(regex=DIFFICULTY_REGEX) if served else None
     sampling = spec.sampling.model_copy(update={"max_tokens": min(spec.sampling.max_tokens, 32)})
@@ -109,19 +124,39 @@ async def rate_difficulty(cfg: ArenaConfig, instructions: list[str]) -> list[Rat
                 res = await client.chat(messages, sampling, structured=structured)
             except RequestRejected as exc:
                 return Rating(None, None, str(exc))
-            try:
-                return Rating(parse_difficulty(res.text), res.text, None)
-            except ValueError as exc:
-                return Rating(None, res.text, str(exc))
+            return _parsed(res.text)
 
-        return list(await asyncio.gather(*(one(t) for t in instructions)))
+        return list(await asyncio.gather(*(one(item["text"]) for item in items)))
+
+
+def _parsed(text: str) -> Rating:
+    try:
+        return Rating(parse_difficulty(text), text, None)
+    except ValueError as exc:
+        return Rating(None, text, str(exc))
+
+
+def _recorded_ratings(spec: ModelSpec, items: list[dict[str, Any]]) -> list[Rating]:
+    """A recorded rater's response to each item, looked up by prompt id, then by the source's own id."""
+    from arena_ops.serving.recorded import RecordedResponses
+
+    assert isinstance(spec.source, RecordedSource)
+    recorded = RecordedResponses(spec.source.path, spec.name)
+    out = []
+    for item in items:
+        pid = next((p for p in (item["prompt_id"], item.get("source_id")) if p and recorded.has(str(p))), None)
+        if pid is None:
+            out.append(Rating(None, None, f"{spec.source.path} has no rating for prompt {item['prompt_id']}"))
+        else:
+            out.append(_parsed(recorded.response(str(pid))))
+    return out
 
 
 def build_testsets(
     cfg: ArenaConfig,
     candidates: pa.Table,
     embed: Callable[[list[str]], np.ndarray],
-    rate: Callable[[list[str]], list[Rating]],
+    rate: Callable[[list[dict[str, Any]]], list[Rating]],
 ) -> dict[str, pa.Table]:
     """``{"diverse", "hard", "hard_candidates", "mix"}`` tables (conversation rows + cluster, difficulty)."""
     d = cfg.data
@@ -132,7 +167,8 @@ def build_testsets(
     taken = np.zeros(len(labels), dtype=bool)
     taken[diverse_rows] = True
     hard_rows = per_cluster_sample(labels, d.hard_candidates_per_cluster, d.testset_seed + 1, exclude=taken)
-    ratings = rate([texts[i] for i in hard_rows])
+    pids, sources = candidates["prompt_id"].to_pylist(), _optional(candidates, "source_id")
+    ratings = rate([{"prompt_id": pids[i], "source_id": sources[i], "text": texts[i]} for i in hard_rows])
     hard_candidates = with_cluster.take(hard_rows)
     hard_candidates = hard_candidates.append_column(
         "difficulty", pa.array([r.difficulty for r in ratings], pa.float64())
@@ -152,6 +188,10 @@ def build_testsets(
         ]
     )
     return {"diverse": diverse, "hard": hard, "hard_candidates": hard_candidates, "mix": mix}
+
+
+def _optional(table: pa.Table, column: str) -> list[Any]:
+    return table[column].to_pylist() if column in table.column_names else [None] * table.num_rows
 
 
 def testset_fingerprint(ids: set[str]) -> str:

@@ -37,12 +37,14 @@ class ServedModel:
 
 
 def served_models(cfg: ArenaConfig, target_path: str | None = None) -> list[ServedModel]:
-    """Target (optionally with this iteration's weights), competitors and judge, where served; unique by name."""
+    """Target (optionally with this iteration's weights), competitors, judge and the test sets' rater, where served;
+    unique by name."""
     out: dict[str, ServedModel] = {}
     for role, spec in [
         ("target", cfg.models.target),
         *[("competitor", c) for c in cfg.models.competitors],
         ("judge", cfg.models.judge),
+        *([("rater", cfg.testset.rater)] if cfg.testset.rater else []),
     ]:
         if not isinstance(spec.source, ServedSource):
             continue

@@ -159,7 +159,8 @@ def up(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None
 
 def deploy(cfg: ArenaConfig, target_path: str | None = None, timeout_s: float | None = None) -> Deployment:
     """:func:`up`, reporting what was deployed and each engine's start-up timeline."""
-    if not any(spec.source.kind == "served" for spec in [*cfg.models.battlers(), cfg.models.judge]):
+    rater = [cfg.testset.rater] if cfg.testset.rater else []
+    if not any(spec.source.kind == "served" for spec in [*cfg.models.battlers(), cfg.models.judge, *rater]):
         log.info("no served models in the config (recorded/external only): nothing to deploy")
         return Deployment(serving_base_url(cfg.serving))
     if cfg.serving.rayservice is not None:  # KubeRay owns the applications: ask it (see serving.kuberay)

@@ -3,8 +3,8 @@
 Reads one step's battle table (``{flywheel}/iter={i}/battles/{run}``), the prompts of its slice and the answers the
 battles point at; writes ``{flywheel}/iter={i}/train-data/{stage}`` (``data.parquet``) for every stage the step
 trains, using each stage's builder from :mod:`arena_ops.training.stage_registry`, and ``…/train-data/report-{step}``
-(counts, margins, chosen/rejected per model). With ``training.accumulate`` the stages marked ``accumulate`` (DPO, RM,
-RL) also hold the earlier iterations' rows of the same stage — under the paper schedule those come from the same
+(counts, margins, chosen/rejected per model). The stages ``training.accumulate`` names (by default DPO, RM and RL;
+SFT on request) also hold the earlier iterations' rows of the same stage — under the paper schedule those come from the same
 step's slices only (DPO-I2 trains on the DPO slices of I0, I1, I2); a prompt judged again keeps its newest row.
 """
 
@@ -69,7 +69,7 @@ def build_step_data(
     for name in stages:
         spec = stage(name)
         table = spec.build(ctx, cfg)
-        if spec.accumulate and cfg.training.accumulate:
+        if cfg.training.accumulate.of(name):
             table = _with_earlier(cfg, store, iteration, name, table)
         tables[name] = table
     knobs = {"k_sft": k_sft(cfg, iteration), "k_dpo": cfg.training.k_dpo}
@@ -94,7 +94,7 @@ def _inputs_key(cfg: ArenaConfig, store: ArtifactStore, iteration: int, run: str
     earlier = {
         s: [sha(layout.train_data(cfg.flywheel, it, s)) for it in store.list_iterations(cfg.flywheel) if it < iteration]
         for s in stages
-        if stage(s).accumulate and cfg.training.accumulate
+        if cfg.training.accumulate.of(s)
     }
     rules = [k_sft(cfg, iteration), cfg.training.k_dpo, cfg.models.target.name, stages]
     return content_key(sha(catalogue.step_table_key(cfg.flywheel, iteration, run)), earlier, rules)

@@ -27,7 +27,6 @@ class StageSpec:
     name: str
     policy: bool  # produces a policy that is served, battles and is evaluated (the reward model does not)
     build: Callable[[BattleContext, ArenaConfig], pa.Table]  # training rows from one step's battles
-    accumulate: bool  # with training.accumulate, earlier iterations' rows join (the paper's D2 ∪ D5 ∪ D8)
     trainer: str  # "module:function" that builds the TRL trainer inside the training job
     needs: tuple[str, ...] = ()  # stages of the same round whose models the job also needs
 
@@ -47,28 +46,24 @@ STAGES: dict[str, StageSpec] = {
             "sft",
             policy=True,
             build=lambda ctx, cfg: build_sft(ctx, cfg.models.target.name, k_sft(cfg, ctx.iteration)),
-            accumulate=False,
             trainer="arena_ops.training.stages:sft_trainer",
         ),
         StageSpec(
             "dpo",
             policy=True,
             build=lambda ctx, cfg: build_pairs(ctx, cfg.training.k_dpo, one_per_prompt=True),
-            accumulate=True,
             trainer="arena_ops.training.stages:dpo_trainer",
         ),
         StageSpec(
             "rm",
             policy=False,
             build=lambda ctx, cfg: build_pairs(ctx, cfg.training.k_dpo, one_per_prompt=False),
-            accumulate=True,
             trainer="arena_ops.training.stages:rm_trainer",
         ),
         StageSpec(
             "rl",
             policy=True,
             build=lambda ctx, cfg: build_rl(ctx),
-            accumulate=True,
             trainer="arena_ops.training.stages:rl_trainer",
             needs=("rm",),
         ),

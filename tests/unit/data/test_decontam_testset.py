@@ -86,11 +86,11 @@ def test_testsets_diverse_covers_clusters_and_hard_keeps_the_hardest(tmp_path: P
     texts = [f"Question {i} about {topics[i % 6]}: explain one idea of {topics[i % 6]} in detail." for i in range(60)]
     rated: list[str] = []
 
-    def rate(instructions: list[str]) -> list[Rating]:  # deterministic stand-in for the judge's ratings
-        rated.extend(instructions)
+    def rate(items: list[dict]) -> list[Rating]:  # deterministic stand-in for the rater
+        rated.extend(item["text"] for item in items)
         return [
-            Rating(None, "?", "unparseable") if i == 0 else Rating(float(len(t) % 11), "{}", None)
-            for i, t in enumerate(instructions)
+            Rating(None, "?", "unparseable") if i == 0 else Rating(float(len(item["text"]) % 11), "{}", None)
+            for i, item in enumerate(items)
         ]
 
     tables = build_testsets(cfg, _table(texts), embed, rate)
@@ -114,8 +114,46 @@ def test_a_judge_that_rates_nothing_leaves_hard_empty_and_mix_diverse(tmp_path: 
 
     cfg = load_config(REPO / "configs/tiny-rounds.yaml", {"storage.root": f"file://{tmp_path}"})
     texts = [f"What is {i} plus {i}? Answer with the number only." for i in range(40)]
-    ratings = asyncio.run(rate_difficulty(cfg, texts[:3]))
+    ratings = asyncio.run(rate_difficulty(cfg, [{"prompt_id": t, "text": t} for t in texts[:3]]))
     assert [r.difficulty for r in ratings] == [None] * 3 and "recorded model" in (ratings[0].error or "")
     tables = build_testsets(cfg, _table(texts), embed, lambda xs: asyncio.run(rate_difficulty(cfg, xs)))
     assert tables["hard"].num_rows == 0 and tables["hard_candidates"]["difficulty"].null_count > 0
     assert tables["mix"].num_rows == tables["diverse"].num_rows > 0
+
+
+def test_the_hard_half_is_rated_by_the_configured_rater(tmp_path: Path) -> None:
+    """``testset.rater`` (here a recorded rater: its verdict per prompt id) decides Hard, not the battle judge; the
+    report names the rater and its template, and warns only when the judge stood in."""
+    import json
+
+    from arena_ops.data.pipeline import ingest_stage, testset_stage
+    from arena_ops.store import ArtifactStore
+
+    topics = ["cooking pasta", "python programming", "ancient rome", "tax law", "guitar chords", "orbital mechanics"]
+    rows = [{"id": f"q{i}", "instruction": f"Question {i} about {topics[i % 6]}: explain {topics[i % 6]} in depth."}
+            for i in range(60)]  # fmt: skip
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    verdicts = {f"q{i}": (i * 7) % 11 for i in range(60)}  # the rater's difficulty of each prompt, by source id
+    (tmp_path / "rater.jsonl").write_text(
+        "".join(
+            json.dumps({"prompt_id": k, "response": json.dumps({"difficulty": v})}) + "\n" for k, v in verdicts.items()
+        )
+    )
+    overrides = {
+        "storage.root": f"file://{tmp_path}/store",
+        "data.sources": [str(tmp_path / "corpus.jsonl")],
+        "testset.rater": {"name": "gpt-4-rater", "source": {"kind": "recorded", "path": str(tmp_path / "rater.jsonl")}},
+    }
+    cfg = load_config(REPO / "configs/tiny-rounds.yaml", overrides)
+    store = ArtifactStore.from_config(cfg.storage)
+    ingest_stage(cfg, store)
+    counts = testset_stage(cfg, store)
+    assert counts["rater"] == "gpt-4-rater" and counts["rater_template"] == "difficulty-v1" and not counts["warnings"]
+    cands = store.read_artifact_table(store.dataset_key(cfg.flywheel, "testset-hard"), "candidates.parquet").to_pylist()
+    assert cands and all(c["difficulty"] == verdicts[c["source_id"]] for c in cands)
+    hardest = sorted(cands, key=lambda c: (-c["difficulty"], c["prompt_id"]))[: cfg.data.hard_size]
+    hard = store.read_artifact_table(store.dataset_key(cfg.flywheel, "testset-hard"))
+    assert set(hard["prompt_id"].to_pylist()) == {c["prompt_id"] for c in hardest}
+
+    default = testset_stage(load_config(REPO / "configs/tiny-rounds.yaml", {**overrides, "testset.rater": None}), store)
+    assert default["rater"] == "solver" and "testset.rater is not set" in default["warnings"][0]

@@ -108,3 +108,33 @@ def test_learning_rate_decays_per_iteration() -> None:
     assert [round(stage_hyperparams(demo, "sft", i)["learning_rate"], 9) for i in (0, 1, 2)] == [3e-5, 9.9e-6, 3.267e-6]
     tiny = load_config(repo / "configs" / "tiny.yaml")  # lr_decay defaults to 1: every round the same rate
     assert stage_hyperparams(tiny, "dpo", 3)["learning_rate"] == tiny.training.dpo.learning_rate
+
+
+def test_accumulation_is_a_setting_per_stage(tmp_path) -> None:
+    """``training.accumulate``: per stage (SFT off by default, DPO/RM/RL on); ``true``/``false`` as before. With it on,
+    a stage's data holds earlier iterations' own rows for prompts not judged again."""
+    import dataclasses
+
+    from arena_ops import layout
+    from arena_ops.config import TrainingConfig
+    from arena_ops.store import ArtifactStore
+    from arena_ops.training.build import _with_earlier
+
+    default = TrainingConfig().accumulate
+    assert [s for s in ("sft", "dpo", "rm", "rl") if default.of(s)] == ["dpo", "rm", "rl"]
+    assert TrainingConfig(accumulate=True).accumulate == default
+    assert not any(TrainingConfig(accumulate=False).accumulate.of(s) for s in ("sft", "dpo", "rm", "rl"))
+    on = TrainingConfig(accumulate={"sft": True}).accumulate
+    assert on.of("sft") and on.of("dpo")
+
+    store = ArtifactStore.from_uri(f"file://{tmp_path}")
+    earlier = build_sft(dataclasses.replace(CTX, iteration=0), "target", k=1.0)  # p1, p2, p3 at iteration 0
+    with store.artifact_at(layout.train_data("fw", 0, "sft")) as w:
+        w.write_table("data.parquet", earlier)
+    with store.artifact_at(layout.round_record("fw", 0), meta={"iteration": 0}) as w:
+        w.write_json("round.json", {})
+    now = build_sft(CTX, "target", k=3.0)  # p1, p3 judged again at iteration 2
+    cfg = type("Cfg", (), {"flywheel": "fw"})()
+    both = _with_earlier(cfg, store, 2, "sft", now)  # type: ignore[arg-type]
+    rows = sorted((r["prompt_id"], r["iteration"]) for r in both.to_pylist())
+    assert rows == [("p1", 2), ("p2", 0), ("p3", 2)]  # p2 kept from iteration 0; p1, p3 the newest rows
