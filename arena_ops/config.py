@@ -464,8 +464,8 @@ class TrainingConfig(_Section):
     k_dpo: float = Field(2.0, ge=0, description="DPO chosen/rejected margin (paper: 2.0).")
     accumulate: AccumulateConfig = Field(
         default_factory=lambda: AccumulateConfig(),
-        description="Per stage: whether earlier iterations' rows join its data (paper: DPO/RL, D2∪D5∪D8). `true`/`false` "
-        "= the default per stage / none.",
+        description="Per stage: whether earlier iterations' rows join its data (paper: DPO/RL, D2∪D5∪D8). "
+        "`true`/`false` = the default per stage / none.",
     )
     lr_decay: float = Field(
         1.0,

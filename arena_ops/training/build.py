@@ -4,8 +4,8 @@ Reads one step's battle table (``{flywheel}/iter={i}/battles/{run}``), the promp
 battles point at; writes ``{flywheel}/iter={i}/train-data/{stage}`` (``data.parquet``) for every stage the step
 trains, using each stage's builder from :mod:`arena_ops.training.stage_registry`, and ``…/train-data/report-{step}``
 (counts, margins, chosen/rejected per model). The stages ``training.accumulate`` names (by default DPO, RM and RL;
-SFT on request) also hold the earlier iterations' rows of the same stage — under the paper schedule those come from the same
-step's slices only (DPO-I2 trains on the DPO slices of I0, I1, I2); a prompt judged again keeps its newest row.
+SFT on request) also hold the earlier iterations' rows of the same stage — under the paper schedule those come from the
+same step's slices only (DPO-I2 trains on the DPO slices of I0, I1, I2); a prompt judged again keeps its newest row.
 """
 
 from __future__ import annotations
