@@ -63,8 +63,9 @@ $(STAMP):
 # two Ray nodes, the whole Airflow), much of it waiting on subprocesses and schedulers. `make test PYTEST_ARGS=…` passes options to both; `make test-serial` runs
 # one pytest over everything.
 RAY_JOB_TESTS := tests/integration/test_training.py::test_ray_job_launcher_trains_and_registers \
-	tests/integration/test_training.py::test_embedding_runs_as_a_ray_task_where_sentence_transformers_is_missing
-LANE_A := tests/integration/test_battle.py tests/integration/test_dag_round.py \
+	tests/integration/test_training.py::test_embedding_runs_as_a_ray_task_where_sentence_transformers_is_missing \
+	tests/integration/test_training.py::test_init_trains_the_start_model_as_a_ray_job_and_iteration_0_starts_from_it
+LANE_A := tests/integration/test_battle.py tests/integration/test_bench.py tests/integration/test_dag_round.py \
 	tests/integration/test_flywheel_learning.py tests/integration/test_rounds.py tests/integration/test_serving.py \
 	tests/integration/test_serving_ray_llm.py $(RAY_JOB_TESTS)
 LANE_B := tests/unit tests/dags tests/deploy tests/gpu tests/integration/test_stack.py tests/integration/test_stack_faults.py \

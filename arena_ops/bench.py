@@ -66,6 +66,25 @@ class BenchRequest:
     def source(self) -> dict[str, str]:
         return {"testset": self.testset} if self.testset else {"prompts": str(self.prompts)}
 
+    @classmethod
+    def declared(cls, cfg: ArenaConfig, name: str, **given: Any) -> BenchRequest:
+        """Benchmark ``name`` as the config's ``benchmarks`` declares it, with ``given`` settings (not None) over it;
+        an undeclared benchmark needs its models and prompts given."""
+        given = {k: v for k, v in given.items() if v is not None}
+        if given.get("testset") or given.get("prompts"):  # a source given replaces the declared one
+            given.setdefault("testset", None)
+            given.setdefault("prompts", None)
+        found = next((b for b in cfg.benchmarks if b.name == name), None)
+        base = found.model_dump(exclude={"name"}) if found else {}
+        merged = {**base, **given}
+        if not merged.get("models"):
+            declared = ", ".join(b.name for b in cfg.benchmarks) or "none"
+            raise BenchError(
+                f"benchmark {name!r} is not declared in the config's benchmarks (declared: {declared}): give --models "
+                "M1,M2,… and --testset NAME or --prompts FILE"
+            )
+        return cls(name=name, **merged)
+
 
 def base(flywheel: str, name: str) -> str:
     return f"{flywheel}/bench/{name}"

@@ -281,6 +281,12 @@ class DataConfig(_Section):
         description="Public benchmarks' prompt files (any ingestible format, e.g. MT-Bench questions): training "
         "prompts matching them are removed when shards are cut, like test-set matches.",
     )
+    init_sources: list[str] = Field(
+        default_factory=list,
+        description="Corpus the start model is fine-tuned on before iteration 0 (`arena train init`; paper: ShareGPT). "
+        "Any format with assistant answers (ShareGPT conversations, OpenAI messages, Alpaca …); empty = no init stage.",
+    )
+    init_sample: int = Field(10_000, ge=1, description="Conversations sampled from init_sources (paper: 10,000).")
     num_shards: int = Field(9, ge=1, description="Equal parts D0…DN-1 (paper: 9).")
     shard_seed: int = Field(0, description="Seed of the shard split.")
     testset_clusters: int = Field(8, ge=1, description="K-Means clusters for the test set (paper: 500).")
@@ -475,6 +481,9 @@ class TrainingConfig(_Section):
         "Later rounds start from a better model and train on fewer, harder rows, which a full rate over-fits.",
     )
     rl_algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL 1.16 has no PPOTrainer.")
+    init: SFTHyperparams = Field(
+        default_factory=SFTHyperparams, description="The start model's SFT on data.init_sources (paper: as SFT)."
+    )
     sft: SFTHyperparams = Field(default_factory=SFTHyperparams, description="SFT (paper: 3 epochs, lr 5e-6).")
     dpo: DPOHyperparams = Field(default_factory=DPOHyperparams, description="DPO (paper: 2 epochs, 5e-7, beta 0.3).")
     rm: RMHyperparams = Field(default_factory=RMHyperparams, description="Reward model (paper: 1 epoch, 1e-6).")
@@ -519,6 +528,29 @@ class RatingConfig(_Section):
         if not sep or not model:
             raise ValueError(f"anchor must look like MODEL=VALUE (e.g. llama-2-70b-chat=1100), got {v!r}")
         return v
+
+
+class BenchmarkConfig(_Section):
+    """A benchmark of the flywheel's models (``arena bench run NAME``; a DAG ``arena_bench__<flywheel>__<name>``)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="The benchmark's name (its folder in the store).")
+    models: list[str] = Field(min_length=2, description="Model names of models.target / models.competitors to rate.")
+    testset: Literal["mix", "diverse", "hard"] | None = Field(None, description="A committed test set to rate on.")
+    prompts: str | None = Field(None, description="Or a prompt file (any ingestible format; relative: to this file).")
+    pairing: Literal["all", "budget", "anchor"] = Field(
+        "all", description="all pairs (the paper), a budget of pairs per prompt, or each model against one anchor."
+    )
+    pairs_per_prompt: int | None = Field(None, ge=1, description="Budget pairing (default battle.pairs_per_prompt).")
+    anchor_model: str | None = Field(None, description="Anchor pairing's anchor (default: the first model).")
+    limit: int | None = Field(None, ge=1, description="Use the first N prompts (by prompt id).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BenchmarkConfig:
+        if (self.testset is None) == (self.prompts is None):
+            raise ValueError("give exactly one of testset and prompts")
+        if self.anchor_model is not None and self.anchor_model not in self.models:
+            raise ValueError(f"anchor_model {self.anchor_model!r} is not among models {self.models}")
+        return self
 
 
 class RayServiceRef(_Section):
@@ -623,6 +655,9 @@ class ArenaConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Data selection and TRL stages.")
     testset: EvalSetConfig = Field(default_factory=EvalSetConfig, description="The test sets' rater.")
     rating: RatingConfig = Field(default_factory=RatingConfig, description="Bradley–Terry Elo and bootstrap.")
+    benchmarks: list[BenchmarkConfig] = Field(
+        default_factory=list, description="Benchmarks of the config's models (`arena bench`), one DAG each."
+    )
     serving: ServingConfig = Field(default_factory=ServingConfig, description="Ray Serve application.")
     airflow: AirflowConfig = Field(default_factory=AirflowConfig, description="Scheduling of the round DAG.")
     stack: StackConfig = Field(default_factory=StackConfig, description="`arena stack`: the embedded default.")
@@ -637,6 +672,15 @@ class ArenaConfig(_Section):
                 f"training.schedule paper needs {t.slices_per_iteration} slices per iteration "
                 f"(training.slices_per_iteration) but data.num_shards is {n}"
             )
+        names = {m.name for m in self.models.battlers()}
+        seen: set[str] = set()
+        for k, b in enumerate(self.benchmarks):
+            unknown = [m for m in b.models if m not in names]
+            if unknown:
+                raise ValueError(f"benchmarks.{k}.models: {unknown} not in models.target / models.competitors")
+            if b.name in seen:
+                raise ValueError(f"benchmarks.{k}.name: {b.name!r} is declared twice")
+            seen.add(b.name)
         if self.rating.anchor is not None:
             model = self.rating.anchor.rpartition("=")[0]
             rated = {c.name for c in self.models.competitors}
@@ -840,6 +884,10 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     cfg.data.sources = [_resolve_local(s, base) for s in cfg.data.sources]
     cfg.data.testset_sources = [_resolve_local(s, base) for s in cfg.data.testset_sources]
     cfg.data.decontaminate_against = [_resolve_local(s, base) for s in cfg.data.decontaminate_against]
+    cfg.data.init_sources = [_resolve_local(s, base) for s in cfg.data.init_sources]
+    for b in cfg.benchmarks:
+        if b.prompts:
+            b.prompts = _resolve_local(b.prompts, base)
     if cfg.judge.template.endswith((".yaml", ".yml")):
         cfg.judge.template = _resolve_local(cfg.judge.template, base)
     rater = [cfg.testset.rater] if cfg.testset.rater else []

@@ -301,8 +301,9 @@ def snapshot(cfg: ArenaConfig) -> dict[str, Any]:
 
 
 def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> ModelRef | None:
-    """Iteration 0: the configured weights. Later: the best (by the Mix board) or last policy of the previous
-    round, the previous start model competing too; without a previous round record, the newest registered policy."""
+    """Iteration 0: the start model ``arena train init`` trained, else the configured weights. Later: the best (by
+    the Mix board) or last policy of the previous round, the previous start model competing too; without a previous
+    round record, the newest registered policy."""
     from arena_ops.training.run import base_weights, registry
 
     name = cfg.models.target.name
@@ -311,7 +312,10 @@ def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> Model
         return None  # recorded/external target: nothing is trained or served
     base_ref = ModelRef(uri=base, label=f"{name}@base")
     if iteration == 0:
-        return base_ref
+        from arena_ops.training.init import start_model_uri
+
+        trained = start_model_uri(cfg, store)  # `arena train init`: SFT on data.init_sources before iteration 0
+        return ModelRef(uri=trained, label=f"{name}@i0-init") if trained else base_ref
     prev_key = layout.round_record(cfg.flywheel, iteration - 1)
     if not store.is_committed(prev_key):
         policies = [e for e in registry(cfg, store) if e["iteration"] < iteration and STAGES[e["stage"]].policy]

@@ -34,8 +34,12 @@ def bench_run(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The benchmark's name (its folder in the store).")],
     models: Annotated[
-        str, typer.Option(help="Comma-separated model names of the config (models.target, models.competitors).")
-    ],
+        str | None,
+        typer.Option(
+            help="Comma-separated model names of the config (models.target, models.competitors); default: the "
+            "config's benchmarks entry NAME."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     prompts: Annotated[
         Path | None, typer.Option(help="A prompt file (JSONL/JSON/CSV/Parquet; MT-Bench, ShareGPT, Alpaca …).")
@@ -44,8 +48,9 @@ def bench_run(
         str | None, typer.Option(help="A committed test set of the flywheel: mix, diverse, hard.")
     ] = None,
     pairing: Annotated[
-        str, typer.Option(help="all (every pair, the paper), budget (pairs per prompt), anchor (each vs one model).")
-    ] = "all",
+        str | None,
+        typer.Option(help="all (every pair, the paper; the default), budget (pairs per prompt), anchor (each vs one)."),
+    ] = None,
     pairs_per_prompt: Annotated[
         int | None, typer.Option(help="Pairs per prompt under --pairing budget (default battle.pairs_per_prompt).")
     ] = None,
@@ -63,9 +68,10 @@ def bench_run(
     from arena_ops.cli.stages import _progress
 
     cfg = load(ctx, config)
-    req = BenchRequest(
-        name=name,
-        models=[m.strip() for m in models.split(",") if m.strip()],
+    req = BenchRequest.declared(
+        cfg,
+        name,
+        models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
         testset=testset,
         prompts=str(prompts) if prompts else None,
         pairing=pairing,
@@ -73,7 +79,7 @@ def bench_run(
         anchor_model=anchor_model,
         limit=limit,
     )
-    with _progress() as progress:
+    with _progress(err_console if as_json else None) as progress:
         summary = run_bench(cfg, req, progress, plots=plots)
     _print(cfg, summary, as_json, reference, rename_reference)
 

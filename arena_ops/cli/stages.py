@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -219,14 +220,15 @@ def _flat(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+def _progress(to: Console | None = None) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Progress bars (on ``to``, default standard output; a command printing JSON keeps them on standard error)."""
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=to or console,
         transient=False,
     )
 
@@ -368,6 +370,27 @@ def _train(ctx: typer.Context, stage: str, iteration: int, config) -> None:  # n
         f"{m.get('seconds_per_step')} s/step" + (" (already trained; reused)" if entry.get("reused") else "")
     )
     console.print(f"model: {entry['model_uri']} ({entry.get('label')})")
+
+
+@train_app.command("init")
+def train_init(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """The start model: SFT of models.target on a sample of data.init_sources (paper: 10k ShareGPT), before
+    iteration 0, which then starts from it."""
+    from arena_ops.training.init import train_init as run_init
+
+    cfg = load(ctx, config)
+    with console.status("training the start model (init)…"):
+        entry = run_init(cfg, _store(cfg))
+    data, m = entry["data"], entry.get("metrics") or {}
+    console.print(
+        f"init data: {data['rows']} conversations sampled of {data['candidates']} ({data['quarantined']} quarantined)"
+        + (" (reused)" if data.get("reused") else "")
+    )
+    console.print(
+        f"init: {m.get('steps')} steps, loss {m.get('first_loss')} → {m.get('last_loss')}"
+        + (" (already trained; reused)" if entry.get("reused") else "")
+    )
+    console.print(f"model: {entry['model_uri']} ({entry.get('label')}); iteration 0 starts from it")
 
 
 @train_app.command("sft")

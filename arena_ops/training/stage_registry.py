@@ -39,9 +39,19 @@ def k_sft(cfg: ArenaConfig, iteration: int) -> float:
     return cfg.training.k_sft_first if iteration == 0 else cfg.training.k_sft
 
 
+def _not_from_battles(ctx: BattleContext, cfg: ArenaConfig) -> pa.Table:
+    raise TrainingError("init is trained on a sample of data.init_sources (`arena train init`), not on battles")
+
+
 STAGES: dict[str, StageSpec] = {
     s.name: s
     for s in (
+        StageSpec(  # the start model before iteration 0: arena_ops.training.init
+            "init",
+            policy=True,
+            build=_not_from_battles,
+            trainer="arena_ops.training.stages:sft_trainer",
+        ),
         StageSpec(
             "sft",
             policy=True,

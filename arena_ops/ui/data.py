@@ -23,7 +23,7 @@ _DICT_COLUMNS = ["model_a", "model_b", "winner"]
 _LIST_COLUMNS = ["battle_id", "prompt_id", "iteration", "run", "model_a", "model_b", "winner", "score_a", "score_b"]
 # A target version: name@base, name@i{iteration}-{stage} (the model that battled), or name@{iteration} (older boards).
 _VERSIONED = re.compile(r"^(?P<name>.+)@(?:(?P<base>base)|i(?P<it>\d+)-(?P<stage>[a-z]+)|(?P<legacy>\d+))$")
-_STAGE_ORDER = {"sft": 0, "dpo": 1, "rm": 2, "rl": 3}
+_STAGE_ORDER = {"init": -1, "sft": 0, "dpo": 1, "rm": 2, "rl": 3}
 
 
 def version_order(label: str) -> tuple[int, int] | None:

@@ -61,7 +61,9 @@ def parse(path: Path, tmp_path: Path, folder: Path | None) -> dict:
     return out
 
 
-def tiny_variant(folder: Path, name: str, data_settings: dict | None = None, **training: object) -> Path:
+def tiny_variant(
+    folder: Path, name: str, data_settings: dict | None = None, top: dict | None = None, **training: object
+) -> Path:
     """A copy of configs/tiny.yaml under another flywheel name (paths made absolute, so it loads from anywhere)."""
     from arena_ops.config import load_config
     from arena_ops.round import snapshot
@@ -70,6 +72,7 @@ def tiny_variant(folder: Path, name: str, data_settings: dict | None = None, **t
     data["flywheel"] = name
     data.setdefault("training", {}).update(training)
     data["data"].update(data_settings or {})
+    data.update(top or {})
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -81,7 +84,8 @@ def folder(tmp_path: Path) -> Path:
     d = tmp_path / "flywheels"
     d.mkdir()
     (d / "tiny.yaml").symlink_to(REPO / "configs" / "tiny.yaml")
-    tiny_variant(d, "tiny-k3", k_sft=3.0, k_sft_first=3.0)
+    bench = {"name": "wizard-mix", "models": ["tiny-target", "tiny-qwen2"], "testset": "mix"}
+    tiny_variant(d, "tiny-k3", top={"benchmarks": [bench]}, k_sft=3.0, k_sft_first=3.0)  # it declares a benchmark
     corpus = load_tiny_sources()
     nightly = {"mode": "partitioned", "sources": ["/data/prompts/ds={ds}/*.jsonl"], "testset_sources": corpus}
     tiny_variant(d, "tiny-nightly", data_settings=nightly)  # on date partitions: it has an ingest DAG too
@@ -96,7 +100,7 @@ def load_tiny_sources() -> list[str]:
 
 ALL = ["tiny", "tiny_k3", "tiny_nightly"]
 PARTITIONED = ["tiny_nightly"]  # the DAG files that generate DAGs for these only
-ONLY = {"arena_ingest": PARTITIONED}
+ONLY = {"arena_ingest": PARTITIONED, "arena_bench": ["tiny_k3__wizard_mix"]}  # one DAG per declared benchmark
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

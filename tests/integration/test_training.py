@@ -247,6 +247,43 @@ def test_ray_job_launcher_trains_and_registers(base: Path, tmp_path: Path, ray_j
     assert sft["model_uri"] in Path(sft["log"].removeprefix("file://")).read_text()
 
 
+def test_init_trains_the_start_model_as_a_ray_job_and_iteration_0_starts_from_it(
+    base: Path, tmp_path: Path, ray_jobs_cluster, monkeypatch
+) -> None:
+    """The paper's SFT-I0: a sample of a ShareGPT-format corpus, SFT as a Ray job, the start model of iteration 0."""
+    import json
+
+    from arena_ops.round import start_model
+    from arena_ops.training.init import train_init
+
+    url, _env, _gcs = ray_jobs_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    convs = [
+        {"id": f"c{i}", "conversations": [{"from": "human", "value": q + f" ({i})"}, {"from": "gpt", "value": a}]}
+        for i, (q, a, _) in enumerate(QA * 4)
+    ]
+    convs.append({"id": "no-answer", "conversations": [{"from": "human", "value": "Unanswered?"}]})
+    (tmp_path / "sharegpt.json").write_text(json.dumps(convs))
+    cfg, store = setup(
+        tmp_path,
+        base,
+        **{
+            "training.launcher": {"kind": "ray_job", "ray_address": url},
+            "training.init": {"max_steps": 2, "max_length": 128, "per_device_batch_size": 1},
+            "data.init_sources": [str(tmp_path / "sharegpt.json")],
+            "data.init_sample": 8,
+        },
+    )
+    assert start_model(cfg, store, 0).label == "tiny-target@base"  # before init: the configured weights
+    entry = train_init(cfg, store, timeout_s=600)
+    assert entry["launcher"] == "ray_job" and entry["stage"] == "init" and entry["metrics"]["steps"] == 2
+    assert entry["data"]["rows"] == 8 and entry["data"]["candidates"] == 12 and entry["data"]["quarantined"] == 1
+    assert changed(load_file(str(base / "model.safetensors")), weights(entry["model_uri"]))
+    start = start_model(cfg, store, 0)
+    assert start.uri == entry["model_uri"] and start.label == "tiny-target@i0-init"
+    assert train_init(cfg, store)["reused"] is True  # the same sample and settings: nothing is launched
+
+
 def test_embedding_runs_as_a_ray_task_where_sentence_transformers_is_missing(
     base: Path, tmp_path: Path, ray_jobs_cluster, monkeypatch
 ) -> None:

@@ -156,3 +156,30 @@ def test_bad_requests_say_what_to_do(tmp_path: Path, judge: ScriptedJudge, monke
     (tmp_path / "other.jsonl").write_text((tmp_path / "prompts.jsonl").read_text())
     with pytest.raises(BenchError, match="a benchmark keeps its prompts"):
         run_bench(cfg, BenchRequest(name="b", models=["m1", "m2"], prompts="other.jsonl"))
+
+
+def test_a_declared_benchmark_runs_by_name_and_bad_declarations_name_their_key(
+    tmp_path: Path, judge: ScriptedJudge
+) -> None:
+    path = write(tmp_path, judge.url)
+    declared = "benchmarks:\n  - {name: top, models: [m2, m4], prompts: prompts.jsonl, pairing: anchor}\n"
+    path.write_text(path.read_text() + declared)
+    res = subprocess.run(
+        [ARENA, "--config", str(path), "bench", "run", "top", "--no-plots", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["models"] == ["m2", "m4"] and out["battles"] == N and out["anchor_model"] == "m2"
+    res = subprocess.run(
+        [ARENA, "--config", str(path), "bench", "run", "other"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2 and "not declared in the config's benchmarks (declared: top)" in res.stderr
+    path.write_text(path.read_text().replace("models: [m2, m4]", "models: [m2, gpt-9]"))
+    with pytest.raises(ConfigError, match=r"benchmarks.0.models: \['gpt-9'\] not in models"):
+        load_config(path)
+    path.write_text(path.read_text().replace("prompts: prompts.jsonl", "prompts: prompts.jsonl, testset: mix"))
+    with pytest.raises(ConfigError, match="give exactly one of testset and prompts"):
+        load_config(path)

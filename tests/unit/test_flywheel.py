@@ -165,8 +165,8 @@ def test_layout_owns_every_key() -> None:
 
 
 def test_stage_registry_is_the_one_place() -> None:
-    assert ORDER == ("sft", "dpo", "rm", "rl")
-    assert [n for n, s in STAGES.items() if s.policy] == ["sft", "dpo", "rl"]
+    assert ORDER == ("init", "sft", "dpo", "rm", "rl")  # init: the start model, before iteration 0
+    assert [n for n, s in STAGES.items() if s.policy] == ["init", "sft", "dpo", "rl"]
     assert STAGES["rl"].needs == ("rm",) and with_needs(["rl", "sft"]) == ["sft", "rm", "rl"]
     assert [n for n in STAGES if TrainingConfig().accumulate.of(n)] == ["dpo", "rm", "rl"]  # the defaults
     for s in STAGES.values():
