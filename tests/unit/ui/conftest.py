@@ -81,6 +81,10 @@ def seed(root: Path) -> Path:
                     },
                 )
         elo_update(str(config))
+    # A benchmark of the three models on the same prompts (arena bench): its board is a scope of the view.
+    from arena_ops.bench import BenchRequest, run_bench
+
+    run_bench(cfg, BenchRequest("wizard", ["gamma", "beta", "alpha"], prompts=str(root / "prompts.jsonl")), plots=False)
     return config
 
 

@@ -55,6 +55,7 @@ def test_json_shapes(client: TestClient) -> None:
             "scopes": [
                 {"scope": "all", "label": "All battles", "battles": 72},
                 {"scope": "eval-mix", "label": "Test set mix", "battles": 24},
+                {"scope": "bench-wizard", "label": "Benchmark wizard", "battles": 24},
             ],
         }
     ]
@@ -131,6 +132,9 @@ def test_pages_render_and_sort(client: TestClient) -> None:
     assert client.get("/", params={"sort": "nope"}).status_code == 422
     mix = client.get("/", params={"scope": "eval-mix"}).text
     assert 'data-model="alpha@base"' not in mix and 'data-model="alpha@i0-sft"' in mix
+    bench = client.get("/", params={"scope": "bench-wizard"}).text  # an `arena bench` board, like a flywheel's
+    assert re.findall(r'<tr data-model="([^"]+)">', bench) == ["alpha", "beta", "gamma"]
+    assert "Benchmark wizard" in page.text
 
 
 def test_untrusted_text_is_escaped(client: TestClient) -> None:
