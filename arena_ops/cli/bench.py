@@ -134,20 +134,15 @@ def _print(
         return
     run = summary.get("last_run") or {}
     what = (
-        "nothing new (every battle stored)"
+        "nothing new: every battle was stored"
         if run.get("reused")
         else f"{run.get('generated', 0)} answers generated, {run.get('judged_games', 0)} games judged"
     )
-    table = Table(
-        "rank",
-        "model",
-        "Elo",
-        "95% CI",
-        "W / L / T",
-        "battles",
-        title=f"benchmark {summary['name']}: {summary['battles']} battles on {summary['prompts']} prompts ({what})",
-        title_justify="left",
+    console.print(
+        f"benchmark {summary['name']}: {summary['battles']} battles on {summary['prompts']} prompts, "
+        f"{summary['invalid']} invalid; this run: {what}"
     )
+    table = Table("rank", "model", "Elo", "95% CI", "W / L / T", "battles")
     for r in summary["board"]:
         table.add_row(
             str(r["rank"]),

@@ -86,7 +86,8 @@ def data_testset(ctx: typer.Context, config: ConfigOpt = None) -> None:
 
     cfg = load(ctx, config)
     counts = testset_stage(cfg, _store(cfg))
-    console.print(_counts_table(f"test sets (Hard rated by {counts['rater']}, {counts['rater_template']})", counts))
+    console.print(_counts_table("test sets", counts))
+    console.print(f"Hard rated by {counts['rater']} with template {counts['rater_template']}")
     for warning in counts["warnings"]:
         err_console.print(f"[yellow]{warning}[/yellow]")
 

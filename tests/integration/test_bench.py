@@ -90,6 +90,6 @@ def test_bench_rates_served_recorded_and_external_models_incrementally(serving: 
     assert second["last_run"]["generated"] == PROMPTS
 
     res = bench(serving, config, "run", "mt", "--models", "tiny-b,tiny-a-api,gpt-4,tiny-a", *common)
-    assert "nothing new" in res.stdout
+    assert "this run: nothing new" in res.stdout
     third = json.loads(bench(serving, config, "show", "mt", "--json").stdout)
     assert third["last_run"]["reused"] and third["battles"] == second["battles"]

@@ -183,3 +183,40 @@ def test_a_declared_benchmark_runs_by_name_and_bad_declarations_name_their_key(
     path.write_text(path.read_text().replace("prompts: prompts.jsonl", "prompts: prompts.jsonl, testset: mix"))
     with pytest.raises(ConfigError, match="give exactly one of testset and prompts"):
         load_config(path)
+
+
+def test_reference_board_gives_the_table_2_row_on_both_scales(tmp_path: Path, judge: ScriptedJudge) -> None:
+    """``--reference``: the benchmark's board against a published one (LMSYS's CSV columns), renamed by a map."""
+    path = write(tmp_path, judge.url)
+    run = [ARENA, "--config", str(path), "bench"]
+    prompts = str(tmp_path / "prompts.jsonl")
+    res = subprocess.run(
+        [*run, "run", "b", "--models", "m1,m2,m3,m4", "--prompts", prompts, "--no-plots"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    # The human arena agrees on the order of m4 > m3 > m2 and puts m1 above m2 (its intervals separate all four).
+    rows = [("Model-4", 1200), ("Model-3", 1100), ("Model-1", 1000), ("Model-2", 900)]
+    (tmp_path / "lmsys.csv").write_text(
+        "model,rating,rating_q025,rating_q975,num_battles\n"
+        + "".join(f"{m},{r},{r - 10},{r + 10},5000\n" for m, r in rows)
+        + "other-model,950,940,960,100\n"
+    )
+    (tmp_path / "names.json").write_text(json.dumps({f"Model-{k}": f"m{k}" for k in range(1, 5)}))
+    res = subprocess.run(
+        [*run, "show", "b", "--reference", str(tmp_path / "lmsys.csv"), "--rename-reference",
+         str(tmp_path / "names.json"), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    c = json.loads(res.stdout)["consistency"]
+    assert c["models"] == 4 and c["spearman"] == pytest.approx(0.8)  # one adjacent swap among four
+    # Ours separates every pair (the judge's preference is deterministic): 5 of 6 reference-separated pairs agree.
+    assert c["agreement_with_ci"] == pytest.approx(5 / 6) and c["agreement_with_ci_paper"] == pytest.approx(4 / 6)
+    assert c["table2"]["paper"].startswith("| WizardArena (b) | 80.00% | 66.67% |")
+    res = subprocess.run(
+        [*run, "show", "b", "--reference", str(tmp_path / "lmsys.csv")], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2 and "share 0 model(s)" in res.stderr  # without the name map nothing matches
