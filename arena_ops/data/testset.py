@@ -84,6 +84,11 @@ def rater(cfg: ArenaConfig) -> tuple[ModelSpec, str | None]:
     if cfg.testset.rater is not None:
         return cfg.testset.rater, None
     judge = cfg.models.judge
+    if isinstance(judge.source, RecordedSource):
+        return judge, (
+            f"testset.rater is not set and the judge {judge.name!r} is a recorded model, which cannot rate difficulty: "
+            "the Hard set stays empty (set testset.rater)"
+        )
     return judge, (
         f"testset.rater is not set: the battle judge {judge.name!r} rated the Hard candidates' difficulty (the paper "
         "uses a separate, stronger rater; set testset.rater)"

@@ -73,6 +73,7 @@ def stack_config(root: Path) -> Path:
           stages: []
           launcher: {{kind: ray_job, ray_address: "http://127.0.0.1:{dashboard}", ray_resources: {{worker: 1}}}}
         rating: {{bootstrap_rounds: 20}}
+        benchmarks: [{{name: smoke, models: [alpha, beta], prompts: prompts.jsonl}}]
         serving: {{ray_address: "127.0.0.1:{ray}", proxy_location: HeadOnly, port: {free_block(1)}}}
         airflow: {{schedule: "0 2 * * *", start_date: "2026-01-01", retries: 2, judge_chunks: 2, train_poke_s: 2}}
         stack: {{dir: stack, postgres_port: {pg}, airflow_port: {af}, head_cpus: 4, worker_cpus: 2}}
@@ -209,6 +210,21 @@ def test_ui_trigger_runs_a_round_with_its_conf(live: Live) -> None:
     (run,) = live.api.wait_runs(ROUND, lambda r: r["dag_run_id"] == live.manual_run, 1, timeout_s=900)
     assert run["state"] == "success", run
     assert live.reported(40)
+
+
+def test_a_declared_benchmark_runs_as_its_own_dag_with_the_ui_params(live: Live) -> None:
+    """`benchmarks:` in the flywheel config → `arena_bench__live__smoke`; triggered as the UI does, with a conf that
+    changes the pairing; its board lands in the flywheel's store as scope bench-smoke."""
+    api, dag = live.api, "arena_bench__live__smoke"
+    api.wait_for_dags([dag])
+    api.set_paused(dag, False)
+    run = api.trigger(dag, {"models": "beta,alpha", "pairing": "anchor"})
+    (done,) = api.wait_runs(dag, lambda r: r["dag_run_id"] == run["dag_run_id"], 1, timeout_s=600)
+    assert done["state"] == "success", done
+    summary = live.store.read_json("live/bench/smoke/bench.json")
+    assert summary["models"] == ["alpha", "beta"] and summary["pairing"] == "anchor" and summary["battles"] == 6
+    assert [r["model"] for r in summary["board"]] == ["alpha", "beta"]  # alpha answers right, beta never
+    assert live.store.exists("live/leaderboard/bench-smoke/leaderboard.json")
 
 
 def test_two_flywheels_side_by_side_each_rated_on_its_own_asset(live: Live) -> None:

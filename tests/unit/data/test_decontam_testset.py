@@ -157,3 +157,4 @@ def test_the_hard_half_is_rated_by_the_configured_rater(tmp_path: Path) -> None:
 
     default = testset_stage(load_config(REPO / "configs/tiny-rounds.yaml", {**overrides, "testset.rater": None}), store)
     assert default["rater"] == "solver" and "testset.rater is not set" in default["warnings"][0]
+    assert "recorded model, which cannot rate" in default["warnings"][0]
