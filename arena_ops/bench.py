@@ -64,7 +64,9 @@ class BenchRequest:
     limit: int | None = None  # use the first N prompts (by prompt id)
 
     def source(self) -> dict[str, str]:
-        return {"testset": self.testset} if self.testset else {"prompts": str(self.prompts)}
+        """What the benchmark is of: a test set by name, or a prompt file by its name (not its path, which differs
+        between machines and working directories; the path read is kept as ``prompts_from``)."""
+        return {"testset": self.testset} if self.testset else {"prompts": _basename(str(self.prompts))}
 
     @classmethod
     def declared(cls, cfg: ArenaConfig, name: str, **given: Any) -> BenchRequest:
@@ -84,6 +86,10 @@ class BenchRequest:
                 "M1,M2,… and --testset NAME or --prompts FILE"
             )
         return cls(name=name, **merged)
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def base(flywheel: str, name: str) -> str:
@@ -240,6 +246,7 @@ def run_bench(cfg: ArenaConfig, req: BenchRequest, progress: Any = None, plots: 
             **({"pairs_per_prompt": ppp} if req.pairing == "budget" else {}),
             **({"anchor_model": req.anchor_model or req.models[0]} if req.pairing == "anchor" else {}),
             "prompts": prompts.num_rows,
+            **({"prompts_from": str(req.prompts)} if req.prompts else {}),
             "planned": battle_plan.num_battles,
             "invalid": invalid,
             "quarantined_prompts": quarantine.num_rows if quarantine is not None else 0,

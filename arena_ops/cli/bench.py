@@ -73,7 +73,7 @@ def bench_run(
         name,
         models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
         testset=testset,
-        prompts=str(prompts) if prompts else None,
+        prompts=str(prompts.resolve()) if prompts else None,
         pairing=pairing,
         pairs_per_prompt=pairs_per_prompt,
         anchor_model=anchor_model,

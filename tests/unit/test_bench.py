@@ -156,6 +156,9 @@ def test_bad_requests_say_what_to_do(tmp_path: Path, judge: ScriptedJudge, monke
     (tmp_path / "other.jsonl").write_text((tmp_path / "prompts.jsonl").read_text())
     with pytest.raises(BenchError, match="a benchmark keeps its prompts"):
         run_bench(cfg, BenchRequest(name="b", models=["m1", "m2"], prompts="other.jsonl"))
+    # The same file read from another working directory (another path) is the same benchmark.
+    same = BenchRequest(name="b", models=["m1", "m2"], prompts=str(tmp_path / "prompts.jsonl"))
+    assert run_bench(cfg, same, plots=False)["last_run"]["reused"]
 
 
 def test_a_declared_benchmark_runs_by_name_and_bad_declarations_name_their_key(
