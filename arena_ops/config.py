@@ -333,6 +333,31 @@ class BattleConfig(_Section):
     chunk_size: int = Field(64, ge=1, description="Commit finished generations/judgments to the store every N units.")
 
 
+class CanaryConfig(_Section):
+    path: str | None = Field(
+        None,
+        description="JSONL of labelled pairs (turns, model_a, model_b, answer_a, answer_b, label) the judge re-judges "
+        "every round before training data is built (`arena judge canary-build` makes one from human votes); None = "
+        "no canary.",
+    )
+    size: int | None = Field(None, ge=1, description="Use the first N pairs of the file.")
+
+
+class GateConfig(_Section):
+    min_agreement: float | None = Field(
+        None, ge=0, le=1, description="Stop the round when the canary's agreement on decisive labels is below this."
+    )
+    max_position_flips: float | None = Field(
+        None, ge=0, le=1, description="Stop when more than this share of canary pairs flip with the answers' order."
+    )
+    max_drift: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Stop when more than this share of verdicts changed since the last round's canary.",
+    )
+
+
 class JudgeConfig(_Section):
     kind: Literal["llm", "verifier"] = Field(
         "llm", description="An LLM judge (models.judge), or a verifier for tasks with checkable reference answers."
@@ -354,6 +379,10 @@ class JudgeConfig(_Section):
     )
     tie_margin: float = Field(0.5, ge=0, description="A tie when the summed scores differ by less than this.")
     max_parse_retries: int = Field(2, ge=0, description="Re-ask before a verdict is stored as invalid.")
+    canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Labelled pairs re-judged every round.")
+    gate: GateConfig = Field(
+        default_factory=GateConfig, description="Limits on the canary's metrics (None: unchecked)."
+    )
 
 
 class StageHyperparams(_Section):
@@ -446,6 +475,17 @@ class AccumulateConfig(_Section):
         return bool(getattr(self, stage, False))
 
 
+class PromotionConfig(_Section):
+    confidence: float = Field(
+        0.95,
+        ge=0.5,
+        le=1,
+        description="A policy replaces the round's start model for the next iteration only when P(it is better), over "
+        "the test set's bootstrap, reaches this.",
+    )
+    testset: Literal["mix", "diverse", "hard"] = Field("mix", description="The test set the decision is made on.")
+
+
 class TrainingConfig(_Section):
     stages: list[Literal["sft", "dpo", "rl"]] = Field(
         default_factory=lambda: ["sft", "dpo", "rl"],
@@ -459,6 +499,9 @@ class TrainingConfig(_Section):
         "i mod num_shards feeds every stage (cheap rounds).",
     )
     slices_per_iteration: int = Field(3, ge=1, description="Slices an iteration uses under the paper schedule.")
+    promotion: PromotionConfig = Field(
+        default_factory=PromotionConfig, description="How next_from: best decides (bootstrap confidence)."
+    )
     next_from: Literal["best", "last"] = Field(
         "best",
         description="The next iteration starts from the iteration's best policy on the Mix board (paper), or from "
@@ -885,6 +928,8 @@ def _resolve_paths(cfg: ArenaConfig, base: Path) -> ArenaConfig:
     cfg.data.testset_sources = [_resolve_local(s, base) for s in cfg.data.testset_sources]
     cfg.data.decontaminate_against = [_resolve_local(s, base) for s in cfg.data.decontaminate_against]
     cfg.data.init_sources = [_resolve_local(s, base) for s in cfg.data.init_sources]
+    if cfg.judge.canary.path:
+        cfg.judge.canary.path = _resolve_local(cfg.judge.canary.path, base)
     for b in cfg.benchmarks:
         if b.prompts:
             b.prompts = _resolve_local(b.prompts, base)

@@ -4,9 +4,10 @@ The Airflow DAG and ``arena round run`` call exactly these functions. Each takes
 flywheel, iteration: what a task passes on) and reads the record from the store — never a config path — and
 returns small references (URIs, counts). Rerunning a task gives the same artifacts and does no new work:
 
-    resolve_round → prepare_data → evaluate("start")
-      → for each step: battle_step → step_data → submit/wait each of its stages → evaluate(each new policy)
-      → report
+    resolve_round → prepare_data → judge_canary → evaluate("start")
+      → for each step: battle_step → step_data (the canary's gate first) → submit/wait each of its stages
+        → evaluate(each new policy)
+      → report (with the canary's metrics and the promotion decision for the next iteration)
 
 Evaluations (``{flywheel}/eval/{testset}/…``) are kept apart from the iterations: training never reads them.
 """
@@ -138,16 +139,72 @@ def _summary(s: dict[str, Any], uri: str, reused: bool = False) -> dict[str, Any
 
 
 def step_data(ref: Ref, k: int) -> dict[str, Any]:
-    """Step ``k``'s training datasets (its stages' builders over its battles)."""
+    """Step ``k``'s training datasets (its stages' builders over its battles), once the judge passed its canary."""
     from arena_ops.data.pipeline import read_step
     from arena_ops.training.build import build_step_data
 
     rnd, cfg, store = load(ref)
+    if cfg.judge.canary.path is not None:
+        judge_gate(ref)
     st = step(rnd, k)
     if st is None:
         return {"skipped": f"the {rnd.schedule} schedule has {len(rnd.steps)} step(s)"}
     rep = build_step_data(cfg, store, rnd.iteration, st.name, st.run, st.stages, read_step(cfg, store, st))
     return {s: rep[s]["rows"] for s in st.stages}
+
+
+# The judge's canary ---------------------------------------------------------------------------------------------------
+
+
+def judge_canary(ref: Ref) -> dict[str, Any]:
+    """The round's judge on the canary's labelled pairs (``judge.canary``), stored with the round: its metrics, the
+    judge's identity and the gate's breaches (:mod:`arena_ops.battle.canary`). Judged once per round and judge."""
+    from arena_ops.battle.canary import gate, run_canary
+
+    rnd, cfg, store = load(ref)
+    if cfg.judge.canary.path is None:
+        return {"skipped": "judge.canary.path is not set"}
+    previous = None
+    for it in range(rnd.iteration - 1, -1, -1):  # drift is measured from the newest earlier canary that passed
+        key = layout.canary(rnd.flywheel, it)
+        if store.is_committed(key) and not gate(cfg, store.read_json(f"{key}/metrics.json")):
+            previous = key
+            break
+    served = cfg.judge.kind != "verifier" and cfg.models.judge.source.kind == "served"
+    return run_canary(
+        cfg,
+        store,
+        layout.canary(rnd.flywheel, rnd.iteration),
+        previous,
+        before=lambda: serve(cfg, rnd.start) if served else None,
+    )
+
+
+def judge_gate(ref: Ref) -> dict[str, Any]:
+    """The canary's verdict on the judge: raises :class:`~arena_ops.battle.canary.JudgeGateError` naming each breached
+    metric, its value and its limit (``judge.gate``); the round's battles stay, its training data is never built."""
+    from arena_ops.battle.canary import JudgeGateError
+
+    out = judge_canary(ref)
+    if out.get("breaches"):
+        raise JudgeGateError(
+            f"iteration {ref['iteration']} of {ref['flywheel']}: the judge failed its canary ({out['uri']}): "
+            + "; ".join(out["breaches"])
+            + f" (judge {out['judge']!r}, template {out['template']}, {out['judged_pairs']} of {out['pairs']} pairs "
+            "judged). The round stops before its training data; its battles stay. Fix the judge or judge.gate, rerun."
+        )
+    return out
+
+
+def canary_status(cfg: ArenaConfig, store: ArtifactStore, rnd: Round) -> dict[str, Any] | None:
+    """The round's stored canary metrics with the gate's breaches (None when it has none); judges nothing."""
+    from arena_ops.battle.canary import gate
+
+    key = layout.canary(rnd.flywheel, rnd.iteration)
+    if not store.is_committed(key):
+        return None
+    m = store.read_json(f"{key}/metrics.json")
+    return {**m, "breaches": gate(cfg, m), "uri": store.key_uri(key)}
 
 
 # Training -------------------------------------------------------------------------------------------------------------
@@ -273,6 +330,7 @@ def run_round(
     )
     prepare_data(ref)
     parts: dict[str, Any] = {"battles": {}, "training_data": {}, "training": [], "evaluation": {}}
+    judge_canary(ref)
     parts["evaluation"]["start"] = evaluate(ref, "start", progress)
     for k, st in enumerate(rnd.steps):
         where = f"slice {st.slice} of {st.partition}" if st.partition else f"slice {st.slice}"
@@ -336,7 +394,15 @@ def round_status(rnd: Round, store: ArtifactStore) -> dict[str, Any]:
         "resolved_at": rnd.resolved_at,
         "steps": steps,
         "reported": store.is_committed(layout.round_report(rnd.flywheel, rnd.iteration)),
+        "canary": canary_status(rnd.cfg(), store, rnd),
+        "promotion": _stored_promotion(store, rnd),
     }
+
+
+def _stored_promotion(store: ArtifactStore, rnd: Round) -> dict[str, Any] | None:
+    from arena_ops import promotion
+
+    return promotion.read(store, rnd.flywheel, rnd.iteration)
 
 
 def report(ref: Ref, parts: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +412,7 @@ def report(ref: Ref, parts: dict[str, Any]) -> dict[str, Any]:
     rnd, cfg, store = load(ref)
     status = round_status(rnd, store)
     status.pop("reported", None)  # the status of a round; in its own report it could only say "not yet"
+    status["promotion"] = _promotion(cfg, store, rnd)
     body = {**status, **parts, "elo": _round_elo(cfg, store)}
     key = layout.round_report(rnd.flywheel, rnd.iteration)
     body = json.loads(json.dumps(body, default=str))  # as stored, so that it compares with the stored one
@@ -355,6 +422,28 @@ def report(ref: Ref, parts: dict[str, Any]) -> dict[str, Any]:
         w.write_json("report.json", body)
         w.put_bytes("report.md", render_report(body).encode())
     return {"uri": w.uri}
+
+
+def _promotion(cfg: ArenaConfig, store: ArtifactStore, rnd: Round) -> dict[str, Any] | None:
+    """Decide (and record) which model the next iteration starts from (:mod:`arena_ops.promotion`); once the next
+    round has started from it, the record stands as it is."""
+    from arena_ops import promotion
+    from arena_ops.round import started
+
+    if rnd.start is None:
+        return None
+    stored = promotion.read(store, rnd.flywheel, rnd.iteration)
+    nxt = layout.round_record(rnd.flywheel, rnd.iteration + 1)
+    if (
+        stored is not None
+        and store.is_committed(nxt)
+        and started(Round.load(store, rnd.flywheel, rnd.iteration + 1), store)
+    ):
+        return stored
+    rec = json.loads(json.dumps(promotion.decide(cfg, store, rnd.iteration, rnd.start, rnd.policies(store))))
+    if rec != stored:
+        promotion.write(store, rec)
+    return rec
 
 
 _RUN_SPECIFIC = {"dag_run", "wall_s", "reused"}  # which run wrote a report and how long it took, not what it says
@@ -423,6 +512,7 @@ def render_report(body: dict[str, Any]) -> str:
         m = entry.get("metrics") or {}
         what = entry.get("skipped") or f"{m.get('steps')} steps, loss {m.get('first_loss')} → {m.get('last_loss')}"
         lines.append(f"- {entry.get('stage')}: {what}")
+    lines += _canary_lines(body.get("canary")) + _promotion_lines(body.get("promotion"))
     elo = body.get("elo")
     if elo:
         lines += ["", f"Elo ({elo['scope']}):", "", "| model | rating | 95% CI | rank |", "| --- | ---: | --- | ---: |"]
@@ -431,6 +521,40 @@ def render_report(body: dict[str, Any]) -> str:
             for r in elo["board"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def _canary_lines(c: dict[str, Any] | None) -> list[str]:
+    if not c:
+        return []
+    verdict = "**gate breached**: " + "; ".join(c["breaches"]) if c.get("breaches") else "passed the gate"
+    return [
+        "",
+        f"Judge canary ({c['judged_pairs']} of {c['pairs']} pairs; judge `{c['judge']}`, template {c['template']}, "
+        f"hash {str(c.get('judge_hash'))[:12]}): agreement {_fmt(c.get('agreement'))}, position flips "
+        f"{_fmt(c.get('position_flips'))}, first-position wins {_fmt(c.get('first_position_win_rate'))}, drift "
+        f"{_fmt(c.get('drift'))} — {verdict}",
+    ]
+
+
+def _promotion_lines(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    lines = ["", f"Next iteration starts from `{p['chosen']['label']}` ({p['decision']}): {p['reason']}"]
+    rated = [c for c in p.get("challengers", []) if "p_better" in c]
+    if rated:
+        inc = p["incumbent"]
+        lines += [
+            "",
+            f"| model | rating | {int(100 * p['confidence'])}% decision: P(better than `{inc['label']}`) |",
+            "| --- | ---: | ---: |",
+            f"| {inc['label']} (incumbent) | {_fmt(inc.get('rating'))} | |",
+        ]
+        lines += [f"| {c['label']} | {_fmt(c.get('rating'))} | {c['p_better']:.2f} |" for c in rated]
+    return lines
 
 
 # Elo ---------------------------------------------------------------------------------------------------------------

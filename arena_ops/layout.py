@@ -34,6 +34,7 @@ from arena_ops.store import ArtifactStore
 ROUND = "round"
 RESPONSES, JUDGMENTS, BATTLES = "responses", "judgments", "battles"
 TRAIN_DATA, JOBS, MODEL, REPORT = "train-data", "jobs", "model", "report"
+CANARY = "canary"
 EVAL = "eval"
 EVAL_RUN_PREFIX = "eval-"  # the ``run`` of evaluation battles: ``eval-mix``
 
@@ -66,6 +67,11 @@ def job(flywheel: str, iteration: int, stage: str) -> str:
 
 def model(flywheel: str, iteration: int, stage: str) -> str:
     return ArtifactStore.artifact_key(flywheel, iteration, MODEL, stage)
+
+
+def canary(flywheel: str, iteration: int) -> str:
+    """The judge's canary of a round: its judgments, verdicts and metrics."""
+    return ArtifactStore.artifact_key(flywheel, iteration, CANARY, "judge")
 
 
 def round_report(flywheel: str, iteration: int) -> str:

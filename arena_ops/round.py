@@ -13,8 +13,9 @@ whose battles feed every stage. Which model battles in a step is not known at re
 *current policy* when the step starts (the newest policy trained earlier in the round, else the start model) —
 so it is derived from the store and recorded in the step's battle table.
 
-The next iteration starts from this iteration's best policy on the Mix board (``training.next_from: best``; the
-start model competes too) or from its last policy.
+The next iteration starts from the policy of this iteration that beats its start model on the Mix board with the
+configured confidence (``training.promotion``, :mod:`arena_ops.promotion`), else from the same start model; or from
+its last policy (``training.next_from: last``).
 """
 
 from __future__ import annotations
@@ -301,9 +302,10 @@ def snapshot(cfg: ArenaConfig) -> dict[str, Any]:
 
 
 def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> ModelRef | None:
-    """Iteration 0: the start model ``arena train init`` trained, else the configured weights. Later: the best (by
-    the Mix board) or last policy of the previous round, the previous start model competing too; without a previous
-    round record, the newest registered policy."""
+    """Iteration 0: the start model ``arena train init`` trained, else the configured weights. Later: what the previous
+    round's promotion record chose (:mod:`arena_ops.promotion`: a policy only when it beats that round's start with
+    the configured confidence), decided now when the record is missing; without a previous round record, the newest
+    registered policy."""
     from arena_ops.training.run import base_weights, registry
 
     name = cfg.models.target.name
@@ -323,33 +325,13 @@ def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> Model
             return base_ref
         e = policies[-1]
         return ModelRef(uri=e["model_uri"], label=f"{name}@i{e['iteration']}-{e['stage']}")
+    from arena_ops import promotion
+
+    recorded = promotion.read(store, cfg.flywheel, iteration - 1)  # decided by the previous round's report
+    if recorded is not None:
+        return ModelRef(**recorded["chosen"])
     prev = Round.model_validate(store.read_json(f"{prev_key}/round.json"))
-    candidates = [m for m in [prev.start, *prev.policies(store)] if m is not None]
-    if not candidates:
-        return base_ref
-    if cfg.training.next_from == "best":
-        best = best_on_board(cfg, store, candidates)
-        if best is not None:
-            return best
-    return candidates[-1]
-
-
-def best_on_board(
-    cfg: ArenaConfig, store: ArtifactStore, candidates: list[ModelRef], testset: str = "mix"
-) -> ModelRef | None:
-    """The candidate with the highest Bradley–Terry rating on the test set's evaluation battles; None unless every
-    candidate was evaluated there."""
-    import pyarrow as pa
-
-    from arena_ops import catalogue
-    from arena_ops.rating.battles import validate_battles
-    from arena_ops.rating.bt import aggregate, fit_bt
-
-    tables = catalogue.evaluations(store, cfg.flywheel, testset)
-    labels = {m.label for m in candidates}
-    if not tables or not labels <= set(tables):
-        return None
-    battles = validate_battles(pa.concat_tables(list(tables.values()), promote_options="permissive")).table
-    pc = aggregate(battles)
-    ratings = dict(zip(pc.models, fit_bt(pc).tolist(), strict=True))
-    return max(candidates, key=lambda m: (ratings.get(m.label, float("-inf")), candidates.index(m)))
+    if prev.start is None:
+        policies = prev.policies(store)
+        return policies[-1] if policies else base_ref
+    return ModelRef(**promotion.decide(cfg, store, iteration - 1, prev.start, prev.policies(store))["chosen"])

@@ -1,7 +1,9 @@
 """One Arena Learning iteration as the paper runs it, one DAG per flywheel of ``$ARENA_FLYWHEELS``
 (``arena_flywheel_round__<flywheel>``): resolve the Round (written to the store; every later task reads it, never the
-config path) → data → evaluate the start model → for each step: battles (the round's current policy on the step's
-slice; an outlet of the flywheel's battles Asset, the round reference in the event's extra) → training data → each of
+config path) → data → the judge's canary (labelled pairs re-judged) → evaluate the start model → for each step:
+battles (the round's current policy on the step's
+slice; an outlet of the flywheel's battles Asset, the round reference in the event's extra) → (after the first
+step's battles, the canary's gate: a breach fails the round here) → training data → each of
 the step's stages submitted, then waited for by a deferred task (the triggerer polls the job: no worker slot is held
 while it trains) → the new policy evaluated on the test set → round report. Under the compact schedule steps 2 and 3
 have nothing to do and say so. A config of the folder that does not load becomes a DAG of that name that says why.
@@ -101,6 +103,24 @@ def round_dag(fw: Flywheel) -> DAG:
 
             return prepare_data(ref)
 
+        @task
+        def judge_canary(ref: dict, _after: object) -> dict:
+            from arena_ops.flywheel import judge_canary
+
+            return judge_canary(ref)
+
+        @task
+        def judge_gate(ref: dict, _canary: object, _battles: object) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from arena_ops.battle.canary import JudgeGateError
+            from arena_ops.flywheel import judge_gate
+
+            try:
+                return judge_gate(ref)
+            except JudgeGateError as exc:  # the judge's verdicts do not change on a retry
+                raise AirflowFailException(str(exc)) from exc
+
         def evaluate_task(which: str):
             @task(task_id=f"evaluate_{which}", outlets=[asset])
             def evaluate(ref: dict, _after: object) -> dict:
@@ -164,10 +184,13 @@ def round_dag(fw: Flywheel) -> DAG:
 
         ref = resolve()
         after: object = prepare_data(ref)
+        canary = judge_canary(ref, after)
         after = evaluation_start = evaluate_task("start")(ref, after)
         battles_out, data_out, trained, evaluations = {}, {}, [], {"start": evaluation_start}
         for k, stages in enumerate(STEP_STAGES):
             after = battles_out[f"step_{k + 1}"] = battle_task(k)(ref, after)
+            if k == 0:  # the canary's gate, before any training data is built; the battles stay
+                after = judge_gate(ref, canary, after)
             after = data_out[f"step_{k + 1}"] = data_task(k)(ref, after)
             for stage in stages:
                 submit, wait = train_tasks(stage)

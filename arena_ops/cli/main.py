@@ -15,6 +15,7 @@ from rich.text import Text
 from arena_ops.cli.bench import bench_app
 from arena_ops.cli.common import ConfigOpt, GlobalConfigOpt, SetOpt, console, err_console
 from arena_ops.cli.common import load as _load
+from arena_ops.cli.judge import judge_app
 from arena_ops.cli.round import round_app
 from arena_ops.cli.stack import stack_app
 from arena_ops.cli.stages import battle_app, data_app, train_app
@@ -43,6 +44,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(round_app, name="round")
 app.add_typer(stack_app, name="stack")
 app.add_typer(bench_app, name="bench")
+app.add_typer(judge_app, name="judge")
 
 
 @app.callback()

@@ -83,3 +83,13 @@ def _show(ctx: typer.Context, config, iteration: int, as_json: bool) -> None:  #
             ", ".join(f"{k}: {p['label'] or p['reason']}" for k, p in st["produced"].items()),
         )
     console.print(table)
+    c = status.get("canary")
+    if c:
+        verdict = "gate breached: " + "; ".join(c["breaches"]) if c["breaches"] else "passed"
+        console.print(
+            f"judge canary: agreement {c['agreement']}, position flips {c['position_flips']}, drift {c['drift']} "
+            f"({c['judged_pairs']} of {c['pairs']} pairs, judge {c['judge']}) — {verdict}"
+        )
+    p = status.get("promotion")
+    if p:
+        console.print(f"next iteration starts from {p['chosen']['label']} ({p['decision']}): {p['reason']}")

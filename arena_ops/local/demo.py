@@ -404,6 +404,26 @@ def report(
     start, final = board.get(start_label), board.get(final_label)
     verdict, improved = judge_improvement(start_label, start, final_label, final)
     say(f"\nResult: {verdict}.")
+    from arena_ops import promotion
+    from arena_ops.battle.canary import gate
+
+    decisions = [promotion.read(store, cfg.flywheel, i) for i in range(iterations)]
+    for rec in filter(None, decisions):
+        probs = ", ".join(f"P({c['label']} > {rec['incumbent']['label']}) = {c['p_better']:.2f}"
+                          for c in rec["challengers"] if "p_better" in c)  # fmt: skip
+        say(f"Promotion after iteration {rec['iteration']}: {rec['decision']} → {rec['chosen']['label']} ({probs}).")
+        say(f"  {rec['reason']}")
+    canaries = []
+    for i in range(iterations):
+        key = layout.canary(cfg.flywheel, i)
+        if store.is_committed(key):
+            m = store.read_json(f"{key}/metrics.json")
+            canaries.append({"iteration": i, **{k: m.get(k) for k in ("agreement", "position_flips", "drift")}})
+            state = "breached: " + "; ".join(gate(cfg, m)) if gate(cfg, m) else "passed"
+            say(
+                f"Judge canary, iteration {i} ({m['pairs']} labelled pairs, judge {m['judge']}): agreement "
+                f"{m['agreement']}, position flips {m['position_flips']}, drift {m['drift']} — gate {state}."
+            )
     say("Phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
 
     # Local copies of the plots and reports; the store keeps the originals.
@@ -441,6 +461,8 @@ def report(
         "target_by_stage": [entry(r["model"], r) for r in steps],
         "board": [entry(r["model"], r) for r in sorted(board.values(), key=lambda r: -r["rating"])],
         "phases": phases,
+        "promotion": [d for d in decisions if d],
+        "canary": canaries,
     }
 
 

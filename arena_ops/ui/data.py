@@ -167,6 +167,8 @@ class ArenaReader:
                         "target": (report.get("start") or {}).get("label") or report.get("target"),
                         "dag_run": report.get("dag_run"),
                         "training": report.get("training") or [],
+                        "promotion": report.get("promotion"),
+                        "canary": report.get("canary"),
                     }
                 )
         return out

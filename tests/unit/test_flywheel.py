@@ -286,3 +286,45 @@ def test_the_elo_task_rates_its_own_flywheel_from_the_asset_events(config: Path)
     assert store.exists("fw/leaderboard/leaderboard.json")
     with pytest.raises(ConfigError, match=r"Elo DAG of flywheel 'fw' .* battles of \['other'\]"):
         elo_update_from_events(str(config), [{"flywheel": "other", "iteration": 0, "storage": rnd.ref()["storage"]}])
+
+
+def test_promotion_needs_confidence_and_says_why(config: Path) -> None:
+    """A challenger replaces the incumbent only when P(better) over the bootstrap reaches training.promotion.confidence;
+    the record keeps every probability and the reason, and the next round starts from its choice."""
+    from arena_ops import promotion
+    from arena_ops.flywheel import report
+
+    rnd = resolve(str(config), iteration=0)
+    store = rnd.store()
+    for stage in ("sft", "dpo"):
+        register(store, 0, stage)
+    cfg = load_config(config)
+    eval_battles(store, "tgt@base", 10, n=40)  # the incumbent: 10 of 40 against c1
+    eval_battles(store, "tgt@i0-sft", 11, n=40)  # within the intervals: not promoted
+    eval_battles(store, "tgt@i0-dpo", 30, n=40)  # clearly better: promoted
+    rec = promotion.decide(cfg, store, 0, rnd.start, rnd.policies(store))
+    sft, dpo = rec["challengers"]
+    assert 0.5 < sft["p_better"] < 0.95 and dpo["p_better"] >= 0.95
+    assert (
+        rec["decision"] == "promote" and rec["chosen"]["label"] == "tgt@i0-dpo" and "P = 1.00 ≥ 0.95" in rec["reason"]
+    )
+    assert dpo["ci_low"] > rec["incumbent"]["ci_high"]  # intervals apart
+
+    # Only the close challenger: kept, with the reason and the probability.
+    store.delete_prefix(layout.model("fw", 0, "dpo"))
+    kept = promotion.decide(cfg, store, 0, rnd.start, rnd.policies(store))
+    assert kept["decision"] == "keep" and kept["chosen"]["label"] == "tgt@base"
+    assert f"is better with P = {kept['challengers'][0]['p_better']:.2f}" in kept["reason"]
+    # The report writes the record; the next round starts from its choice (the incumbent here), not the point leader.
+    report(rnd.ref(), {})
+    assert promotion.read(store, "fw", 0)["decision"] == "keep"
+    body = store.read_json(f"{layout.round_report('fw', 0)}/report.json")
+    assert body["promotion"]["reason"] == kept["reason"]
+    assert (
+        "Next iteration starts from `tgt@base` (keep)"
+        in store.get_bytes(f"{layout.round_report('fw', 0)}/report.md").decode()
+    )
+    assert start_model(cfg, store, 1).label == "tgt@base"
+    lenient = load_config(config, {"training.promotion.confidence": 0.5})
+    assert start_model(lenient, store, 1).label == "tgt@base"  # the stored decision of round 0 stands
+    assert promotion.decide(lenient, store, 0, rnd.start, rnd.policies(store))["chosen"]["label"] == "tgt@i0-sft"
