@@ -38,7 +38,8 @@ def judge_audit(
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
         sys.stdout.write(json.dumps(clean, indent=2, allow_nan=False) + "\n")
         return
-    table = Table("figure", "value", title=f"{verdicts.name} against {humans.name}", title_justify="left")
+    console.print(f"{verdicts.name} against {humans.name}:")
+    table = Table("figure", "value")
     for key in (
         "agreement_with_ties",
         "agreement_without_ties",

@@ -165,6 +165,7 @@ def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
         rows = sorted(rows, key=lambda row: -(row.get("rating") or 0.0))
         rows = sorted(rows, key=lambda row: row[sort], reverse=order == "desc")
         hist = r.history(flywheel)
+        rounds = r.rounds(flywheel)
         return _render(
             "index.html",
             request,
@@ -180,7 +181,8 @@ def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
             elo_chart=charts.elo_ci(board["rows"]),
             history_chart=charts.history(hist["entries"], hist["target"]),
             heat=r.win_rates(flywheel, scope),
-            rounds=r.rounds(flywheel),
+            rounds=rounds,
+            canary_chart=charts.canary(rounds),
         )
 
     @app.get("/battles", response_class=HTMLResponse)

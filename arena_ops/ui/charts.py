@@ -56,8 +56,9 @@ def elo_ci(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def history(entries: list[dict[str, Any]], target: list[dict[str, Any]]) -> dict[str, Any]:
-    """Round-over-round lines: the target's newest version, and each model that keeps its name across rounds."""
+def history(entries: list[dict[str, Any]], target: list[dict[str, Any]], min_margin: float = 10.0) -> dict[str, Any]:
+    """Round-over-round lines: the target's newest version, and each model that keeps its name across rounds.
+    ``min_margin``: the least room above and below the values (in their unit)."""
     series: dict[str, list[tuple[int, float]]] = {}
     if target:
         series["target (newest version)"] = [(t["iteration"], t["rating"]) for t in target]
@@ -71,7 +72,7 @@ def history(entries: list[dict[str, Any]], target: list[dict[str, Any]]) -> dict
     height = 240
     x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
     y_lo, y_hi = min(p[1] for p in points), max(p[1] for p in points)
-    margin = max((y_hi - y_lo) * 0.1, 10.0)
+    margin = max((y_hi - y_lo) * 0.1, min_margin)
     y_lo, y_hi = y_lo - margin, y_hi + margin
     x_span = max(x_hi - x_lo, 1)
     left, right, top, bottom = 60, WIDTH - 20, 10, height - 30
@@ -100,6 +101,18 @@ def history(entries: list[dict[str, Any]], target: list[dict[str, Any]]) -> dict
         "x_ticks": [{"x": px(i), "label": str(i)} for i in sorted({p[0] for p in points})],
         "y_ticks": [{"y": py(t), "label": f"{t:g}"} for t in _ticks(y_lo, y_hi) if y_lo <= t <= y_hi],
     }
+
+
+def canary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The judge's canary round over round: agreement, position flips and drift (shares, 0–1) per iteration."""
+    names = {"agreement": "agreement", "position_flips": "position flips", "drift": "drift"}
+    entries = []
+    for rd in sorted(rounds, key=lambda r: r["iteration"]):
+        c = rd.get("canary") or {}
+        values = {label: c[k] for k, label in names.items() if c.get(k) is not None}
+        if values:
+            entries.append({"iteration": rd["iteration"], "ratings": values})
+    return history(entries, [], min_margin=0.05)
 
 
 def heat_color(value: float | None) -> str:

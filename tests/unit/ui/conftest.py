@@ -78,6 +78,19 @@ def seed(root: Path) -> Path:
                             "dag_id": "arena_flywheel_round",
                             "run_id": f"manual__2026-01-0{it + 1}T00:00:00+00:00",
                         },
+                        # The judge's canary as flywheel.report files it (round 1 drifted past its gate).
+                        "canary": {
+                            "agreement": 1.0 - 0.25 * it,
+                            "position_flips": 0.1 * it,
+                            "drift": 0.3 if it else None,
+                            "breaches": ["drift 0.300 > judge.gate.max_drift 0.2"] if it else [],
+                        },
+                        "promotion": {
+                            "decision": "keep",
+                            "chosen": {"label": "alpha@base", "uri": "x"},
+                            "reason": "no challenger beats the incumbent with P ≥ 0.95",
+                            "challengers": [{"label": f"alpha@i{it}-sft", "p_better": 0.6}],
+                        },
                     },
                 )
         elo_update(str(config))

@@ -135,6 +135,10 @@ def test_pages_render_and_sort(client: TestClient) -> None:
     bench = client.get("/", params={"scope": "bench-wizard"}).text  # an `arena bench` board, like a flywheel's
     assert re.findall(r'<tr data-model="([^"]+)">', bench) == ["alpha", "beta", "gamma"]
     assert "Benchmark wizard" in page.text
+    # The judge's canary round over round, and each round's canary and promotion in the rounds table.
+    assert 'id="canary"' in page.text and "■ agreement" in page.text and "■ drift" in page.text
+    assert "<strong>gate breached</strong>: drift 0.300 &gt; judge.gate.max_drift 0.2" in page.text
+    assert "alpha@base (keep; P(alpha@i1-sft) 0.60)" in page.text
 
 
 def test_untrusted_text_is_escaped(client: TestClient) -> None:
