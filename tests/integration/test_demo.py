@@ -47,6 +47,7 @@ def demo_config(root: Path) -> Path:
         spec["source"]["path"] = str(path if spec["source"]["kind"] == "served" and path.is_absolute() else
                                      (here / path).resolve())  # fmt: skip
     cfg["data"]["sources"] = [str((here / s).resolve()) for s in cfg["data"]["sources"]]
+    cfg["judge"]["canary"]["path"] = str((here / cfg["judge"]["canary"]["path"]).resolve())
     cfg["training"]["launcher"]["ray_address"] = f"http://127.0.0.1:{dashboard}"
     cfg["serving"].update(ray_address=f"127.0.0.1:{ray}", port=serve)
     cfg["airflow"]["retries"] = 2
@@ -73,9 +74,19 @@ def test_short_demo_trains_and_moves_the_targets_elo(tmp_path: Path) -> None:
         assert summary["iterations"] == 1 and summary["stages"] == ["sft"] and summary["judge"] == "verifier:exact"
         labels = [e["model"] for e in summary["target_by_stage"]]
         assert labels == ["gemma-3-270m@base", "gemma-3-270m@i0-sft"]
-        start, final = summary["start"], summary["final"]
-        assert start["model"] == "gemma-3-270m@base" and final["model"] == "gemma-3-270m@i0-sft"
-        assert final["rating"] > start["rating"], summary["board"]  # the trained target climbed the Mix board
+        base, sft = summary["target_by_stage"]
+        assert sft["rating"] > base["rating"], summary["board"]  # the trained target climbed the Mix board
+        # The promotion decision of iteration 0 (with its probability) chose where iteration 1 starts.
+        (decision,) = summary["promotion"]
+        assert summary["final"]["model"] == decision["chosen"]["label"] and summary["start"]["model"] == base["model"]
+        assert decision["challengers"][0]["label"] == sft["model"] and 0 <= decision["challengers"][0]["p_better"] <= 1
+        assert (
+            "Promotion after iteration 0:" in res.stdout and "P(gemma-3-270m@i0-sft > gemma-3-270m@base)" in res.stdout
+        )
+        # The judge's canary (verifier-labelled pairs) ran before the training data and passed its gate.
+        (canary,) = summary["canary"]
+        assert canary["agreement"] == 1.0 and canary["position_flips"] == 0.0
+        assert "Judge canary, iteration 0 (20 labelled pairs" in res.stdout and "gate passed" in res.stdout
         assert set(summary["phases"]) >= {"stack", "serving", "generation", "judging", "training", "elo", "total"}
         assert "Result: the target" in res.stdout and "Airflow UI: http://127.0.0.1:" in res.stdout
         assert (out / "elo_ci.png").stat().st_size > 0 and (out / "round-0-report.md").is_file()

@@ -53,6 +53,11 @@ def stack_config(root: Path) -> Path:
             "beta": lambda i: HOSTILE,  # wrong, and markup that must stay text in the UI
         },
     )
+    canary = [  # verifier-labelled pairs: the right answer against a wrong one, in both positions
+        {"turns": [p["instruction"]], "reference": [p["output"]], "model_a": "right", "model_b": "wrong",
+         "answer_a": p["output"], "answer_b": "no idea", "label": "model_a"} for p in prompts[:4]
+    ]  # fmt: skip
+    (root / "canary.jsonl").write_text("".join(json.dumps(c) + "\n" for c in canary))
     s3 = free_block(5, also=(10000,))  # SeaweedFS: S3 and its other servers, their gRPC ports at +10000
     ray, dashboard, pg, af = free_block(2), free_block(1), free_block(1), free_block(3)
     cfg = root / "arena.yaml"
@@ -67,7 +72,7 @@ def stack_config(root: Path) -> Path:
           competitors: [{{name: beta, source: {{kind: recorded, path: beta.jsonl}}}}]
           judge: {{name: beta, source: {{kind: recorded, path: beta.jsonl}}}}
         data: {{sources: [prompts.jsonl], num_shards: 2, prefix_dedup_chars: 0, minhash_threshold: null}}
-        judge: {{kind: verifier, verifier: exact}}
+        judge: {{kind: verifier, verifier: exact, canary: {{path: canary.jsonl}}, gate: {{min_agreement: 0.9}}}}
         training:
           schedule: compact
           stages: []
@@ -210,6 +215,11 @@ def test_ui_trigger_runs_a_round_with_its_conf(live: Live) -> None:
     (run,) = live.api.wait_runs(ROUND, lambda r: r["dag_run_id"] == live.manual_run, 1, timeout_s=900)
     assert run["state"] == "success", run
     assert live.reported(40)
+    # The judge's canary ran as its own task, and its gate before the training data; the report shows both.
+    states = {t["task_id"]: t["state"] for t in live.api.task_instances(ROUND, live.manual_run)}
+    assert states["judge_canary"] == "success" and states["judge_gate"] == "success", states
+    canary = live.store.read_json("live/iter=40/report/round/report.json")["canary"]
+    assert canary["agreement"] == 1.0 and canary["breaches"] == [] and canary["pairs"] == 4
 
 
 def test_a_declared_benchmark_runs_as_its_own_dag_with_the_ui_params(live: Live) -> None:
