@@ -504,8 +504,9 @@ class TrainingConfig(_Section):
     )
     next_from: Literal["best", "last"] = Field(
         "best",
-        description="The next iteration starts from the iteration's best policy on the Mix board (paper), or from "
-        "its last one. best falls back to last when there is no Mix evaluation.",
+        description="best: the next iteration starts from a policy of this one only when it beats the start model "
+        "with training.promotion.confidence on the Mix bootstrap, else from the same start model; last: from its "
+        "last policy. best falls back to last when not every candidate has a Mix evaluation.",
     )
     seed: int = Field(0, description="Training seed (data order, initialisation of new heads, RL sampling).")
     k_sft_first: float = Field(3.0, ge=0, description="SFT judge-score margin in the first round (paper: 3.0).")

@@ -184,7 +184,8 @@ def round_dag(fw: Flywheel) -> DAG:
 
         ref = resolve()
         after: object = prepare_data(ref)
-        canary = judge_canary(ref, after)
+        # Before the start model's evaluation, not beside it: both may deploy to the one Serve cluster.
+        after = canary = judge_canary(ref, after)
         after = evaluation_start = evaluate_task("start")(ref, after)
         battles_out, data_out, trained, evaluations = {}, {}, [], {"start": evaluation_start}
         for k, stages in enumerate(STEP_STAGES):
