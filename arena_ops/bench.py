@@ -202,7 +202,7 @@ def read_prompts(cfg: ArenaConfig, store: ArtifactStore, req: BenchRequest) -> t
 def run_bench(cfg: ArenaConfig, req: BenchRequest, progress: Any = None, plots: bool = True) -> dict[str, Any]:
     """Battle (what is not stored yet), rate and write the benchmark; returns its summary."""
     from arena_ops.battle.run import BattlePlan, BattleRun
-    from arena_ops.flywheel import _plan_key, serve
+    from arena_ops.flywheel import plan_key, serve
 
     _check_name(req.name)
     specs = _models(cfg, req.models)
@@ -226,11 +226,11 @@ def run_bench(cfg: ArenaConfig, req: BenchRequest, progress: Any = None, plots: 
     bcfg.battle.sample_limit = None
     meta = {"bench": req.name, "source": req.source(), "pairing": req.pairing, "models": models}
     run = BattleRun(bcfg, store, 0, RUN, battle_plan, base=base(cfg.flywheel, req.name), meta=meta)
-    plan_key = _plan_key(run)
-    run.meta["plan_key"] = plan_key
+    key_of_plan = plan_key(run)
+    run.meta["plan_key"] = key_of_plan
     t0 = time.perf_counter()
     work: dict[str, Any] = {"generated": 0, "judged_games": 0, "reused": True}
-    if not (store.is_committed(run.table_key) and store.manifest(run.table_key).meta.get("plan_key") == plan_key):
+    if not (store.is_committed(run.table_key) and store.manifest(run.table_key).meta.get("plan_key") == key_of_plan):
         if any(s.source.kind == "served" for s in [*specs, cfg.models.judge]):
             serve(bcfg, None)
         done = asyncio.run(run.run_all(progress))
@@ -329,18 +329,10 @@ def rate(
 
 
 def _board(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, where: str, plots: bool) -> Any:
-    from arena_ops.flywheel import _anchor
-    from arena_ops.rating.leaderboard import compute_leaderboard, leaderboard_files
+    from arena_ops.flywheel import rate_battles
+    from arena_ops.rating.leaderboard import leaderboard_files
 
-    r = cfg.rating
-    lb = compute_leaderboard(
-        table,
-        rounds=r.bootstrap_rounds,
-        seed=r.seed,
-        ci_level=r.ci_level,
-        anchor=_anchor(table, r.anchor),
-        prior_games=r.prior_games,
-    )
+    lb = rate_battles(cfg, table)
     for name, data in leaderboard_files(lb, plots=plots).items():
         store.put_bytes(f"{layout.leaderboard(cfg.flywheel, where)}/{name}", data)
     return lb

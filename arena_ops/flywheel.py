@@ -114,7 +114,7 @@ def battle_step(ref: Ref, k: int, progress: Any = None) -> dict[str, Any]:
 
 def _battle(cfg: ArenaConfig, store: ArtifactStore, run: Any, model: ModelRef | None, progress: Any) -> dict[str, Any]:
     """Run (or reuse) a battle run; serving is touched only when there is work to do."""
-    key = _plan_key(run)
+    key = plan_key(run)
     run.meta["plan_key"] = key
     if store.is_committed(run.table_key) and store.manifest(run.table_key).meta.get("plan_key") == key:
         return _summary(store.manifest(run.table_key).meta, store.key_uri(run.table_key), reused=True)
@@ -122,7 +122,7 @@ def _battle(cfg: ArenaConfig, store: ArtifactStore, run: Any, model: ModelRef | 
     return _summary(asyncio.run(run.run_all(progress)), store.key_uri(run.table_key))
 
 
-def _plan_key(run: Any) -> str:
+def plan_key(run: Any) -> str:
     """Everything a battle table depends on: prompts, pairs, each model's weights and sampling, the judge."""
     from arena_ops.battle.parts import content_key
 
@@ -593,7 +593,7 @@ def elo_update_for(cfg: ArenaConfig) -> dict[str, Any]:
     evaluation's battles) and one per test set (``eval-mix``: the paper's offline leaderboard).
     """
     from arena_ops.rating.battles import validate_battles
-    from arena_ops.rating.leaderboard import compute_leaderboard, leaderboard_files
+    from arena_ops.rating.leaderboard import leaderboard_files
 
     store = ArtifactStore.from_config(cfg.storage)
     testsets = catalogue.testsets_with_battles(store, cfg.flywheel)
@@ -601,17 +601,9 @@ def elo_update_for(cfg: ArenaConfig) -> dict[str, Any]:
     tables = training_tables(cfg, store) + [t for ts in testsets for t in evals[ts]]
     if not tables:
         return {"skipped": "no battle records yet"}
-    r = cfg.rating
 
     def rate(table: pa.Table) -> Any:
-        return compute_leaderboard(
-            table,
-            rounds=r.bootstrap_rounds,
-            seed=r.seed,
-            ci_level=r.ci_level,
-            anchor=_anchor(table, r.anchor),
-            prior_games=r.prior_games,
-        )
+        return rate_battles(cfg, table)
 
     battles = validate_battles(pa.concat_tables(tables, promote_options="permissive"), source="store battles")
     lb = rate(battles.table)
@@ -635,6 +627,22 @@ def elo_update_for(cfg: ArenaConfig) -> dict[str, Any]:
         "scopes": [s["scope"] for s in scopes],
         "quarantined": battles.quarantine.num_rows,
     }
+
+
+def rate_battles(cfg: ArenaConfig, table: pa.Table) -> Any:
+    """The flywheel's leaderboard of a validated battle table: its ``rating`` settings, anchored where the anchored
+    model is on this board."""
+    from arena_ops.rating.leaderboard import compute_leaderboard
+
+    r = cfg.rating
+    return compute_leaderboard(
+        table,
+        rounds=r.bootstrap_rounds,
+        seed=r.seed,
+        ci_level=r.ci_level,
+        anchor=_anchor(table, r.anchor),
+        prior_games=r.prior_games,
+    )
 
 
 def _anchor(table: pa.Table, anchor: str | None) -> tuple[str, float] | None:

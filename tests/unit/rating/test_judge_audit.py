@@ -58,7 +58,7 @@ def test_gpt4_against_the_crowd_as_counted_directly(votes: tuple[Path, Path, Pat
     assert got["n_comparisons"] == total and got["agreement_with_ties"] == pytest.approx(agree / total)
     agree_nt, total_nt, _ = _count(judge, humans, with_ties=False)
     assert got["agreement_without_ties"] == pytest.approx(agree_nt / total_nt)
-    assert 0.6 < agree_nt / total_nt < 0.7  # GPT-4 vs humans, without ties (MT-Bench paper: 66% on its own data)
+    assert 0.6 < agree_nt / total_nt < 0.7  # GPT-4 vs humans without ties: 0.646 on these files
     # Kappa from the confusion counts (three classes in that orientation).
     n = sum(labels.values())
     observed = sum(c for (a, b), c in labels.items() if a == b) / n
