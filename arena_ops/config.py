@@ -484,6 +484,12 @@ class PromotionConfig(_Section):
         "the test set's bootstrap, reaches this.",
     )
     testset: Literal["mix", "diverse", "hard"] = Field("mix", description="The test set the decision is made on.")
+    approval: bool | Literal["always"] = Field(
+        False,
+        description="true: an ambiguous decision (the best challenger's P(better) between 1 - confidence and "
+        "confidence) waits for a person in the round DAG's promotion_review task (Airflow's human-in-the-loop "
+        "operator, the evidence in its form) or `arena round approve`; always: every decision with a challenger does.",
+    )
 
 
 class TrainingConfig(_Section):
@@ -688,6 +694,30 @@ class StackConfig(_Section):
     up_timeout_s: float = Field(600.0, gt=0, description="`stack up` gives up on a component after this long.")
 
 
+class ModelPrice(_Section):
+    input_per_1m: float = Field(0.0, ge=0, description="Money per 1M prompt tokens.")
+    output_per_1m: float = Field(0.0, ge=0, description="Money per 1M completion tokens.")
+
+
+class CostConfig(_Section):
+    currency: str = Field("USD", description="The unit of every price and of the budget (a label).")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Per model name (target, competitors, judge): its price per 1M tokens in and out. Unpriced "
+        "models cost nothing (recorded answers, a self-hosted model priced by its GPU time instead).",
+    )
+    gpu_hour: float = Field(0.0, ge=0, description="Money per GPU hour of a training job (GPU seconds from NVML).")
+    cpu_hour: float = Field(
+        0.0, ge=0, description="Money per CPU hour of a task or of a training job that used no GPU."
+    )
+    budget: float | None = Field(
+        None,
+        gt=0,
+        description="Money a round may spend; checked before each battle run and training job against what the round "
+        "spent so far plus an estimate. None = unlimited.",
+    )
+
+
 class ArenaConfig(_Section):
     _from_env: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)  # key path → the ${VAR} text written
     flywheel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name of this flywheel (a store folder).")
@@ -705,6 +735,7 @@ class ArenaConfig(_Section):
     serving: ServingConfig = Field(default_factory=ServingConfig, description="Ray Serve application.")
     airflow: AirflowConfig = Field(default_factory=AirflowConfig, description="Scheduling of the round DAG.")
     stack: StackConfig = Field(default_factory=StackConfig, description="`arena stack`: the embedded default.")
+    cost: CostConfig = Field(default_factory=CostConfig, description="Prices and the budget of the cost ledger.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ArenaConfig:
@@ -725,6 +756,10 @@ class ArenaConfig(_Section):
             if b.name in seen:
                 raise ValueError(f"benchmarks.{k}.name: {b.name!r} is declared twice")
             seen.add(b.name)
+        known = names | {self.models.judge.name}
+        unknown = sorted(set(self.cost.prices) - known)
+        if unknown:
+            raise ValueError(f"cost.prices: {unknown} not in models (target, competitors, judge: {sorted(known)})")
         if self.rating.anchor is not None:
             model = self.rating.anchor.rpartition("=")[0]
             rated = {c.name for c in self.models.competitors}

@@ -109,17 +109,58 @@ def battle_step(ref: Ref, k: int, progress: Any = None) -> dict[str, Any]:
         return {"skipped": f"the {rnd.schedule} schedule has {len(rnd.steps)} step(s)"}
     model = rnd.battled_model(store, st)
     run = step_battle_run(rnd, cfg, store, st, model)
-    return _battle(cfg, store, run, model, progress)
+    return _battle(cfg, store, run, model, progress, rnd.iteration, f"battle-{st.run}")
 
 
-def _battle(cfg: ArenaConfig, store: ArtifactStore, run: Any, model: ModelRef | None, progress: Any) -> dict[str, Any]:
-    """Run (or reuse) a battle run; serving is touched only when there is work to do."""
+def _battle(
+    cfg: ArenaConfig,
+    store: ArtifactStore,
+    run: Any,
+    model: ModelRef | None,
+    progress: Any,
+    iteration: int,
+    entry: str,
+) -> dict[str, Any]:
+    """Run (or reuse) a battle run; serving is touched only when there is work to do. What it spent is entry
+    ``entry`` of iteration ``iteration``'s cost ledger; with ``cost.budget`` set, a run that would take the round
+    over it stops before serving or sending anything."""
+    from arena_ops import ledger
+
     key = plan_key(run)
     run.meta["plan_key"] = key
     if store.is_committed(run.table_key) and store.manifest(run.table_key).meta.get("plan_key") == key:
-        return _summary(store.manifest(run.table_key).meta, store.key_uri(run.table_key), reused=True)
+        meta = store.manifest(run.table_key).meta
+        if not ledger.has(store, cfg.flywheel, iteration, entry) and meta.get("iteration") == iteration:
+            _ledger_battle(store, run, iteration, entry, meta, None)  # built before its entry was written
+        return _summary(meta, store.key_uri(run.table_key), reused=True)
+    if cfg.cost.budget is not None:
+        est = ledger.estimate_battle(run)
+        ledger.check_budget(cfg, store, iteration, f"battle run {run.run} ({entry})", est["cost"], skip=entry)
     serve(cfg, model)
-    return _summary(asyncio.run(run.run_all(progress)), store.key_uri(run.table_key))
+    with ledger.metered() as m:
+        summary = asyncio.run(run.run_all(progress))
+    _ledger_battle(store, run, iteration, entry, summary, m)
+    return _summary(summary, store.key_uri(run.table_key))
+
+
+def _ledger_battle(store: ArtifactStore, run: Any, iteration: int, entry: str, summary: dict, m: Any) -> None:
+    from arena_ops import ledger
+
+    task = m.row() if m is not None else {"role": "task", "model": None, "wall_s": sum(summary["wall_s"].values())}
+    kind = "eval" if run.run.startswith(layout.EVAL_RUN_PREFIX) else "battle"
+    usage = run.usage()
+    ledger.write(
+        store,
+        run.cfg.flywheel,
+        iteration,
+        entry,
+        kind,
+        [*usage, {"cpu_s": None, "gpu_s": None, **task}],
+        run=run.run,
+        table=store.key_uri(run.table_key),
+        battles=summary.get("battles"),
+        judgments=sum(r.get("games", 0) for r in usage),
+    )
 
 
 def plan_key(run: Any) -> str:
@@ -159,7 +200,10 @@ def step_data(ref: Ref, k: int) -> dict[str, Any]:
 def judge_canary(ref: Ref) -> dict[str, Any]:
     """The round's judge on the canary's labelled pairs (``judge.canary``), stored with the round: its metrics, the
     judge's identity and the gate's breaches (:mod:`arena_ops.battle.canary`). Judged once per round and judge."""
+    from arena_ops import ledger
     from arena_ops.battle.canary import gate, run_canary
+    from arena_ops.battle.generate import RESPONSE_SCHEMA
+    from arena_ops.battle.judging import JUDGMENT_SCHEMA
 
     rnd, cfg, store = load(ref)
     if cfg.judge.canary.path is None:
@@ -171,13 +215,17 @@ def judge_canary(ref: Ref) -> dict[str, Any]:
             previous = key
             break
     served = cfg.judge.kind != "verifier" and cfg.models.judge.source.kind == "served"
-    return run_canary(
-        cfg,
-        store,
-        layout.canary(rnd.flywheel, rnd.iteration),
-        previous,
-        before=lambda: serve(cfg, rnd.start) if served else None,
-    )
+    key = layout.canary(rnd.flywheel, rnd.iteration)
+    with ledger.metered() as m:
+        out = run_canary(cfg, store, key, previous, before=lambda: serve(cfg, rnd.start) if served else None)
+    fingerprint = store.manifest(key).meta.get("fingerprint")
+    if ledger.fingerprint(store, rnd.flywheel, rnd.iteration, "canary") != fingerprint:  # judged now, or unrecorded
+        judged = store.read_artifact_table(key, "judgments.parquet").cast(JUDGMENT_SCHEMA)
+        usage = ledger.usage_rows(RESPONSE_SCHEMA.empty_table(), judged)
+        rows = [*usage, m.row()]
+        ledger.write(store, rnd.flywheel, rnd.iteration, "canary", "canary", rows, fingerprint=fingerprint,
+                     judgments=judged.num_rows)  # fmt: skip
+    return out
 
 
 def judge_gate(ref: Ref) -> dict[str, Any]:
@@ -220,6 +268,15 @@ def submit(ref: Ref, stage: str) -> dict[str, Any]:
     base = rnd.current_policy(store, stage)
     labels = {"base_label": base.label if base else None, "label": rnd.label(rnd.iteration, stage)}
     job: TrainingJob = prepare_stage(cfg, store, rnd.iteration, stage, base.uri if base else "", labels)
+    if job.done is None and cfg.cost.budget is not None:
+        from arena_ops import ledger
+
+        rows = store.manifest(layout.train_data(rnd.flywheel, rnd.iteration, stage)).rows
+        est = ledger.estimate_training(cfg, store, rnd.iteration, stage, rows)
+        what = f"the {stage} job ({rows} rows; " + (
+            "no earlier job to estimate from)" if est is None else "estimated from the last one)"
+        )
+        ledger.check_budget(cfg, store, rnd.iteration, what, est or 0.0, skip=f"train-{stage}")
     return submit_stage(cfg, store, job).model_dump(mode="json")
 
 
@@ -240,7 +297,25 @@ def finish(ref: Ref, stage: str) -> dict[str, Any]:
     if stage not in rnd.stages:
         return {"stage": stage, "skipped": "not in this round's plan"}
     entry = finish_stage(store, TrainingJob.load(store, rnd.flywheel, rnd.iteration, stage))
+    _ledger_training(store, rnd, stage, entry)
     return {"stage": stage, **{k: entry.get(k) for k in ("skipped", "model_uri", "label", "metrics", "reused")}}
+
+
+def _ledger_training(store: ArtifactStore, rnd: Round, stage: str, entry: dict[str, Any]) -> None:
+    """The job's seconds as entry ``train-{stage}`` of the round's ledger (once per trained model)."""
+    from arena_ops import ledger
+
+    m, name = entry.get("metrics") or {}, f"train-{stage}"
+    if (
+        not m
+        or not entry.get("fingerprint")
+        or ledger.fingerprint(store, rnd.flywheel, rnd.iteration, name) == entry["fingerprint"]
+    ):
+        return
+    row = {"role": "task", "model": None, "wall_s": m.get("job_wall_seconds", m.get("train_seconds"))}
+    row |= {"cpu_s": m.get("cpu_seconds"), "gpu_s": m.get("gpu_seconds")}
+    ledger.write(store, rnd.flywheel, rnd.iteration, name, "train", [row], fingerprint=entry["fingerprint"],
+                 stage=stage, examples=m.get("examples"), model=entry.get("label"))  # fmt: skip
 
 
 def train(ref: Ref, stage: str, poll_s: float = 1.0, timeout_s: float = 6 * 3600) -> dict[str, Any]:
@@ -295,7 +370,7 @@ def evaluate(ref: Ref, which: str, progress: Any = None, testsets: list[str] | N
             table=model.tag,
             meta=meta,
         )
-        out[ts] = _battle(cfg, store, run, model, progress)
+        out[ts] = _battle(cfg, store, run, model, progress, rnd.iteration, f"eval-{ts}-{model.tag}")
     return out
 
 
@@ -352,7 +427,10 @@ def run_round(
 
 
 def round_status(rnd: Round, store: ArtifactStore) -> dict[str, Any]:
-    """The record and its progress: for each step, which model battled, its battles, rows and produced models."""
+    """The record and its progress: for each step, which model battled, its battles, rows and produced models; the
+    canary, the promotion decision and the cost ledger so far."""
+    from arena_ops import ledger
+
     steps = []
     for st in rnd.steps:
         table = catalogue.step_table(store, rnd.flywheel, rnd.iteration, st.run)
@@ -396,6 +474,7 @@ def round_status(rnd: Round, store: ArtifactStore) -> dict[str, Any]:
         "reported": store.is_committed(layout.round_report(rnd.flywheel, rnd.iteration)),
         "canary": canary_status(rnd.cfg(), store, rnd),
         "promotion": _stored_promotion(store, rnd),
+        "ledger": ledger.summary(rnd.cfg(), store, rnd.iteration),
     }
 
 
@@ -433,6 +512,8 @@ def _promotion(cfg: ArenaConfig, store: ArtifactStore, rnd: Round) -> dict[str, 
     if rnd.start is None:
         return None
     stored = promotion.read(store, rnd.flywheel, rnd.iteration)
+    if promotion.answered(stored):
+        return stored  # a person decided: a rerun of the report does not take it back
     nxt = layout.round_record(rnd.flywheel, rnd.iteration + 1)
     if (
         stored is not None
@@ -444,6 +525,29 @@ def _promotion(cfg: ArenaConfig, store: ArtifactStore, rnd: Round) -> dict[str, 
     if rec != stored:
         promotion.write(store, rec)
     return rec
+
+
+def approval_request(ref: Ref) -> str | None:
+    """The evidence (Markdown) of the round's promotion when it waits for a person's approval, else None."""
+    from arena_ops import promotion
+
+    rec = promotion.read(Round.from_ref(ref).store(), ref["flywheel"], ref["iteration"])
+    return promotion.evidence(rec) if promotion.pending(rec) else None
+
+
+def approve(ref: Ref, option: str, by: str | None = None, at: str | None = None) -> dict[str, Any]:
+    """Record a person's answer to the round's pending promotion and rewrite its report with it."""
+    from arena_ops import promotion
+
+    rnd, _, store = load(ref)
+    rec = promotion.approve(store, rnd.flywheel, rnd.iteration, option, by, at)
+    key = layout.round_report(rnd.flywheel, rnd.iteration)
+    if store.is_committed(key):
+        body = {**store.read_json(f"{key}/report.json"), "promotion": rec}
+        with store.artifact_at(key, meta={"iteration": rnd.iteration}) as w:
+            w.write_json("report.json", body)
+            w.put_bytes("report.md", render_report(body).encode())
+    return {"decision": rec["decision"], "chosen": rec["chosen"]["label"], "by": by, "option": option}
 
 
 _RUN_SPECIFIC = {"dag_run", "wall_s", "reused"}  # which run wrote a report and how long it took, not what it says
@@ -513,6 +617,7 @@ def render_report(body: dict[str, Any]) -> str:
         what = entry.get("skipped") or f"{m.get('steps')} steps, loss {m.get('first_loss')} → {m.get('last_loss')}"
         lines.append(f"- {entry.get('stage')}: {what}")
     lines += _canary_lines(body.get("canary")) + _promotion_lines(body.get("promotion"))
+    lines += ledger_lines(body.get("ledger"))
     elo = body.get("elo")
     if elo:
         lines += ["", f"Elo ({elo['scope']}):", "", "| model | rating | 95% CI | rank |", "| --- | ---: | --- | ---: |"]
@@ -543,7 +648,17 @@ def _canary_lines(c: dict[str, Any] | None) -> list[str]:
 def _promotion_lines(p: dict[str, Any] | None) -> list[str]:
     if not p:
         return []
-    lines = ["", f"Next iteration starts from `{p['chosen']['label']}` ({p['decision']}): {p['reason']}"]
+    a = p.get("approval") or {}
+    if a.get("status") == "pending":
+        head = (
+            f"Promotion **waits for approval** (proposed: {a['proposed']}, `{p['chosen']['label']}`; the alternative: "
+            f"`{a['candidate']['label'] if a['proposed'] == 'keep' else p['incumbent']['label']}`): {p['reason']}"
+        )
+    else:
+        head = f"Next iteration starts from `{p['chosen']['label']}` ({p['decision']}): {p['reason']}"
+        if a.get("status") == "answered":
+            head += f" — approved by {a.get('by') or 'someone'} at {a.get('at')}"
+    lines = ["", head]
     rated = [c for c in p.get("challengers", []) if "p_better" in c]
     if rated:
         inc = p["incumbent"]
@@ -554,6 +669,41 @@ def _promotion_lines(p: dict[str, Any] | None) -> list[str]:
             f"| {inc['label']} (incumbent) | {_fmt(inc.get('rating'))} | |",
         ]
         lines += [f"| {c['label']} | {_fmt(c.get('rating'))} | {c['p_better']:.2f} |" for c in rated]
+    return lines
+
+
+def ledger_lines(led: dict[str, Any] | None) -> list[str]:
+    """The cost ledger as Markdown: one row per entry and model, then the round's totals."""
+    if not led:
+        return []
+    c, t = led["currency"], led["totals"]
+    per_1k = led["cost_per_1k_judgments"]
+    rate = led["battles_per_hour"]
+    budget = f"; budget {led['budget']:.4f} {c}" if led.get("budget") is not None else ""
+    lines = [
+        "",
+        f"Cost ledger: {led['cost']:.4f} {c} in all{budget}; "
+        + (f"{per_1k:.4f} {c} per 1k judgments ({t['judgments']} judgments)" if per_1k is not None else "no judgments")
+        + (f"; {rate:.0f} battles/hour" if rate is not None else ""),
+        "",
+        "| entry | model (role) | requests | tokens in | tokens out | wall s | CPU s | GPU s | cost |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in led["rows"]:
+        who = "task" if r["role"] == "task" else f"{r['model']} ({r['role']})"
+        cells = [r.get(k) for k in ("requests", "prompt_tokens", "completion_tokens")]
+        secs = [r.get(k) for k in ("wall_s", "cpu_s", "gpu_s")]
+        lines.append(
+            f"| {r['entry']} | {who} | "
+            + " | ".join("" if v is None else str(v) for v in cells)
+            + " | "
+            + " | ".join("" if v is None else f"{v:.1f}" for v in secs)
+            + f" | {r['cost']:.4f} |"
+        )
+    lines.append(
+        f"| **total** | | {t['requests']} | {t['prompt_tokens']} | {t['completion_tokens']} | {t['wall_s']:.1f} | "
+        f"{t['cpu_s']:.1f} | {t['gpu_s']:.1f} | {led['cost']:.4f} |"
+    )
     return lines
 
 

@@ -19,6 +19,8 @@ Layout::
     {flywheel}/iter={i}/train-data/{stage}/, report-{step}/       training datasets, per-step data report
     {flywheel}/iter={i}/jobs/{stage}/                             a training job: spec, handle, status, log
     {flywheel}/iter={i}/model/{stage}/                            a trained model; its manifest is the registry entry
+    {flywheel}/iter={i}/canary/judge/                             the judge's canary of the round
+    {flywheel}/iter={i}/ledger/{entry}/                           the round's cost ledger, one entry per task
     {flywheel}/iter={i}/report/round/                             the round report
     {flywheel}/eval/{testset}/{responses,judgments}/eval-…/       evaluation parts (shared by every evaluated model)
     {flywheel}/eval/{testset}/battles/{tag}/                      one evaluated model's battles on that test set
@@ -35,6 +37,7 @@ ROUND = "round"
 RESPONSES, JUDGMENTS, BATTLES = "responses", "judgments", "battles"
 TRAIN_DATA, JOBS, MODEL, REPORT = "train-data", "jobs", "model", "report"
 CANARY = "canary"
+LEDGER = "ledger"
 EVAL = "eval"
 EVAL_RUN_PREFIX = "eval-"  # the ``run`` of evaluation battles: ``eval-mix``
 
@@ -72,6 +75,15 @@ def model(flywheel: str, iteration: int, stage: str) -> str:
 def canary(flywheel: str, iteration: int) -> str:
     """The judge's canary of a round: its judgments, verdicts and metrics."""
     return ArtifactStore.artifact_key(flywheel, iteration, CANARY, "judge")
+
+
+def ledger_base(flywheel: str, iteration: int) -> str:
+    return f"{iteration_base(flywheel, iteration)}/{LEDGER}"
+
+
+def ledger(flywheel: str, iteration: int, entry: str) -> str:
+    """One entry of a round's cost ledger (:mod:`arena_ops.ledger`)."""
+    return ArtifactStore.artifact_key(flywheel, iteration, LEDGER, entry)
 
 
 def round_report(flywheel: str, iteration: int) -> str:

@@ -12,6 +12,12 @@ incumbent is kept, and the record says why, with every probability.
 The decision is a record, ``{flywheel}/iter={i}/report/promotion`` (``promotion.json``): incumbent, challengers with
 their ratings, intervals and probabilities, the decision, the chosen model and the reason. Round *i + 1* starts from
 its ``chosen`` model; the round report, ``arena round show`` and the Arena view show it.
+
+With ``training.promotion.approval`` an ambiguous decision (``true``: the best challenger's P(better) strictly between
+1 − confidence and confidence; ``always``: any decision with a challenger) is *pending*: the record carries
+``approval: {status: pending, proposed, candidate}`` and round *i + 1* refuses to start until a person answers — in the
+round DAG's ``promotion_review`` task (Airflow's human-in-the-loop operator) or with ``arena round approve``
+(:func:`approve`), which records who chose what, and when.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ import pyarrow as pa
 
 from arena_ops import catalogue, layout
 from arena_ops.config import ArenaConfig
+from arena_ops.errors import ArenaError
 from arena_ops.store import ArtifactStore
+
+PROMOTE, KEEP = "Promote the challenger", "Keep the incumbent"  # the options of the approval form, in this order
+OPTIONS = [PROMOTE, KEEP]
+
+
+class PromotionPendingError(ArenaError):
+    """The next iteration cannot start: the previous round's promotion waits for a person's approval."""
 
 
 def record_key(flywheel: str, iteration: int) -> str:
@@ -33,7 +47,113 @@ def record_key(flywheel: str, iteration: int) -> str:
 def decide(
     cfg: ArenaConfig, store: ArtifactStore, iteration: int, incumbent: Any, challengers: list[Any]
 ) -> dict[str, Any]:
-    """The promotion record of round ``iteration`` (models are :class:`arena_ops.round.ModelRef`)."""
+    """The promotion record of round ``iteration`` (models are :class:`arena_ops.round.ModelRef`), pending a
+    person's approval where ``training.promotion.approval`` asks for one."""
+    return _with_approval(cfg, _decide(cfg, store, iteration, incumbent, challengers))
+
+
+def _with_approval(cfg: ArenaConfig, rec: dict[str, Any]) -> dict[str, Any]:
+    p = cfg.training.promotion
+    if not p.approval or not rec["challengers"]:
+        return rec
+    rated = [c for c in rec["challengers"] if c.get("p_better") is not None]
+    best = max(rated, key=lambda c: (c["p_better"], c["rating"] or 0.0)) if rated else None
+    if p.approval != "always" and not (best is not None and 1 - p.confidence < best["p_better"] < p.confidence):
+        return rec
+    candidate = rec["chosen"] if rec["decision"] == "promote" else best or rec["challengers"][-1]
+    approval = {
+        "status": "pending",
+        "proposed": rec["decision"],
+        "candidate": {"label": candidate["label"], "uri": candidate["uri"]},
+        "p_better": candidate.get("p_better"),
+        "mode": "always" if p.approval == "always" else "ambiguous",
+    }
+    return {**rec, "approval": approval}
+
+
+def pending(rec: dict[str, Any] | None) -> bool:
+    return bool(rec and (rec.get("approval") or {}).get("status") == "pending")
+
+
+def answered(rec: dict[str, Any] | None) -> bool:
+    return bool(rec and (rec.get("approval") or {}).get("status") == "answered")
+
+
+def approve(
+    store: ArtifactStore, flywheel: str, iteration: int, option: str, by: str | None, at: str | None = None
+) -> dict[str, Any]:
+    """Record a person's answer to round ``iteration``'s pending promotion (``option``: :data:`PROMOTE` or
+    :data:`KEEP`): the decision and chosen model become theirs, with who and when. Answering again the same way
+    changes nothing; another answer replaces the first only while the next round has not started from it."""
+    from datetime import UTC, datetime
+
+    rec = read(store, flywheel, iteration)
+    if rec is None or "approval" not in rec:
+        raise PromotionPendingError(
+            f"iteration {iteration} of {flywheel} has no promotion waiting for approval "
+            f"({'no promotion record: its round has not reported' if rec is None else 'its decision needed none'})"
+        )
+    if option not in OPTIONS:
+        raise PromotionPendingError(f"approval option {option!r}: expected one of {OPTIONS}")
+    a = rec["approval"]
+    if a["status"] == "answered" and a["option"] == option:
+        return rec
+    promote = option == PROMOTE
+    model = a["candidate"] if promote else rec["incumbent"]
+    automatic = rec.get("automatic_reason", rec["reason"])
+    who = by or "someone"
+    agrees = "as proposed" if (promote == (a["proposed"] == "promote")) else "overriding the proposal"
+    rec = {
+        **rec,
+        "decision": "promote" if promote else "keep",
+        "chosen": {"label": model["label"], "uri": model["uri"]},
+        "reason": f"{who} chose to {option[0].lower()}{option[1:]} ({agrees}); the evidence: {automatic}",
+        "automatic_reason": automatic,
+        "approval": {
+            **a,
+            "status": "answered",
+            "option": option,
+            "by": by,
+            "at": at or datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    }
+    write(store, rec)
+    return rec
+
+
+def evidence(rec: dict[str, Any]) -> str:
+    """The approval form's body (Markdown): the proposal, the probabilities and the reason."""
+    a, inc = rec["approval"], rec["incumbent"]
+    lines = [
+        f"Iteration {rec['iteration']} of `{rec['flywheel']}`: which model should iteration {rec['for_iteration']} "
+        "start from?",
+        "",
+        f"Proposed: **{a['proposed']}** — {rec['reason']}",
+        "",
+        f"| model | rating on {rec['testset']} | interval | P(better than `{inc['label']}`) |",
+        "| --- | ---: | --- | ---: |",
+        f"| `{inc['label']}` (incumbent) | {_num(inc.get('rating'))} | {_ci(inc)} | |",
+    ]
+    lines += [
+        f"| `{c['label']}` | {_num(c.get('rating'))} | {_ci(c)} | {_num(c.get('p_better'))} |"
+        for c in rec["challengers"]
+    ]
+    lines += ["", f"*{PROMOTE}* starts the next iteration from `{a['candidate']['label']}`; *{KEEP}* from "
+              f"`{inc['label']}`."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _num(v: Any) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def _ci(e: dict[str, Any]) -> str:
+    return "—" if e.get("ci_low") is None else f"[{e['ci_low']:.1f}, {e['ci_high']:.1f}]"
+
+
+def _decide(
+    cfg: ArenaConfig, store: ArtifactStore, iteration: int, incumbent: Any, challengers: list[Any]
+) -> dict[str, Any]:
     p = cfg.training.promotion
     base: dict[str, Any] = {
         "flywheel": cfg.flywheel,

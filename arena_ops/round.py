@@ -328,6 +328,13 @@ def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> Model
     from arena_ops import promotion
 
     recorded = promotion.read(store, cfg.flywheel, iteration - 1)  # decided by the previous round's report
+    if promotion.pending(recorded):
+        raise promotion.PromotionPendingError(
+            f"iteration {iteration} of {cfg.flywheel} cannot start: iteration {iteration - 1}'s promotion waits for "
+            f"approval (proposed: {recorded['approval']['proposed']} — {recorded['reason']}). Answer the "
+            f"promotion_review task of its round DAG run in the Airflow UI, or run `arena round approve "
+            f"{iteration - 1} --promote` (or `--keep`)."
+        )
     if recorded is not None:
         return ModelRef(**recorded["chosen"])
     prev = Round.model_validate(store.read_json(f"{prev_key}/round.json"))

@@ -5,18 +5,22 @@ battles (the round's current policy on the step's
 slice; an outlet of the flywheel's battles Asset, the round reference in the event's extra) → (after the first
 step's battles, the canary's gate: a breach fails the round here) → training data → each of
 the step's stages submitted, then waited for by a deferred task (the triggerer polls the job: no worker slot is held
-while it trains) → the new policy evaluated on the test set → round report. Under the compact schedule steps 2 and 3
-have nothing to do and say so. A config of the folder that does not load becomes a DAG of that name that says why.
+while it trains) → the new policy evaluated on the test set → round report → (training.promotion.approval, when the
+decision is ambiguous) the promotion waits in a human-in-the-loop task, whose answer is recorded. Under the compact
+schedule steps 2 and 3 have nothing to do and say so. A config of the folder that does not load becomes a DAG of that
+name that says why.
 
 Every task calls one ``arena_ops.flywheel`` function with the round reference and returns references and counts."""
 
 from __future__ import annotations
 
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from arena_ops.airflow.training import WaitForTraining
 from arena_ops.flywheels import Flywheel
+from arena_ops.promotion import OPTIONS
 
 from _arena_common import battles_asset, broken_config_dag, dag_id, default_args, flywheels, start_date
 
@@ -29,6 +33,13 @@ def announce(ref: dict) -> dict:
     extra = {"flywheel": ref["flywheel"], "iteration": ref["iteration"], "storage": ref["storage"]}
     get_current_context()["outlet_events"][battles_asset(ref["flywheel"])].extra = extra
     return extra
+
+
+APPROVAL = {"off": False, "ambiguous": True, "always": "always"}  # the param's choices → training.promotion.approval
+
+
+def approval_override(choice: str | None) -> dict:
+    return {} if choice is None else {"training.promotion.approval": APPROVAL[choice]}
 
 
 def round_dag(fw: Flywheel) -> DAG:
@@ -68,6 +79,13 @@ def round_dag(fw: Flywheel) -> DAG:
                 description="Only these competitors (names from the config).",
             ),
             "sample_limit": Param(None, type=["null", "integer"], minimum=1, description="At most this many prompts."),
+            "promotion_approval": Param(
+                None,
+                type=["null", "string"],
+                enum=[None, *APPROVAL],
+                description="Whether the promotion decision waits for a person here (empty = the config's "
+                "training.promotion.approval): ambiguous = when P(better) is between 1 - confidence and confidence.",
+            ),
         },
     ) as dag:
 
@@ -85,6 +103,7 @@ def round_dag(fw: Flywheel) -> DAG:
                     competitors=params["competitors"],
                     sample_limit=params["sample_limit"],
                     logical_date=ctx.get("logical_date"),
+                    overrides=approval_override(params.get("promotion_approval")),
                 )
             except SlicesExhaustedError as exc:
                 # A night past the corpus (the paper schedule's iterations are days since start_date): nothing to do,
@@ -182,6 +201,30 @@ def round_dag(fw: Flywheel) -> DAG:
                 },
             )
 
+        @task.short_circuit
+        def needs_approval(ref: dict, _report: object) -> str | None:
+            """The evidence when the round's promotion waits for a person (training.promotion.approval); None skips
+            the review: the decision stands as the report wrote it."""
+            from arena_ops.flywheel import approval_request
+
+            return approval_request(ref)
+
+        # The person's answer, with the evidence (the rated models, P(better), the proposal) in the form's body.
+        review = HITLOperator(
+            task_id="promotion_review",
+            subject=f"{cfg.flywheel}: promote the challenger to start the next iteration?",
+            body="{{ ti.xcom_pull(task_ids='needs_approval') }}",
+            options=OPTIONS,
+        )
+
+        @task
+        def record_approval(ref: dict, answer: dict) -> dict:
+            from arena_ops.flywheel import approve
+
+            who = answer.get("responded_by_user") or {}
+            at = answer.get("responded_at")
+            return approve(ref, answer["chosen_options"][0], who.get("name") or who.get("id"), at and str(at))
+
         ref = resolve()
         after: object = prepare_data(ref)
         # Before the start model's evaluation, not beside it: both may deploy to the one Serve cluster.
@@ -199,7 +242,9 @@ def round_dag(fw: Flywheel) -> DAG:
                 trained.append(after)
                 if stage != "rm":
                     after = evaluations[stage] = evaluate_task(stage)(ref, after)
-        report(ref, [battles_out, data_out, trained, evaluations])
+        reported = report(ref, [battles_out, data_out, trained, evaluations])
+        needs_approval(ref, reported) >> review
+        record_approval(ref, review.output)
     return dag
 
 

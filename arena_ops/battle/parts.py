@@ -43,6 +43,7 @@ class Parts:
     stage: str
     run: str
     schema: pa.Schema
+    owner: str | None = None  # the battle table these parts are committed for (the cost ledger counts them there)
 
     def names(self) -> list[str]:
         arts = self.store.list_artifacts_at(f"{self.base}/{self.stage}")
@@ -71,6 +72,15 @@ class Parts:
                 table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
         return table.select(self.schema.names).cast(self.schema)
 
+    def read_owned(self, owner: str) -> pa.Table:
+        """The rows of the parts committed for ``owner`` (each part has one: its work is counted once)."""
+        keys = [f"{self.base}/{self.stage}/{n}" for n in self.names()]
+        tables = [self._conform(self.store.read_artifact_table(k)) for k in keys if self._owner(k) == owner]
+        return pa.concat_tables(tables) if tables else self.schema.empty_table()
+
+    def _owner(self, key: str) -> str | None:
+        return self.store.manifest(key).meta.get("owner")
+
     def done_keys(self) -> set[str]:
         return set(pc.unique(self.read()["key"]).to_pylist())
 
@@ -78,7 +88,9 @@ class Parts:
         table = pa.Table.from_pylist(rows, schema=self.schema)
         digest = content_key(sorted(set(table["key"].to_pylist())))[:12]
         name = f"{self.run}-{digest}"
-        with self.store.artifact_at(f"{self.base}/{self.stage}/{name}", meta={"rows": len(rows)}) as w:
+        with self.store.artifact_at(
+            f"{self.base}/{self.stage}/{name}", meta={"rows": len(rows), "owner": self.owner}
+        ) as w:
             w.write_table("data.parquet", table)
         return name
 

@@ -130,8 +130,8 @@ class BattleRun:
         self.base = base or layout.iteration_base(cfg.flywheel, iteration)
         self.table_key = f"{self.base}/{layout.BATTLES}/{table or run}"
         self.meta = dict(meta or {})
-        self.responses = Parts(store, self.base, layout.RESPONSES, run, RESPONSE_SCHEMA)
-        self.judgments = Parts(store, self.base, layout.JUDGMENTS, run, JUDGMENT_SCHEMA)
+        self.responses = Parts(store, self.base, layout.RESPONSES, run, RESPONSE_SCHEMA, owner=self.table_key)
+        self.judgments = Parts(store, self.base, layout.JUDGMENTS, run, JUDGMENT_SCHEMA, owner=self.table_key)
         specs = {m.name: m for m in cfg.models.battlers()}
         self.specs = [specs[m] for m in battle_plan.models]
         self.revisions = {s.name: revision_of(s, cfg.storage) for s in self.specs}
@@ -324,19 +324,20 @@ class BattleRun:
         )
         return {**rec, "winner": winner, "score_a": ta, "score_b": tb}
 
+    def response_keys(self) -> dict[tuple[str, str], str]:
+        """(prompt_id, model) → the key of that model's response at its current revision and sampling."""
+        who = {s.name: Participant.identity(s, self.cfg.storage, self.revisions[s.name]) for s in self.specs}
+        return {
+            (pr["prompt_id"], m): p.response_key(pr["prompt_id"]) for pr in self.plan.prompts for m, p in who.items()
+        }
+
     def _answers(
         self,
     ) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], str], dict[tuple[str, str], str]]:
         """(prompt_id, model) → answers by turn, → response key, and → error for answers the server rejected.
 
         Only responses of the current revisions count (a new target checkpoint has new keys)."""
-        wanted = {
-            (pr["prompt_id"], s.name): Participant.identity(s, self.cfg.storage, self.revisions[s.name]).response_key(
-                pr["prompt_id"]
-            )
-            for pr in self.plan.prompts
-            for s in self.specs
-        }
+        wanted = self.response_keys()
         want_keys = set(wanted.values())
         turns: dict[str, list[tuple[int, str]]] = {}
         errors: dict[str, str] = {}
@@ -378,6 +379,12 @@ class BattleRun:
             + int(pa.compute.sum(judg["prompt_tokens"]).as_py() or 0),
             "wall_s": {k: round(v, 2) for k, v in wall_s.items()},
         }
+
+    def usage(self) -> list[dict[str, Any]]:
+        """Requests and tokens per model and role of this run's own parts (:func:`arena_ops.ledger.usage_rows`)."""
+        from arena_ops.ledger import usage_rows
+
+        return usage_rows(self.responses.read_owned(self.table_key), self.judgments.read_owned(self.table_key))
 
     # Everything ------------------------------------------------------------------------------------------------
 

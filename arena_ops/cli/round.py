@@ -92,4 +92,50 @@ def _show(ctx: typer.Context, config, iteration: int, as_json: bool) -> None:  #
         )
     p = status.get("promotion")
     if p:
-        console.print(f"next iteration starts from {p['chosen']['label']} ({p['decision']}): {p['reason']}")
+        if (p.get("approval") or {}).get("status") == "pending":
+            console.print(
+                f"promotion waits for approval (proposed: {p['decision']}, {p['chosen']['label']}): {p['reason']}\n"
+                f"answer: arena round approve {iteration} --promote (or --keep)"
+            )
+        else:
+            console.print(f"next iteration starts from {p['chosen']['label']} ({p['decision']}): {p['reason']}")
+    led = status.get("ledger")
+    if led:
+        t = led["totals"]
+        per_1k = led["cost_per_1k_judgments"]
+        console.print(
+            f"cost: {led['cost']:.4f} {led['currency']} ({t['prompt_tokens']} tokens in, {t['completion_tokens']} out, "
+            f"{t['judgments']} judgments"
+            + (f", {per_1k:.4f} per 1k" if per_1k is not None else "")
+            + f"; {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU"
+            + (f", {t['gpu_s']:.0f} s GPU" if t["gpu_s"] else "")
+            + ")"
+        )
+
+
+@round_app.command("approve")
+def round_approve(
+    ctx: typer.Context,
+    iteration: Annotated[int, typer.Argument(help="The iteration whose promotion waits.")],
+    promote: Annotated[
+        bool | None,
+        typer.Option("--promote/--keep", help="Promote the challenger, or keep the incumbent."),
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who decides (default: $USER).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer a promotion that waits for approval (training.promotion.approval), as the round DAG's promotion_review
+    task does: the next iteration starts from the model chosen here."""
+    import getpass
+
+    from arena_ops.flywheel import approve
+    from arena_ops.promotion import KEEP, PROMOTE
+    from arena_ops.round import Round
+
+    if promote is None:
+        raise typer.BadParameter("say --promote or --keep")
+    cfg = load(ctx, config)
+    store = _store(cfg)
+    ref = Round.load(store, cfg.flywheel, iteration).ref()
+    out = approve(ref, PROMOTE if promote else KEEP, by or getpass.getuser())
+    console.print(f"iteration {iteration + 1} starts from {out['chosen']} ({out['decision']}, by {out['by']})")

@@ -424,6 +424,28 @@ def report(
                 f"Judge canary, iteration {i} ({m['pairs']} labelled pairs, judge {m['judge']}): agreement "
                 f"{m['agreement']}, position flips {m['position_flips']}, drift {m['drift']} — gate {state}."
             )
+    from arena_ops import ledger
+
+    costs = []
+    for i in range(iterations):
+        led = ledger.summary(cfg, store, i)
+        if led is None:
+            continue
+        t, c = led["totals"], led["currency"]
+        costs.append({"iteration": i, **{k: led[k] for k in ("cost", "cost_per_1k_judgments", "battles_per_hour")}})
+        per_1k = f"{led['cost_per_1k_judgments']:.4f} {c} per 1k judgments" if led["cost_per_1k_judgments"] else ""
+        say(
+            f"Cost ledger, iteration {i}: {led['cost']:.4f} {c} ({per_1k}; {t['judgments']} judgments, "
+            f"{led['battles_per_hour'] or 0:.0f} battles/hour; {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU)"
+        )
+        for m in led["per_model"]:
+            say(
+                f"  {m['model']} ({m['role']}): {m['requests']} requests, {m['prompt_tokens']} tokens in, "
+                f"{m['completion_tokens']} out — {m['cost']:.4f} {c}"
+            )
+        for r in led["rows"]:
+            if r["kind"] == "train":
+                say(f"  {r['entry']}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU — {r['cost']:.4f} {c}")
     say("Phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
 
     # Local copies of the plots and reports; the store keeps the originals.
@@ -463,6 +485,7 @@ def report(
         "phases": phases,
         "promotion": [d for d in decisions if d],
         "canary": canaries,
+        "cost": costs,
     }
 
 

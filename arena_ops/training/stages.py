@@ -240,9 +240,27 @@ def publish(job: dict[str, Any], metrics: dict[str, Any]) -> str:
     return w.uri
 
 
+def _spent(started: float) -> dict[str, Any]:
+    """The job's wall seconds (model download, start-up and training; not the upload), CPU seconds of all its
+    processes (this rank's, times the world size: the ranks do the same work), and GPU seconds where NVML answers
+    and training ran on CUDA (one GPU per rank) — the cost ledger's training row."""
+    import torch
+
+    from arena_ops.ledger import cpu_seconds, nvml_gpus
+
+    wall, world = time.perf_counter() - started, int(os.environ.get("WORLD_SIZE", "1"))
+    on_gpu = torch.cuda.is_available() and nvml_gpus() is not None
+    return {
+        "job_wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu_seconds() * world, 3),
+        "gpu_seconds": round(wall * world, 3) if on_gpu else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     import tempfile
 
+    started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.exit("usage: python -m arena_ops.training.stages JOB.json")
@@ -264,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     if job.get("deepspeed_config") and not Path(job["deepspeed_config"]).is_absolute():
         job["deepspeed_config"] = str(Path(argv[0]).resolve().parent / job["deepspeed_config"])
     try:
-        metrics = run(job)
+        metrics = {**run(job), **_spent(started)}
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps({"metrics": metrics, "model_uri": publish(job, metrics)}))
         _shutdown_distributed()

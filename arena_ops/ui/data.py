@@ -159,6 +159,9 @@ class ArenaReader:
                 )
             report_key = layout.round_report(flywheel, it)
             report = self.store.read_json(f"{report_key}/report.json") if self.store.is_committed(report_key) else {}
+            from arena_ops import promotion
+
+            promoted = promotion.read(self.store, flywheel, it) or report.get("promotion")  # an answer comes later
             if runs or report:
                 out.append(
                     {
@@ -167,11 +170,25 @@ class ArenaReader:
                         "target": (report.get("start") or {}).get("label") or report.get("target"),
                         "dag_run": report.get("dag_run"),
                         "training": report.get("training") or [],
-                        "promotion": report.get("promotion"),
+                        "promotion": promoted,
                         "canary": report.get("canary"),
+                        "ledger": self._ledger(flywheel, it) or report.get("ledger"),
                     }
                 )
         return out
+
+    def _ledger(self, flywheel: str, iteration: int) -> dict[str, Any] | None:
+        """The round's cost ledger as it stands (a running round's too), priced by the round's own config."""
+        from arena_ops import ledger
+        from arena_ops.round import Round
+
+        if not self.store.is_committed(layout.round_record(flywheel, iteration)):
+            return None
+        try:
+            cfg = Round.load(self.store, flywheel, iteration).cfg()
+        except ArenaError:  # a record whose config no longer loads here: the report's copy, if any
+            return None
+        return ledger.summary(cfg, self.store, iteration)
 
     # Battles -------------------------------------------------------------------------------------------------------
 

@@ -162,6 +162,8 @@ def test_round_dag_shape_and_params(tmp_path: Path, folder: Path) -> None:
         assert {f"submit_{stage}", f"wait_{stage}"} <= tasks
     assert {"evaluate_sft", "evaluate_dpo", "evaluate_rl"} <= tasks and "evaluate_rm" not in tasks
     # No config_path: a round runs its own flywheel's config, never another's.
-    assert out["params"] == ["competitors", "iteration", "sample_limit", "stages"]
+    assert out["params"] == ["competitors", "iteration", "promotion_approval", "sample_limit", "stages"]
+    # An ambiguous promotion waits for a person (Airflow's human-in-the-loop operator), then the answer is recorded.
+    assert {"needs_approval", "promotion_review", "record_approval"} <= tasks
     assert out["max_active_runs"] == 1 and out["catchup"] is False
     assert out["waits"] == ["WaitForTraining"]  # deferred: training waits without holding a worker slot

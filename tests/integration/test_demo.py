@@ -42,6 +42,7 @@ def demo_config(root: Path) -> Path:
     target = cfg["models"]["target"]
     target["source"]["path"] = str(GEMMA)
     cfg["models"]["competitors"] = [c for c in cfg["models"]["competitors"] if c["name"] != "tiny-llama"]
+    cfg["cost"]["prices"].pop("tiny-llama")  # a price names a model of the config
     for spec in [*cfg["models"]["competitors"], cfg["models"]["judge"]]:
         path = Path(spec["source"]["path"])
         spec["source"]["path"] = str(path if spec["source"]["kind"] == "served" and path.is_absolute() else
@@ -87,6 +88,11 @@ def test_short_demo_trains_and_moves_the_targets_elo(tmp_path: Path) -> None:
         (canary,) = summary["canary"]
         assert canary["agreement"] == 1.0 and canary["position_flips"] == 0.0
         assert "Judge canary, iteration 0 (20 labelled pairs" in res.stdout and "gate passed" in res.stdout
+        # The round's cost ledger: the served models' tokens as vLLM reported them, the SFT job's seconds, money.
+        (cost,) = summary["cost"]
+        assert cost["cost"] > 0 and cost["cost_per_1k_judgments"] > 0 and cost["battles_per_hour"] > 0
+        assert "Cost ledger, iteration 0:" in res.stdout and "USD per 1k judgments" in res.stdout
+        assert "gemma-3-270m (answers):" in res.stdout and "train-sft:" in res.stdout
         assert set(summary["phases"]) >= {"stack", "serving", "generation", "judging", "training", "elo", "total"}
         assert "Result: the target" in res.stdout and "Airflow UI: http://127.0.0.1:" in res.stdout
         assert (out / "elo_ci.png").stat().st_size > 0 and (out / "round-0-report.md").is_file()

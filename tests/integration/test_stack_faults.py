@@ -304,3 +304,44 @@ def reused(live: Live, run_id: str, task_id: str) -> bool:
     value = res.json()["value"]
     value = json.loads(value) if isinstance(value, str) else value
     return bool(value.get("reused"))
+
+
+def test_promotion_waits_in_the_hitl_task_until_answered_via_rest(live: Live) -> None:
+    """A round triggered with the UI's promotion_approval param set to always: after its report the promotion waits
+    in promotion_review (Airflow's human-in-the-loop operator, the evidence in its body) — the run is not done — and
+    proceeds when a person answers through the REST API the UI uses; the record names them. The round's cost ledger
+    holds the served target's tokens as vLLM reported them and the training job's seconds."""
+    from arena_ops import ledger
+    from arena_ops.promotion import KEEP, OPTIONS
+
+    res = live.api.http.post(
+        f"/api/v2/dags/{ROUND}/dagRuns",
+        json={"logical_date": None, "conf": {"iteration": 5, "promotion_approval": "always"}},
+    )
+    assert res.status_code == 200, res.text
+    run_id = res.json()["dag_run_id"]
+    hitl = f"/api/v2/dags/{ROUND}/dagRuns/{run_id}/taskInstances/promotion_review/-1/hitlDetails"
+
+    def waiting() -> dict | None:
+        assert wait_state(live, run_id) not in ("success", "failed"), "the round finished without waiting"
+        r = live.api.http.get(hitl)
+        return r.json() if r.status_code == 200 and task_state(live, run_id, "promotion_review") else None
+
+    form = wait_until("the promotion_review task to wait for an answer", waiting, timeout_s=1500, every_s=5)
+    assert form["options"] == OPTIONS and "P(better than" in form["body"] and form["subject"].startswith(FLYWHEEL)
+    time.sleep(5)
+    assert wait_state(live, run_id) == "running"  # it waits for the person, however long
+    answer = live.api.http.patch(hitl, json={"chosen_options": [KEEP]})
+    assert answer.status_code == 200, answer.text
+    assert wait_run(live, run_id)["state"] == "success"
+    assert task_state(live, run_id, "record_approval") == "success"
+    rec = live.store.read_json(f"{layout.iteration_base(FLYWHEEL, 5)}/report/promotion/promotion.json")
+    assert rec["decision"] == "keep" and rec["chosen"]["label"] == rec["incumbent"]["label"]
+    assert rec["approval"]["status"] == "answered" and rec["approval"]["by"], rec["approval"]
+    # The ledger: vLLM's usage of the served target, and the training job's seconds.
+    entries = {e["entry"]: e for e in ledger.entries(live.store, FLYWHEEL, 5)}
+    (battle,) = [e for e in entries.values() if e["kind"] == "battle"]
+    (target,) = [r for r in battle["rows"] if r["role"] == "answers"]
+    assert target["model"] == "tiny-a" and target["requests"] == BATTLES and target["completion_tokens"] > 0
+    (train,) = entries["train-sft"]["rows"]
+    assert train["wall_s"] > 0 and train["cpu_s"] > 0 and train["gpu_s"] is None

@@ -328,3 +328,48 @@ def test_promotion_needs_confidence_and_says_why(config: Path) -> None:
     lenient = load_config(config, {"training.promotion.confidence": 0.5})
     assert start_model(lenient, store, 1).label == "tgt@base"  # the stored decision of round 0 stands
     assert promotion.decide(lenient, store, 0, rnd.start, rnd.policies(store))["chosen"]["label"] == "tgt@i0-sft"
+
+
+def test_an_ambiguous_promotion_waits_for_approval_and_the_answer_stands(config: Path) -> None:
+    """training.promotion.approval: a challenger within the intervals leaves the decision pending; the next round
+    refuses to start until a person answers; the answer (who, when) is the decision, and a rerun report keeps it."""
+    from arena_ops import promotion
+    from arena_ops.flywheel import approval_request, approve, report
+
+    rnd = resolve(str(config), iteration=0, overrides={"training.promotion.approval": True})
+    store = rnd.store()
+    register(store, 0, "sft")
+    eval_battles(store, "tgt@base", 10, n=40)
+    eval_battles(store, "tgt@i0-sft", 12, n=40)  # within the intervals: ambiguous
+    report(rnd.ref(), {})
+    rec = promotion.read(store, "fw", 0)
+    assert rec["decision"] == "keep" and rec["approval"]["status"] == "pending"
+    assert rec["approval"]["candidate"]["label"] == "tgt@i0-sft" and rec["approval"]["mode"] == "ambiguous"
+    evidence = approval_request(rnd.ref())
+    assert "tgt@i0-sft" in evidence and "P(better than `tgt@base`)" in evidence and "Proposed: **keep**" in evidence
+    with pytest.raises(promotion.PromotionPendingError, match="waits for approval .*`arena round approve 0 --promote`"):
+        resolve(str(config), iteration=1)
+    assert "waits for approval" in store.get_bytes(f"{layout.round_report('fw', 0)}/report.md").decode()
+
+    with pytest.raises(promotion.PromotionPendingError, match="expected one of"):
+        approve(rnd.ref(), "maybe", by="ana")
+    out = approve(rnd.ref(), promotion.PROMOTE, by="ana", at="2026-12-07T10:00:00+00:00")
+    assert out == {"decision": "promote", "chosen": "tgt@i0-sft", "by": "ana", "option": promotion.PROMOTE}
+    rec = promotion.read(store, "fw", 0)
+    assert rec["approval"] | {"candidate": None} == rec["approval"] | {
+        "status": "answered", "by": "ana", "at": "2026-12-07T10:00:00+00:00", "candidate": None
+    }  # fmt: skip
+    assert rec["reason"].startswith("ana chose to promote the challenger (overriding the proposal)")
+    assert approval_request(rnd.ref()) is None
+    report(rnd.ref(), {})  # a rerun of the report does not take the answer back
+    assert promotion.read(store, "fw", 0)["decision"] == "promote"
+    body = store.read_json(f"{layout.round_report('fw', 0)}/report.json")
+    assert body["promotion"]["approval"]["by"] == "ana"
+    assert resolve(str(config), iteration=1).start.label == "tgt@i0-sft"
+
+    # A clear decision needs nobody; `always` asks for every decision with a challenger.
+    eval_battles(store, "tgt@i0-sft", 35, n=40)
+    cfg = load_config(config, {"training.promotion.approval": True})
+    assert "approval" not in promotion.decide(cfg, store, 0, rnd.start, rnd.policies(store))
+    always = load_config(config, {"training.promotion.approval": "always"})
+    assert promotion.decide(always, store, 0, rnd.start, rnd.policies(store))["approval"]["proposed"] == "promote"

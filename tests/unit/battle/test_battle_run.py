@@ -34,8 +34,20 @@ class ScriptedJudge:
     """An OpenAI-compatible endpoint (under ``/v1``, as OpenAI's and vLLM's) whose reply is
     ``reply(user_message_text)``, or which refuses every chat request with HTTP ``status``; counts judge calls."""
 
-    def __init__(self, reply: Callable[[str], str], status: int | None = None, refuse_after: int = 0) -> None:
+    def __init__(
+        self,
+        reply: Callable[[str], str],
+        status: int | None = None,
+        refuse_after: int = 0,
+        models: tuple[str, ...] = ("judge",),
+        usage: Callable[[list[dict], str], tuple[int, int]] = lambda messages, text: (10, 5),
+    ) -> None:
+        """``models``: the ids it lists (and answers as); ``usage(messages, reply)``: the usage it reports, tallied
+        per model in ``reported`` (requests, prompt tokens, completion tokens); ``requests`` counts every request."""
         self.calls = 0
+        self.requests = 0
+        self.reported: dict[str, list[int]] = {}
+        lock = threading.Lock()  # the server answers on many threads at once
         judge = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,11 +64,13 @@ class ScriptedJudge:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
+                judge.requests += 1
                 if self.path != "/v1/models":
                     return self._send({"error": "Not Found"}, 404)
-                self._send({"data": [{"id": "judge"}]})
+                self._send({"data": [{"id": m} for m in models]})
 
             def do_POST(self) -> None:
+                judge.requests += 1
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path != "/v1/chat/completions":
                     judge.calls += 1
@@ -65,11 +79,16 @@ class ScriptedJudge:
                 if status is not None and (judge.calls >= refuse_after and not (probe and refuse_after)):
                     return self._send({"error": {"message": "refused", "code": status}}, status)
                 judge.calls += not probe
-                text = "OK" if probe else reply(body["messages"][1]["content"])
+                text = "OK" if probe else reply(next(m["content"] for m in body["messages"] if m["role"] == "user"))
+                p, c = usage(body["messages"], text)
+                if not probe:
+                    with lock:
+                        tally = judge.reported.setdefault(body.get("model"), [0, 0, 0])
+                        tally[0], tally[1], tally[2] = tally[0] + 1, tally[1] + p, tally[2] + c
                 self._send(
                     {
                         "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+                        "usage": {"prompt_tokens": p, "completion_tokens": c},
                     }
                 )
 

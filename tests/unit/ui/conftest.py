@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from arena_ops import layout
+from arena_ops import layout, ledger
 from arena_ops.battle.run import BattleRun, plan
 from arena_ops.config import load_config
 from arena_ops.data.ingest import ingest
@@ -46,6 +46,7 @@ def seed(root: Path) -> Path:
         judge: {kind: verifier, verifier: exact}
         battle: {pairing: all_pairs}
         rating: {bootstrap_rounds: 20}
+        cost: {cpu_hour: 1.0}
         """)
     )
     cfg = load_config(config)
@@ -68,6 +69,9 @@ def seed(root: Path) -> Path:
             )
         asyncio.run(battle.run_all())
         if run.startswith("sft"):
+            # A training job's entry of the round's cost ledger, as flywheel.finish files it.
+            task = {"role": "task", "model": None, "wall_s": 60.0 * (it + 1), "cpu_s": 36.0 * (it + 1), "gpu_s": None}
+            ledger.write(store, "ui", it, "train-sft", "train", [task], fingerprint=f"f{it}", examples=10)
             with store.artifact("ui", it, "report", "round") as w:
                 w.write_json(
                     "report.json",
@@ -90,7 +94,9 @@ def seed(root: Path) -> Path:
                             "chosen": {"label": "alpha@base", "uri": "x"},
                             "reason": "no challenger beats the incumbent with P ≥ 0.95",
                             "challengers": [{"label": f"alpha@i{it}-sft", "p_better": 0.6}],
+                            **({"approval": {"status": "pending", "proposed": "keep"}} if it else {}),
                         },
+                        "ledger": ledger.summary(cfg, store, it),
                     },
                 )
         elo_update(str(config))

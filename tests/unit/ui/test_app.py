@@ -139,6 +139,9 @@ def test_pages_render_and_sort(client: TestClient) -> None:
     assert 'id="canary"' in page.text and "■ agreement" in page.text and "■ drift" in page.text
     assert "<strong>gate breached</strong>: drift 0.300 &gt; judge.gate.max_drift 0.2" in page.text
     assert "alpha@base (keep; P(alpha@i1-sft) 0.60)" in page.text
+    assert "<strong>waits for approval</strong>" in page.text  # round 1's decision waits for a person
+    # Each round's cost ledger: money, tokens, and the training job's seconds in the cell's title.
+    assert "0.0100 USD" in page.text and "0.0200 USD" in page.text and "train-sft: 120 s wall, 72 s CPU" in page.text
 
 
 def test_untrusted_text_is_escaped(client: TestClient) -> None:
