@@ -341,6 +341,13 @@ class CanaryConfig(_Section):
         "no canary.",
     )
     size: int | None = Field(None, ge=1, description="Use the first N pairs of the file.")
+    previous_verdicts: int = Field(
+        0,
+        ge=0,
+        description="Also re-judge N battles of the last accepted round (the newest earlier round that reported and "
+        "whose canary passed), labelled with that round's verdicts: drift measured on the flywheel's own data. 0 = "
+        "none; with no path, the canary is these pairs only (and the first round has none).",
+    )
 
 
 class GateConfig(_Section):

@@ -185,7 +185,7 @@ def step_data(ref: Ref, k: int) -> dict[str, Any]:
     from arena_ops.training.build import build_step_data
 
     rnd, cfg, store = load(ref)
-    if cfg.judge.canary.path is not None:
+    if cfg.judge.canary.path is not None or cfg.judge.canary.previous_verdicts:
         judge_gate(ref)
     st = step(rnd, k)
     if st is None:
@@ -201,12 +201,13 @@ def judge_canary(ref: Ref) -> dict[str, Any]:
     """The round's judge on the canary's labelled pairs (``judge.canary``), stored with the round: its metrics, the
     judge's identity and the gate's breaches (:mod:`arena_ops.battle.canary`). Judged once per round and judge."""
     from arena_ops import ledger
-    from arena_ops.battle.canary import gate, run_canary
+    from arena_ops.battle.canary import gate, pairs_from_round, run_canary
     from arena_ops.battle.generate import RESPONSE_SCHEMA
     from arena_ops.battle.judging import JUDGMENT_SCHEMA
 
     rnd, cfg, store = load(ref)
-    if cfg.judge.canary.path is None:
+    c = cfg.judge.canary
+    if c.path is None and not c.previous_verdicts:
         return {"skipped": "judge.canary.path is not set"}
     previous = None
     for it in range(rnd.iteration - 1, -1, -1):  # drift is measured from the newest earlier canary that passed
@@ -214,10 +215,18 @@ def judge_canary(ref: Ref) -> dict[str, Any]:
         if store.is_committed(key) and not gate(cfg, store.read_json(f"{key}/metrics.json")):
             previous = key
             break
+    earlier = None
+    if c.previous_verdicts:
+        accepted = _last_accepted(cfg, store, rnd.iteration)
+        if accepted is not None:
+            earlier = (accepted, pairs_from_round(store, rnd.flywheel, accepted, c.previous_verdicts))
+        elif c.path is None:
+            return {"skipped": "judge.canary.previous_verdicts: no earlier round was accepted yet"}
     served = cfg.judge.kind != "verifier" and cfg.models.judge.source.kind == "served"
     key = layout.canary(rnd.flywheel, rnd.iteration)
     with ledger.metered() as m:
-        out = run_canary(cfg, store, key, previous, before=lambda: serve(cfg, rnd.start) if served else None)
+        before = (lambda: serve(cfg, rnd.start)) if served else None
+        out = run_canary(cfg, store, key, previous, before=before, earlier=earlier)
     fingerprint = store.manifest(key).meta.get("fingerprint")
     if ledger.fingerprint(store, rnd.flywheel, rnd.iteration, "canary") != fingerprint:  # judged now, or unrecorded
         judged = store.read_artifact_table(key, "judgments.parquet").cast(JUDGMENT_SCHEMA)
@@ -226,6 +235,20 @@ def judge_canary(ref: Ref) -> dict[str, Any]:
         ledger.write(store, rnd.flywheel, rnd.iteration, "canary", "canary", rows, fingerprint=fingerprint,
                      judgments=judged.num_rows)  # fmt: skip
     return out
+
+
+def _last_accepted(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> int | None:
+    """The newest earlier round that reported and whose canary (where it had one) passed its gate."""
+    from arena_ops.battle.canary import gate
+
+    for it in range(iteration - 1, -1, -1):
+        if not store.is_committed(layout.round_report(cfg.flywheel, it)):
+            continue
+        key = layout.canary(cfg.flywheel, it)
+        if store.is_committed(key) and gate(cfg, store.read_json(f"{key}/metrics.json")):
+            continue
+        return it
+    return None
 
 
 def judge_gate(ref: Ref) -> dict[str, Any]:

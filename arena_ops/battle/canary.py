@@ -2,7 +2,8 @@
 
 A canary file (``judge.canary.path``; JSONL) holds pairs whose right verdict is known — crowd-voted pairs replayed as
 recorded answers (``arena judge canary-build`` makes one from human votes and the answers voted on), or pairs of
-checkable tasks labelled by a verifier. Each row::
+checkable tasks labelled by a verifier; ``judge.canary.previous_verdicts`` adds battles of the last accepted round,
+labelled with that round's verdicts (:func:`pairs_from_round`). Each row::
 
     {"pair_id": "q1:bard|gpt35", "turns": ["…"], "model_a": "bard", "model_b": "gpt35",
      "answer_a": "…", "answer_b": "…", "label": "model_a"}        # label: model_a | model_b | tie
@@ -182,20 +183,58 @@ def gate(cfg: ArenaConfig, m: dict[str, Any]) -> list[str]:
     return out
 
 
+def pairs_from_round(store: ArtifactStore, flywheel: str, iteration: int, n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` battles of round ``iteration``'s steps as canary pairs, labelled with that round's verdicts (the
+    answers from the battle tables' transcripts); a stable choice: the first ``n`` by battle id."""
+    from arena_ops import catalogue
+
+    pairs: list[dict[str, Any]] = []
+    for t in catalogue.battle_tables(store, flywheel, "training", iteration=iteration):
+        rows = store.read_artifact_table(t.key).select(["battle_id", "prompt_id", "model_a", "model_b", "winner"])
+        said = {
+            (r["prompt_id"], r["model"]): r
+            for r in store.read_artifact_table(t.key, "transcripts.parquet").to_pylist()
+            if r["answers"]
+        }
+        for r in sorted(rows.to_pylist(), key=lambda r: r["battle_id"]):
+            a, b = said.get((r["prompt_id"], r["model_a"])), said.get((r["prompt_id"], r["model_b"]))
+            if a is None or b is None or r["winner"] not in LABELS:
+                continue
+            pairs.append(
+                {
+                    "pair_id": f"i{iteration}:{r['battle_id']}",
+                    "turns": a["turns"],
+                    "system": a.get("system"),
+                    "model_a": r["model_a"],
+                    "model_b": r["model_b"],
+                    "answer_a": a["answers"],
+                    "answer_b": b["answers"],
+                    "label": r["winner"],
+                }
+            )
+    return sorted(pairs, key=lambda p: p["pair_id"])[:n]
+
+
 def run_canary(
     cfg: ArenaConfig,
     store: ArtifactStore,
     key: str,
     previous_key: str | None,
     before: Callable[[], Any] | None = None,
+    earlier: tuple[int, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Judge the canary (or reuse this round's stored result for the same judge and file), write it at ``key``,
-    return the metrics with the judge's identity and the breaches. ``before`` runs when judging is needed (serving)."""
+    """Judge the canary (or reuse this round's stored result for the same judge and pairs), write it at ``key``,
+    return the metrics with the judge's identity and the breaches. ``before`` runs when judging is needed (serving).
+    ``earlier``: (iteration, pairs) of an accepted round's verdicts (``judge.canary.previous_verdicts``), judged beside
+    the file's pairs."""
     from arena_ops.revisions import revision_of
 
     c = cfg.judge.canary
-    assert c.path is not None
-    pairs = read_canary(c.path, c.size)
+    pairs = read_canary(c.path, c.size) if c.path is not None else []
+    extra = earlier[1] if earlier else []
+    pairs += extra
+    if not pairs:
+        raise ConfigError("the judge's canary has no pairs: set judge.canary.path or wait for an accepted round")
     judge = Judge(cfg, None if cfg.judge.kind == "verifier" else Participant.identity(cfg.models.judge, cfg.storage))
     identity = {
         "judge": cfg.models.judge.name if cfg.judge.kind != "verifier" else f"verifier:{cfg.judge.verifier}",
@@ -204,7 +243,10 @@ def run_canary(
         "template": judge.template.version,
         "sampling": cfg.models.judge.sampling.model_dump(),
         "canary": c.path,
-        "canary_hash": file_hash(c.path),
+        "canary_hash": file_hash(c.path) if c.path is not None else None,
+        "previous_verdicts": {"iteration": earlier[0], "pairs": len(extra), "hash": content_key(extra)[:16]}
+        if earlier
+        else None,
     }
     fingerprint = content_key(identity, c.size, cfg.judge.combine, cfg.judge.tie_margin)
     previous = None

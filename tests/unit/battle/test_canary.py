@@ -114,3 +114,32 @@ def test_canary_files_are_checked_and_built_from_crowd_votes(tmp_path: Path, sha
     assert all(p["model_a"] < p["model_b"] for p in pairs)
     (tmp_path / "canary.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     assert len(read_canary(str(tmp_path / "canary.jsonl"), limit=10)) == 10
+
+
+def test_the_last_accepted_rounds_verdicts_as_the_canary(tmp_path: Path) -> None:
+    """judge.canary.previous_verdicts: round 0 has no accepted round (no canary yet); round 1 re-judges round 0's
+    battles, labelled with round 0's verdicts — the same judge agrees; a judge that turned position-biased in round 2
+    is stopped by the gate on those pairs, before its training data."""
+    answer = {"reply": honest}
+    judge = ScriptedJudge(lambda user: answer["reply"](user))
+    try:
+        config = write(tmp_path, judge.url)
+        text = config.read_text().replace("canary: {path: canary.jsonl}", "canary: {previous_verdicts: 4}")
+        config.write_text(text.replace("max_drift: 0.5", "max_drift: null"))
+        first = run_round(str(config), iteration=0)
+        run_round(str(config), iteration=1)
+        answer["reply"] = first_wins
+        with pytest.raises(JudgeGateError, match="position_flips 1.000 > judge.gate.max_position_flips 0.2"):
+            run_round(str(config), iteration=2)
+    finally:
+        judge.close()
+    store = ArtifactStore.from_uri(f"file://{tmp_path}/store")
+    assert "canary" in first["uri"] and not store.is_committed(layout.canary("canary", 0))  # nothing accepted yet
+    one = store.read_json(f"{layout.canary('canary', 1)}/metrics.json")
+    battles = store.manifest("canary/iter=0/battles/all-shard-000").meta["battles"]
+    assert one["pairs"] == min(4, battles) > 0 and one["previous_verdicts"]["iteration"] == 0
+    assert one["agreement"] == 1.0 and one["position_flips"] == 0.0
+    assert one["canary"] is None and one["canary_hash"] is None
+    two = store.read_json(f"{layout.canary('canary', 2)}/metrics.json")
+    assert two["previous_verdicts"]["iteration"] == 1 and two["first_position_win_rate"] == 1.0
+    assert not store.list("canary/iter=2/train-data")
