@@ -39,6 +39,10 @@ class NotCommittedError(ArtifactNotFoundError):
     """An artifact directory exists but its manifest was never written (an interrupted or running write)."""
 
 
+class StoreConflictError(StoreError):
+    """Another writer took over an artifact while this one was writing it: this writer's commit is abandoned."""
+
+
 class IntegrityError(StoreError):
     """An object's bytes do not match the sha256 recorded in its manifest."""
 

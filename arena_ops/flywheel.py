@@ -232,8 +232,16 @@ def judge_canary(ref: Ref) -> dict[str, Any]:
         judged = store.read_artifact_table(key, "judgments.parquet").cast(JUDGMENT_SCHEMA)
         usage = ledger.usage_rows(RESPONSE_SCHEMA.empty_table(), judged)
         rows = [*usage, m.row()]
-        ledger.write(store, rnd.flywheel, rnd.iteration, "canary", "canary", rows, fingerprint=fingerprint,
-                     judgments=judged.num_rows)  # fmt: skip
+        ledger.write(
+            store,
+            rnd.flywheel,
+            rnd.iteration,
+            "canary",
+            "canary",
+            rows,
+            fingerprint=fingerprint,
+            judgments=judged.num_rows,
+        )
     return out
 
 
@@ -337,8 +345,18 @@ def _ledger_training(store: ArtifactStore, rnd: Round, stage: str, entry: dict[s
         return
     row = {"role": "task", "model": None, "wall_s": m.get("job_wall_seconds", m.get("train_seconds"))}
     row |= {"cpu_s": m.get("cpu_seconds"), "gpu_s": m.get("gpu_seconds")}
-    ledger.write(store, rnd.flywheel, rnd.iteration, name, "train", [row], fingerprint=entry["fingerprint"],
-                 stage=stage, examples=m.get("examples"), model=entry.get("label"))  # fmt: skip
+    ledger.write(
+        store,
+        rnd.flywheel,
+        rnd.iteration,
+        name,
+        "train",
+        [row],
+        fingerprint=entry["fingerprint"],
+        stage=stage,
+        examples=m.get("examples"),
+        model=entry.get("label"),
+    )
 
 
 def train(ref: Ref, stage: str, poll_s: float = 1.0, timeout_s: float = 6 * 3600) -> dict[str, Any]:

@@ -138,8 +138,10 @@ def evidence(rec: dict[str, Any]) -> str:
         f"| `{c['label']}` | {_num(c.get('rating'))} | {_ci(c)} | {_num(c.get('p_better'))} |"
         for c in rec["challengers"]
     ]
-    lines += ["", f"*{PROMOTE}* starts the next iteration from `{a['candidate']['label']}`; *{KEEP}* from "
-              f"`{inc['label']}`."]  # fmt: skip
+    lines += [
+        "",
+        f"*{PROMOTE}* starts the next iteration from `{a['candidate']['label']}`; *{KEEP}* from `{inc['label']}`.",
+    ]
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ import bisect
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -52,6 +53,7 @@ from arena_ops.errors import (
     IntegrityError,
     MissingCredentialsError,
     NotCommittedError,
+    StoreConflictError,
     StoreError,
     StoreURIError,
 )
@@ -59,7 +61,10 @@ from arena_ops.errors import (
 if TYPE_CHECKING:
     from arena_ops.config import S3Config, StorageConfig
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "_MANIFEST.json"
+WRITER = "_WRITER"  # the token of the artifact's current writer: the last to start owns it (ArtifactWriter)
 _ITER_RE = re.compile(r"^iter=(\d+)$")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")  # fullmatch: "run\n" is not a name
 MAX_PART = 200  # bytes per key part: file systems refuse 255+, S3 keys are 1024 in all
@@ -317,8 +322,10 @@ class ArtifactStore:
     def artifact_at(self, prefix: str, meta: dict[str, Any] | None = None) -> Iterator[ArtifactWriter]:
         """Like :meth:`artifact`, at a prefix built by :meth:`artifact_key` or :meth:`dataset_key`."""
         writer = ArtifactWriter(self, prefix, dict(meta or {}))
-        # A rerun replaces an earlier (possibly interrupted) attempt wholesale: drop the old commit marker first,
+        # Ownership first (a writer that started earlier and is still writing sees it lost, and stops), then a rerun
+        # replaces an earlier (possibly interrupted) attempt wholesale: the old commit marker goes before any file,
         # so no reader can pair the old manifest with new files.
+        self.put_bytes(f"{prefix}/{WRITER}", writer.token.encode())
         if self.exists(f"{prefix}/{MANIFEST}"):
             self._fs.delete_file(self._full(f"{prefix}/{MANIFEST}"))
         yield writer
@@ -493,13 +500,29 @@ class ArtifactWriter:
         self.store = store
         self.prefix = prefix
         self.meta = meta
+        self.token = uuid.uuid4().hex
         self._files: dict[str, FileEntry] = {}
+        self.superseded: Manifest | None = None  # set when another writer committed the same content first
 
     def _key(self, name: str) -> str:
         parts = [p for p in name.split("/") if p]
-        if name.startswith("/") or not parts or parts[0] == MANIFEST:
+        if name.startswith("/") or not parts or parts[0] in (MANIFEST, WRITER):
             raise StoreURIError(f"{self.prefix}: reserved, empty or absolute file name {name!r}")
+        self._still_mine()
         return f"{self.prefix}/{'/'.join(parts)}"
+
+    def _still_mine(self) -> None:
+        """Two writers of one artifact must not leave a mix of both: the one that started last owns it, and the
+        other stops before it writes another file or its manifest."""
+        try:
+            owner = self.store.get_bytes(f"{self.prefix}/{WRITER}").decode()
+        except ArtifactNotFoundError:
+            owner = None
+        if owner != self.token:
+            raise StoreConflictError(
+                f"{self.uri}: another writer started on this artifact while this one was writing it; this writer's "
+                "commit is abandoned (its files may be gone or overwritten): rerun it if its content is wanted"
+            )
 
     def _record(self, name: str, entry: FileEntry) -> FileEntry:
         self._files[name] = FileEntry(name, entry.sha256, entry.bytes, entry.rows)
@@ -532,8 +555,29 @@ class ArtifactWriter:
             meta=self.meta,
             committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+        try:
+            self._still_mine()
+        except StoreConflictError:
+            # The other writer may have committed exactly this content (two attempts of one deterministic task):
+            # then there is nothing to do, and nothing was lost.
+            theirs = self._committed()
+            if theirs is not None and _same_files(theirs, manifest):
+                log.info("%s: already committed by another writer with the same content", self.uri)
+                self.superseded = theirs
+                return theirs
+            raise
         self.store.put_bytes(f"{self.prefix}/{MANIFEST}", manifest.to_json().encode())
         return manifest
+
+    def _committed(self) -> Manifest | None:
+        try:
+            return self.store.manifest(self.prefix)
+        except (ArtifactNotFoundError, NotCommittedError):
+            return None
+
+
+def _same_files(a: Manifest, b: Manifest) -> bool:
+    return [(f.path, f.sha256) for f in a.files] == [(f.path, f.sha256) for f in b.files]
 
 
 def _check_name(what: str, value: str) -> None:

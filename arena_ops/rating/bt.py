@@ -8,8 +8,10 @@ Prior: every model also plays ``prior_games`` (default 1) virtual ties against a
 initial rating — the "virtual draws" prior of Whole-History Rating (Coulom 2008), a Gaussian-like prior in log-odds.
 It keeps ratings finite for models that never lost or never won and makes a model with one battle move little; with
 hundreds of battles per model it moves ratings by well under an Elo point. Ratings are then centred on the
-*established* models (:func:`provisional` marks the others), so a newcomer cannot shift everybody else. A model absent
-from a bootstrap sample is NaN in that sample (never the mean). The comparison graph must be connected
+*established* models (:func:`provisional` marks the others), so a newcomer cannot shift everybody else; each
+bootstrap sample is centred on their battle-weighted mean (inverse-variance weights), so that a model with a few
+battles, whose rating swings from sample to sample, does not swing the established models' intervals with it. A model
+absent from a bootstrap sample is NaN in that sample (never the mean). The comparison graph must be connected
 (:func:`components`): ratings of groups that never met are not comparable.
 
 Why our own solver instead of FastChat's per-battle ``LogisticRegression``: battles are first aggregated into
@@ -21,7 +23,6 @@ steps on the (tiny) pair graph. ``benchmarks/bench_rating.py`` measures this aga
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +88,8 @@ def aggregate(battles: pa.Table) -> PairCounts:
 
 
 PRIOR_GAMES = 1.0
-#: A model with fewer battles, or one that won every point or none, is ``provisional``: shown, flagged, and left out
-#: of the centring of the scale.
+#: A model with fewer battles, one that won every point or none, or one without a decisive battle (all ties) is
+#: ``provisional``: shown, flagged, left out of the centring of the scale, with an interval its record supports.
 MIN_BATTLES = 10
 
 
@@ -152,13 +153,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def normalise(
     ratings: np.ndarray, models: list[str], anchor: tuple[str, float] | None, centre: np.ndarray | None = None
 ) -> np.ndarray:
-    """Pin the scale: ``anchor`` model at its value, else the mean of the ``centre`` models (default all; NaN — a
-    model absent from a sample — ignored) at the initial rating."""
+    """Pin the scale: ``anchor`` model at its value, else the mean of the ``centre`` models (a mask, default all; or
+    weights: a weighted mean; NaN — a model absent from a sample — ignored) at the initial rating."""
     if anchor is None:
-        ref = ratings if centre is None or not centre.any() else ratings[:, centre]
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: nothing to centre on
-            mean = np.nanmean(ref, axis=1, keepdims=True)
+        w = np.ones(ratings.shape[-1]) if centre is None or not np.any(centre) else np.asarray(centre, np.float64)
+        ww = np.where(np.isnan(ratings), 0.0, w)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a row without weight: nothing to centre on (NaN)
+            mean = np.nansum(ratings * ww, axis=1, keepdims=True) / ww.sum(axis=1, keepdims=True)
         return ratings - mean + INIT
     name, value = anchor
     if name not in models:
@@ -200,7 +201,8 @@ def provisional(pc: PairCounts, min_battles: int = MIN_BATTLES) -> np.ndarray:
     (their maximum-likelihood rating is infinite; only the prior holds it)."""
     r = record(pc)
     points = r["wins"] + 0.5 * r["ties"]
-    return (r["battles"] < min_battles) | (points == 0) | (points == r["battles"])
+    decisive = r["wins"] + r["losses"]
+    return (r["battles"] < min_battles) | (points == 0) | (points == r["battles"]) | (decisive == 0)
 
 
 def bootstrap_counts(pc: PairCounts, rounds: int, seed: int) -> np.ndarray:

@@ -153,10 +153,17 @@ def compute_leaderboard(
     flagged = bt.provisional(pc)
     centre = ~flagged
     mle = bt.fit_bt(pc, anchor=anchor, centre=centre, prior_games=prior_games)
-    samples = bt.bootstrap_bt(pc, rounds=rounds, seed=seed, anchor=anchor, centre=centre, prior_games=prior_games)
+    # Each sample centred on the established models weighted by their battles (a newcomer's rating swings from sample
+    # to sample; a plain mean would swing every established model's interval with it), then the whole set shifted
+    # once so that the established models' medians keep the mean the point estimate has.
+    weights = np.where(flagged, 0.0, bt.record(pc)["battles"].astype(np.float64))
+    samples = bt.bootstrap_bt(pc, rounds=rounds, seed=seed, anchor=anchor, centre=weights, prior_games=prior_games)
+    if anchor is None and centre.any():
+        samples = samples + (bt.INIT - np.nanmean(_nan_stat(np.nanmedian, samples, axis=0)[centre]))
     tail = round((1 - ci_level) * 50, 9)  # 0.95 → 2.5 exactly, not 2.500000000000002
     lo, med, hi = _nan_stat(np.nanpercentile, samples, [tail, 50, 100 - tail], axis=0)
-    rank = 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
+    lo, hi = _provisional_intervals(pc, med, lo, hi, flagged, ci_level)
+    rank = _ranks(lo, hi, flagged)
     online = bt.online_elo(battles, k=online_k)
     params: dict[str, object] = {
         "bootstrap_rounds": rounds,
@@ -228,6 +235,47 @@ def leaderboard_files(lb: Leaderboard, plots: bool = True) -> dict[str, bytes]:
 def _plain(value: float, digits: int = 4) -> float | None:
     """A finite number rounded, else None: outputs are strict JSON (no NaN or Infinity)."""
     return round(float(value), digits) if np.isfinite(value) else None
+
+
+def _provisional_intervals(
+    pc: bt.PairCounts, rating: np.ndarray, lo: np.ndarray, hi: np.ndarray, flagged: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A provisional model's interval also covers what its record cannot rule out: the Clopper–Pearson interval of
+    its score rate over its n battles (bounds kept within [1/(2(n+1)), 1 − 1/(2(n+1))]: a perfect record is not an
+    infinite rating), in Elo against the mean rating of the opponents it met. The bootstrap alone gives one won
+    battle a narrow interval (every resample that holds it is a win) — and rank 1 above a leader of 2,000 battles."""
+    from scipy.stats import beta
+
+    lo, hi = lo.copy(), hi.copy()
+    r = bt.record(pc)
+    for k in np.flatnonzero(flagged):
+        n = int(r["battles"][k])
+        if n == 0:
+            continue
+        points = float(r["wins"][k] + 0.5 * r["ties"][k])
+        rivals = np.concatenate([pc.j[pc.i == k], pc.i[pc.j == k]])
+        games = np.concatenate([pc.counts[pc.i == k].sum(axis=1), pc.counts[pc.j == k].sum(axis=1)])
+        opp = float(np.average(rating[rivals], weights=games))
+        a = (1 - level) / 2
+        p_lo = beta.ppf(a, points, n - points + 1) if points > 0 else 0.0
+        p_hi = beta.ppf(1 - a, points + 1, n - points) if points < n else 1.0
+        floor = 1 / (2 * (n + 1))
+        p_lo, p_hi = np.clip([p_lo, p_hi], floor, 1 - floor)
+        elo_lo, elo_hi = (opp + bt.SCALE * np.log10(p / (1 - p)) for p in (p_lo, p_hi))
+        lo[k], hi[k] = np.nanmin([lo[k], elo_lo]), np.nanmax([hi[k], elo_hi])
+    return lo, hi
+
+
+def _ranks(lo: np.ndarray, hi: np.ndarray, provisional: np.ndarray) -> np.ndarray:
+    """1 + the models clearly better (their interval above this one's). A provisional model never outranks an
+    established one on a handful of battles: it is placed below every established model that is not clearly worse,
+    and established models are ranked among themselves."""
+    better = lo[None, :] > hi[:, None]  # [i, j]: j clearly better than i
+    established = ~provisional
+    better[established] &= established[None, :]
+    better[provisional] |= established[None, :] & ~(hi[None, :] < lo[provisional][:, None])
+    np.fill_diagonal(better, False)
+    return 1 + better.sum(axis=1)
 
 
 def _nan_stat(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - numpy's nan-aware reductions, quiet on all-NaN

@@ -281,6 +281,17 @@ def test_training_job_killed(live: Live) -> None:
     assert_round_intact(live, 3)
 
 
+def failed_tasks(live: Live, run_id: str) -> str:
+    """The round's failed tasks with the end of each one's log (for an assertion's message)."""
+    out = []
+    for t in live.api.task_instances(ROUND, run_id):
+        if t["state"] in ("failed", "upstream_failed"):
+            log = live.api.http.get(f"/api/v2/dags/{ROUND}/dagRuns/{run_id}/taskInstances/{t['task_id']}/logs/1")
+            text = json.dumps(log.json())[-3000:] if log.status_code == 200 else ""
+            out.append(f"{t['task_id']} {t['state']}: {text}")
+    return "the round finished without waiting: " + "\n".join(out)
+
+
 def wait_state(live: Live, run_id: str) -> str:
     return live.api.http.get(f"/api/v2/dags/{ROUND}/dagRuns/{run_id}").json()["state"]
 
@@ -323,7 +334,7 @@ def test_promotion_waits_in_the_hitl_task_until_answered_via_rest(live: Live) ->
     hitl = f"/api/v2/dags/{ROUND}/dagRuns/{run_id}/taskInstances/promotion_review/-1/hitlDetails"
 
     def waiting() -> dict | None:
-        assert wait_state(live, run_id) not in ("success", "failed"), "the round finished without waiting"
+        assert wait_state(live, run_id) not in ("success", "failed"), failed_tasks(live, run_id)
         r = live.api.http.get(hitl)
         return r.json() if r.status_code == 200 and task_state(live, run_id, "promotion_review") else None
 

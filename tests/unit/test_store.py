@@ -22,7 +22,7 @@ from arena_ops.errors import (
     StoreError,
     StoreURIError,
 )
-from arena_ops.store import MANIFEST, ArtifactStore
+from arena_ops.store import MANIFEST, WRITER, ArtifactStore
 
 
 def _battles(n: int = 5) -> pa.Table:
@@ -124,7 +124,7 @@ def test_failed_artifact_is_not_committed_and_rerun_commits(store: ArtifactStore
     with store.artifact("fw", 0, "generate", "responses") as w:
         w.write_table("data.parquet", _battles())
     assert store.read_artifact_table(prefix).num_rows == 5
-    assert sorted(store.list(prefix)) == [f"{prefix}/{MANIFEST}", f"{prefix}/data.parquet"]
+    assert sorted(store.list(prefix)) == [f"{prefix}/{MANIFEST}", f"{prefix}/{WRITER}", f"{prefix}/data.parquet"]
 
 
 def test_rerun_that_fails_uncommits_the_old_version(store: ArtifactStore) -> None:
@@ -234,7 +234,8 @@ def test_s3_store_is_visible_to_boto3(s3_server: str, s3_bucket: str) -> None:
         w.write_table("data.parquet", _battles())
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"])
-    assert keys == ["root/fw/iter=3/battles/judged/_MANIFEST.json", "root/fw/iter=3/battles/judged/data.parquet"]
+    judged = "root/fw/iter=3/battles/judged"
+    assert keys == [f"{judged}/_MANIFEST.json", f"{judged}/_WRITER", f"{judged}/data.parquet"]
 
 
 # Hostile input: verified reads by default, corrupt manifests, names checked in one place, writes stay in the root --
