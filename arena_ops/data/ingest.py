@@ -17,6 +17,7 @@ line (JSONL, CSV: the line the record starts on) or element (JSON, Parquet) and 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -28,7 +29,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from arena_ops.data.sources import SourceFile, expand
@@ -114,6 +117,8 @@ def _records(src: SourceFile) -> Iterator[tuple[int, Any]]:
         if suffix == ".jsonl":
             with src.open() as f:
                 for line, raw in enumerate(f, start=1):
+                    if line == 1:
+                        raw = raw.removeprefix(codecs.BOM_UTF8)  # an editor's byte-order mark is not the record
                     if not raw.strip():
                         continue
                     yield line, _json_record(raw)
@@ -129,15 +134,50 @@ def _records(src: SourceFile) -> Iterator[tuple[int, Any]]:
         elif suffix == ".csv":
             yield from _csv_records(src)
         elif suffix == ".parquet":
-            try:
-                table = pq.read_table(src.path, filesystem=src.fs)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise DataError(f"{path}: cannot read {suffix[1:]}: {exc}") from exc
-            yield from enumerate(table.to_pylist(), start=1)
+            yield from _parquet_records(src)
         else:
             raise DataError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
     except OSError as exc:  # a file that went away or a storage error mid-read: name the file
         raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
+def _parquet_records(src: SourceFile) -> Iterator[tuple[int, Any]]:
+    """Rows in batches (a small file can expand to far more than it weighs); a row whose text is longer than
+    :data:`MAX_RECORD_BYTES` is quarantined, as a JSONL line would be, without being built."""
+    try:
+        parquet = pq.ParquetFile(src.path, filesystem=src.fs)
+        row = 0
+        for batch in parquet.iter_batches(batch_size=256):
+            sizes = np.zeros(batch.num_rows, dtype=np.int64)
+            for col in batch.columns:
+                sizes += _text_bytes(col)
+            for k, size in enumerate(sizes):
+                row += 1
+                if size > MAX_RECORD_BYTES:
+                    yield row, RowError(f"record of {size} bytes of text is longer than {MAX_RECORD_BYTES}")
+                else:
+                    yield row, batch.slice(k, 1).to_pylist()[0]
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{src.uri}: cannot read parquet: {exc}") from exc
+
+
+def _text_bytes(col: pa.Array) -> np.ndarray:
+    """Bytes of text per row of one column (strings, and strings inside lists and structs); 0 for the rest."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
+        return pc.fill_null(pc.binary_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _text_bytes(col.flatten())
+        offsets = col.offsets.to_numpy(zero_copy_only=False)
+        sums = np.concatenate([[0], np.cumsum(inner)])
+        starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
+        return sums[ends] - sums[starts]
+    if pa.types.is_struct(t):
+        out = np.zeros(len(col), dtype=np.int64)
+        for k in range(t.num_fields):
+            out += _text_bytes(col.field(k))
+        return out
+    return np.zeros(len(col), dtype=np.int64)
 
 
 def _json_record(raw: bytes) -> Any:
@@ -183,7 +223,9 @@ def _depth(text: str) -> int:
 def _csv_records(src: SourceFile) -> Iterator[tuple[int, Any]]:
     """CSV records with the line each starts on; a record with bytes that are not UTF-8 is one RowError."""
     path = src.uri
-    with io.TextIOWrapper(src.open(), encoding="utf-8", errors="surrogateescape", newline="") as f:
+    # A field may be as long as a record may be (the csv module's default limit is 128 KiB); the limit is global.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_BYTES))
+    with io.TextIOWrapper(src.open(), encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, strict=True)
         try:
             header = next(reader)
@@ -197,9 +239,21 @@ def _csv_records(src: SourceFile) -> Iterator[tuple[int, Any]]:
                 fields = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:  # the reader resumes at the next line: later records are read, not lost
+            except csv.Error as exc:
                 end = reader.line_num
                 span = f"line {start}" if end <= start else f"lines {start}–{end}"
+                if "field larger than field limit" in str(exc):
+                    # Raised while still inside a quoted field: the next line is more of that field, not a record.
+                    # No later line can be proved to start a record, so the rest of the file is quarantined.
+                    rest = sum(1 for _ in f)
+                    yield start, RowError(
+                        f"malformed CSV record (from line {start}): a field longer than {MAX_RECORD_BYTES} bytes; the "
+                        f"rest of the file ({rest} more line(s), to line {end + rest}) is quarantined with it: no "
+                        "later line can be proved to start a record"
+                    )
+                    return
+                # A quote error is raised at the offending character, and the reader resumes at the next line: later
+                # records are read, not lost.
                 yield start, RowError(f"malformed CSV record ({span}): {exc} (an unterminated quote?)")
                 start = end + 1
                 continue
