@@ -8,7 +8,9 @@ errors that name the model, the URL and what came back — all thin on top of ht
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 import random
 import time
@@ -26,6 +28,8 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 #: Refusals that are about the request itself (malformed, too long, unprocessable): the item's own outcome. Others
 #: (401, 403, 404, …) are about the endpoint or its configuration and are never recorded as an item's result.
 ITEM_STATUS = {400, 413, 422}
+MAX_BODY_BYTES = 16 << 20  # a chat completion is kilobytes; a server streaming without end is cut off here
+MAX_RETRY_AFTER_S = 60.0
 
 
 class RequestFailed(ServingError):
@@ -112,6 +116,8 @@ class ChatClient:
         self.backoff_max_s = backoff_max_s
         self.vllm_extensions = vllm_extensions
         self._sem = asyncio.Semaphore(concurrency)
+        self.timeout_s = timeout_s  # a deadline for the whole request: httpx's timeout is per read, and a server
+        # trickling a byte at a time never trips it
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -199,7 +205,7 @@ class ChatClient:
             start = time.perf_counter()
             retry_after: float | None = None
             try:
-                resp = await self._http.post(path, json=body)
+                resp = await asyncio.wait_for(self._post(path, body), self.timeout_s)
                 if resp.status_code == 200:
                     result = _parse(resp, time.perf_counter() - start, attempt)
                     self._rejected, self.answered = (0, 0, ""), True
@@ -219,6 +225,8 @@ class ChatClient:
                 retry_after = _retry_after(resp)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
+            except TimeoutError:
+                last = f"no complete response within request_timeout_s ({self.timeout_s:g} s)"
             except _Malformed as exc:
                 last = f"malformed response: {exc}"
             if attempt <= self.max_retries:
@@ -226,6 +234,16 @@ class ChatClient:
                 log.warning("%s: attempt %d failed (%s); retrying in %.2fs", self.model, attempt, last, delay)
                 await asyncio.sleep(delay)
         raise RequestFailed(f"{self.model} at {url}: gave up after {self.max_retries + 1} attempts; last error: {last}")
+
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST, reading at most :data:`MAX_BODY_BYTES` of the response."""
+        async with self._http.stream("POST", path, json=body) as resp:
+            data = bytearray()
+            async for chunk in resp.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_BODY_BYTES:
+                    raise _Malformed(f"response body larger than {MAX_BODY_BYTES} bytes")
+        return httpx.Response(resp.status_code, headers=resp.headers, content=bytes(data), request=resp.request)
 
     async def _probe(self) -> tuple[str, bool]:
         """One chat request of one token: ``("", False)`` when it succeeded, else (what came back, final?)."""
@@ -310,38 +328,65 @@ def _hint(base_url: str, status: int) -> str:
 
 
 def _parse(resp: httpx.Response, latency: float, attempts: int) -> ChatResult:
+    """The completion's text, usage and logprobs; anything malformed where it matters (the text, logprobs that were
+    asked for) is :class:`_Malformed` (retried), never a raw TypeError. A malformed ``usage`` only loses the counts."""
     try:
-        data = resp.json()
+        data = json.loads(resp.content)
         choice = data["choices"][0]
         text = choice["message"]["content"]
         if not isinstance(text, str):
             raise TypeError(f"content is {type(text).__name__}")
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise _Malformed(f"{type(exc).__name__}: {exc}; body starts {resp.text[:200]!r}") from None
-    usage = data.get("usage") or {}
-    logprobs = None
-    if choice.get("logprobs") and choice["logprobs"].get("content") is not None:
-        logprobs = [
-            TokenLogprob(t["token"], t["logprob"], {x["token"]: x["logprob"] for x in t.get("top_logprobs") or []})
-            for t in choice["logprobs"]["content"]
-        ]
+        logprobs = None
+        lp = choice.get("logprobs")
+        if lp:
+            content = lp["content"]
+            if content is not None:
+                logprobs = [
+                    TokenLogprob(
+                        str(t["token"]),
+                        _finite(t["logprob"]),
+                        {str(x["token"]): _finite(x["logprob"]) for x in t.get("top_logprobs") or []},
+                    )
+                    for t in content
+                ]
+        finish = choice.get("finish_reason")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
+        raise _Malformed(f"{type(exc).__name__}: {str(exc)[:200]}; body starts {resp.text[:200]!r}") from None
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return ChatResult(
         text=text,
-        finish_reason=choice.get("finish_reason"),
-        prompt_tokens=int(usage.get("prompt_tokens", 0)),
-        completion_tokens=int(usage.get("completion_tokens", 0)),
+        finish_reason=finish if isinstance(finish, str) else None,
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
         latency_s=latency,
         attempts=attempts,
         logprobs=logprobs,
     )
 
 
+def _finite(x: Any) -> float:
+    v = float(x)
+    if math.isnan(v) or v == math.inf:
+        raise ValueError(f"logprob {x!r}")
+    return v
+
+
+def _count(x: Any) -> int:
+    """A usage count; 0 where the server sent none, null, or nonsense (the text is still the answer)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+        return 0
+    return int(x)
+
+
 def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds the server asked to wait (at most :data:`MAX_RETRY_AFTER_S`); None when absent or not a finite,
+    non-negative number (``nan`` once made the client sleep forever)."""
     value = resp.headers.get("retry-after")
     try:
-        return min(float(value), 60.0) if value is not None else None
+        v = float(value) if value is not None else None
     except ValueError:
         return None
+    return None if v is None or not math.isfinite(v) or v < 0 else min(v, MAX_RETRY_AFTER_S)
 
 
 def serving_base_url(serving: ServingConfig) -> str:

@@ -20,7 +20,7 @@ def run(path: Path) -> tuple[list[str], dict[int, str]]:
 
 
 def test_a_csv_field_over_the_limit_does_not_leak_its_lines_as_instructions(tmp_path: Path) -> None:
-    huge = "\n".join(["Injected instruction, line %d" % k for k in range(200_000)])  # ~6 MiB, inside one field
+    huge = "\n".join([f"Injected instruction, line {k}" for k in range(200_000)])  # ~6 MiB, inside one field
     path = tmp_path / "d.csv"
     path.write_text(f'instruction,output\nName a fruit.,Fig\n"{huge}",x\nName a colour.,Red\n')
     rows, bad = run(path)

@@ -100,6 +100,28 @@ class FlakyServer:
                         self._send(200, b"<html>not json</html>")
                     elif action == "nochoices":
                         self._send(200, b'{"choices": []}')
+                    elif action == "retry-nan":  # second hostile pass: once slept forever
+                        self._send(429, b'{"error": "slow down"}', {"Retry-After": "nan"})
+                    elif action == "trickle":  # a byte every 0.1 s: no single read ever times out
+                        body = json.dumps(OK).encode()
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        for k in range(len(body)):
+                            self.wfile.write(body[k : k + 1])
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                    elif action == "nullusage":
+                        self._send(
+                            200, json.dumps({**OK, "usage": {"prompt_tokens": None, "completion_tokens": "x"}}).encode()
+                        )
+                    elif action == "badlogprobs":
+                        bad = {**OK["choices"][0], "logprobs": {"content": [{"token": "x"}]}}
+                        self._send(200, json.dumps({**OK, "choices": [bad]}).encode())
+                    elif action == "huge":
+                        self._send(200, b'{"choices": [{"message": {"content": "' + b"a" * (17 << 20) + b'"}}]}')
+                    elif action == "deep":
+                        self._send(200, b"[" * 100_000 + b"]" * 100_000)
                 finally:
                     with server.lock:
                         server.active -= 1
@@ -168,7 +190,7 @@ def test_retries_then_succeeds(server_factory, failure: str) -> None:
     ("failure", "message"),
     [
         ("500", "HTTP 500: internal error"),
-        ("hang", "ReadTimeout"),
+        ("hang", "(ReadTimeout|no complete response within request_timeout_s)"),
         ("garbage", "malformed response"),
         ("429", "HTTP 429"),
     ],
