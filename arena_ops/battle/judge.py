@@ -171,7 +171,9 @@ def parse_verdict(text: str, quoted: Sequence[str] = ()) -> Verdict:
     """
     if len(text) > MAX_REPLY_CHARS:
         raise VerdictParseError(f"reply of {len(text)} characters is longer than {MAX_REPLY_CHARS}")
-    planted = {v for q in quoted if q for v in _verdicts_in(q[:MAX_REPLY_CHARS], strict=False)[0]}
+    # The judge saw each response fence-safe (build_messages): a plant is what it could copy, in either spelling.
+    quoted = [v for q in quoted if q for v in {q, _fence_safe(q)}]
+    planted = {v for q in quoted for v in _verdicts_in(q[:MAX_REPLY_CHARS], strict=False)[0]}
     verdicts, rest = _verdicts_in(text, strict=True)
     own = {v for v in verdicts if _key(v) not in {_key(p) for p in planted}}
     line = _from_score_lines(rest, quoted)
@@ -189,7 +191,9 @@ def parse_verdict(text: str, quoted: Sequence[str] = ()) -> Verdict:
 def _verdicts_in(text: str, strict: bool) -> tuple[list[Verdict], str]:
     """The verdict objects in ``text`` and the text with them cut out. ``strict``: a malformed verdict object
     raises (in a judge's reply); otherwise it is skipped (in a response under judgment)."""
-    decoder = json.JSONDecoder(strict=False, parse_int=str, parse_float=str, parse_constant=str)
+    decoder = json.JSONDecoder(
+        strict=False, parse_int=str, parse_float=str, parse_constant=str, object_pairs_hook=_unique_keys
+    )
     found: list[Verdict] = []
     rest: list[str] = []
     pos = tried = 0
@@ -204,6 +208,10 @@ def _verdicts_in(text: str, strict: bool) -> tuple[list[Verdict], str]:
         try:
             obj, end = decoder.raw_decode(text, m.start())
         except json.JSONDecodeError:
+            continue
+        except _RepeatedKey as exc:
+            if strict:
+                raise VerdictParseError(f"a verdict object gives {exc} twice") from None
             continue
         except RecursionError:
             if not strict:
@@ -220,6 +228,20 @@ def _verdicts_in(text: str, strict: bool) -> tuple[list[Verdict], str]:
         pos = end
     rest.append(text[pos:])
     return found, " ".join(rest)
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: ``{"score_a": 1, "score_a": 10}`` is not a verdict (json keeps the last)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _RepeatedKey(k)
+        out[k] = v
+    return out
 
 
 def _key(v: Verdict) -> tuple[float, float, str]:
@@ -253,6 +275,10 @@ def _score(value: Any, key: str) -> float:
     return x
 
 
+def _plain(line: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", line).casefold().split())
+
+
 def _from_score_lines(text: str, quoted: Sequence[str]) -> Verdict | None:
     """Fallback for prose replies: ``Score A: 7`` … ``Score B: 4``, each exactly once outside quoted text; None when
     there is no such pair. A score that breaks the grammar (``-1``, ``1e1``) is an error, not a skipped line."""
@@ -260,8 +286,16 @@ def _from_score_lines(text: str, quoted: Sequence[str]) -> Verdict | None:
     for q in quoted:
         if q:
             stripped = stripped.replace(q, " ")
+    # A score line that a response under judgment also holds is a plant the judge quoted, not its own.
+    planted = {_plain(m.group(0)) for q in quoted if q for m in _SCORE_LINE.finditer(q[:MAX_REPLY_CHARS])}
     hits: dict[str, list[str]] = {"a": [], "b": []}
-    for side, num in _SCORE_LINE.findall(stripped):
+    for m in _SCORE_LINE.finditer(stripped):
+        if _plain(m.group(0)) in planted:
+            continue
+        side, num = m.group(1), m.group(2)
+        after = stripped[m.end() : m.end() + 4]
+        if re.match(r"(?:,|\s?[-–]\s?)[0-9]", after):  # "7,5", "7-8", "1,000": not one score
+            raise VerdictParseError(f"score_{side.lower()} {num}{after}… is not one number")
         hits[side.lower()].append(num.rstrip("."))
     if len(hits["a"]) != 1 or len(hits["b"]) != 1:
         if len(hits["a"]) > 1 or len(hits["b"]) > 1:
