@@ -331,6 +331,13 @@ class BattleConfig(_Section):
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors.")
     seed: int = Field(0, description="Seed for sampled pairings.")
     chunk_size: int = Field(64, ge=1, description="Commit finished generations/judgments to the store every N units.")
+    min_valid_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A battle run whose valid battles are fewer than this share fails (with the counts and the "
+        "commonest reasons) instead of committing a table that rates nothing; 0 accepts any.",
+    )
 
 
 class CanaryConfig(_Section):

@@ -250,6 +250,7 @@ class BattleRun:
         table = pa.Table.from_pylist(records, schema=BATTLE_RECORD_SCHEMA)
         valid = table.filter(pa.compute.not_equal(table["winner"], "invalid"))
         invalid = table.filter(pa.compute.equal(table["winner"], "invalid"))
+        self._check_valid(valid, invalid)
         summary = {**self.summary(valid, invalid, wall_s or {}), **self.meta}
         with self.store.artifact_at(self.table_key, meta=summary) as w:
             w.write_table("data.parquet", valid.drop_columns(["invalid_reason"]))
@@ -257,6 +258,26 @@ class BattleRun:
             w.write_json("summary.json", summary)
             w.write_table("transcripts.parquet", self._transcripts(answers, keys))
         return {"uri": w.uri, **summary}
+
+    def _check_valid(self, valid: pa.Table, invalid: pa.Table) -> None:
+        """Nothing wrong is reported as right: a run with no battles, or with fewer valid ones than
+        ``battle.min_valid_fraction``, fails with the counts and the commonest reasons — before its table is written
+        (a rerun would otherwise take the table as done)."""
+        total = valid.num_rows + invalid.num_rows
+        if total == 0:
+            raise BattleError(
+                f"run {self.run}: no battles to build ({len(self.plan.prompts)} prompts, "
+                f"{sum(map(len, self.plan.pairs.values()))} planned pairs): is the slice empty? (`arena data shards`)"
+            )
+        floor = self.cfg.battle.min_valid_fraction
+        if valid.num_rows < floor * total:
+            reasons = Counter(_reason(r) for r in invalid["invalid_reason"].to_pylist())
+            common = "; ".join(f"{n}× {why}" for why, n in reasons.most_common(3))
+            raise BattleError(
+                f"run {self.run}: only {valid.num_rows} of {total} battles are valid, below battle.min_valid_fraction "
+                f"{floor:g}; the commonest reasons: {common}. Nothing was committed; the answers and verdicts stay "
+                "stored (fix the judge or its template, or lower battle.min_valid_fraction, and rerun)."
+            )
 
     def _transcripts(self, answers: dict, keys: dict) -> pa.Table:
         """Each battle's conversation (the prompt and every model's answers), so that a reader of the battle table
@@ -398,6 +419,13 @@ class BattleRun:
         wall["judge"] = time.perf_counter() - t1
         summary = self.build(wall)
         return {**summary, "generation": gen, "judging": jud}
+
+
+def _reason(text: str | None) -> str:
+    """An invalid battle's reason without its game numbers and specifics (so alike reasons count together)."""
+    first = (text or "unknown").split("; ")[0]
+    first = first.split(": ", 1)[1] if first.startswith("game ") else first
+    return first[:160]
 
 
 async def _ready(participants: Any, timeout_s: float) -> None:

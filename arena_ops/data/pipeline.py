@@ -13,6 +13,7 @@ retried Airflow task gives identical artifacts.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,17 @@ def ingest_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     with store.artifact_at(layout.dataset(cfg.flywheel, CORPUS), meta=result.counts) as w:
         w.write_table("data.parquet", result.table)
         w.write_table("quarantine.parquet", result.quarantine)
+    if result.table.num_rows == 0:  # written (the quarantine is the evidence), then refused
+        raise DataError(f"{key}: no instruction could be read: {_why_empty(result.quarantine, w.uri)}")
     return {"uri": w.uri, **result.counts}
+
+
+def _why_empty(quarantine: pa.Table, uri: str) -> str:
+    if quarantine.num_rows == 0:
+        return "the sources hold no records"
+    reasons = Counter(r[:120] for r in quarantine["reason"].to_pylist())
+    common = "; ".join(f"{n}× {why}" for why, n in reasons.most_common(3))
+    return f"all {quarantine.num_rows} records were quarantined ({common}); see {uri}/quarantine.parquet"
 
 
 def clean_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
@@ -60,6 +71,11 @@ def clean_stage(cfg: ArenaConfig, store: ArtifactStore) -> dict[str, Any]:
     with store.artifact_at(layout.dataset(cfg.flywheel, CLEAN), meta=result.counts) as w:
         w.write_table("data.parquet", result.table)
         w.write_table("removed.parquet", result.removed)
+    if result.table.num_rows == 0:
+        raise DataError(
+            f"cleaning removed all {corpus.num_rows} instructions ({result.counts}); see {w.uri}/removed.parquet — "
+            "check the data.* filters (min_instruction_chars, languages, …)"
+        )
     return {"uri": w.uri, **result.counts}
 
 
@@ -204,10 +220,11 @@ def ensure_shards(cfg: ArenaConfig, store: ArtifactStore) -> list[str]:
 
 def ensure_clean(cfg: ArenaConfig, store: ArtifactStore) -> None:
     """Ingest and clean, whatever of the two is missing."""
-    if not store.is_committed(layout.dataset(cfg.flywheel, CORPUS)):
+    corpus, cleaned = layout.dataset(cfg.flywheel, CORPUS), layout.dataset(cfg.flywheel, CLEAN)
+    if not store.is_committed(corpus) or store.manifest(corpus).meta.get("rows") == 0:  # empty: the sources again
         log.info("building the corpus from data.sources")
         ingest_stage(cfg, store)
-    if not store.is_committed(layout.dataset(cfg.flywheel, CLEAN)):
+    if not store.is_committed(cleaned) or store.manifest(cleaned).meta.get("kept") == 0:
         clean_stage(cfg, store)
 
 
