@@ -215,6 +215,26 @@ def _served(cfg):  # -> list[ServedModel]
     return served_models(cfg)
 
 
+PLOT_FILES = ("elo_ci.png", "win_rate_heatmap.png")
+BOARD_FILES = (
+    "leaderboard.json", "leaderboard.parquet", "leaderboard.md", "win_rates.parquet", "bootstrap.parquet",
+    "params.json", "quarantine.parquet", *PLOT_FILES,
+)  # fmt: skip
+
+
+def _check_out(out: Path, inputs: list[Path], plots: bool) -> None:
+    """Refuse, before any fitting, an --out that cannot be a directory or that would overwrite an input."""
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RatingError(f"--out {out}: {parent} exists and is not a directory")
+            break
+    written = {(out / name).resolve() for name in BOARD_FILES}
+    clobbered = [str(p) for p in inputs if Path(p).resolve() in written]
+    if clobbered:
+        raise RatingError(f"--out {out} would overwrite the input {clobbered[0]}: write the board elsewhere")
+
+
 @app.command("elo")
 def elo(
     battles: Annotated[list[Path], typer.Argument(help="Battle files (.parquet, .csv, .jsonl).")],
@@ -244,8 +264,7 @@ def elo(
     """Bradley–Terry Elo leaderboard with bootstrap CIs from battle files."""
     from arena_ops.rating import compute_leaderboard, leaderboard_files, parse_anchor, read_battles
 
-    if out.exists() and not out.is_dir():
-        raise RatingError(f"--out {out}: exists and is not a directory")
+    _check_out(out, battles, plots)
     data = read_battles(battles)
     if data.duplicate_inputs:
         err_console.print(f"[yellow]{data.duplicate_inputs} file(s) given more than once: each read once[/yellow]")
@@ -262,6 +281,9 @@ def elo(
     out.mkdir(parents=True, exist_ok=True)
     for name, blob in leaderboard_files(lb, plots=plots).items():
         (out / name).write_bytes(blob)
+    if not plots:  # plots of an earlier run would show another board beside this one
+        for stale in PLOT_FILES:
+            (out / stale).unlink(missing_ok=True)
     if data.quarantine.num_rows:
         import pyarrow.parquet as pq
 

@@ -246,11 +246,12 @@ def _csv_records(src: SourceFile) -> Iterator[tuple[int, Any]]:
                     # Raised while still inside a quoted field: the next line is more of that field, not a record.
                     # No later line can be proved to start a record, so the rest of the file is quarantined.
                     rest = sum(1 for _ in f)
-                    yield start, RowError(
-                        f"malformed CSV record (from line {start}): a field longer than {MAX_RECORD_BYTES} bytes; the "
-                        f"rest of the file ({rest} more line(s), to line {end + rest}) is quarantined with it: no "
-                        "later line can be proved to start a record"
+                    why = (
+                        f"malformed CSV record (from line {start}): a field longer than {MAX_RECORD_BYTES} bytes; "
+                        f"the rest of the file ({rest} more line(s), to line {end + rest}) is quarantined with it: "
+                        "no later line can be proved to start a record"
                     )
+                    yield start, RowError(why)
                     return
                 # A quote error is raised at the offending character, and the reader resumes at the next line: later
                 # records are read, not lost.

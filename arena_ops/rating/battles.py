@@ -159,6 +159,16 @@ def validate_battles(table: pa.Table, source: str = "<table>", row_numbers: list
     empty = empty.to_numpy(zero_copy_only=False).astype(bool)
     reasons[~np.isin(w, WINNERS)] = "unknown winner (expected one of model_a, model_b, tie, tie_bothbad)"
     reasons[(a == b) & ~null_model] = "a model battles itself"
+    for side in ("model_a", "model_b"):
+        names = cols[side]
+        control = pc.fill_null(pc.match_substring_regex(names, _CONTROL), False).to_numpy(zero_copy_only=False)
+        invisible = pc.fill_null(pc.match_substring_regex(names, _INVISIBLE_ONLY), False).to_numpy(zero_copy_only=False)
+        placeholder = pc.fill_null(pc.is_in(pc.utf8_lower(names), value_set=_PLACEHOLDERS), False)
+        reasons[placeholder.to_numpy(zero_copy_only=False) & ~null_model] = (
+            f"placeholder {side} name (None, null, N/A…): not a model"
+        )
+        reasons[invisible & ~null_model] = f"{side} name is only invisible characters"
+        reasons[control & ~null_model] = f"control character in the {side} name"
     reasons[empty & ~null_model] = "empty or 'nan' model name"
     reasons[null_model] = "missing model name"
     bad = reasons != ""
@@ -177,7 +187,14 @@ def validate_battles(table: pa.Table, source: str = "<table>", row_numbers: list
         },
         schema=QUARANTINE_SCHEMA,
     )
-    return Battles(valid, quarantine, rows=numbers[~bad])
+    # One rule for every path (`arena elo`, the DAG's board, the round report): a battle_id seen before in the table
+    # is the same battle again, rated once.
+    return _drop_duplicate_ids(Battles(valid, quarantine, rows=numbers[~bad]), source, [])
+
+
+_CONTROL = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"  # ESC[2J in a name would clear the terminal that prints the board
+_INVISIBLE_ONLY = r"^[\s\x{00ad}\x{200b}-\x{200f}\x{2060}-\x{206f}\x{feff}]+$"
+_PLACEHOLDERS = pa.array(["none", "null", "n/a", "na", "nil", "undefined", "-", "?"])
 
 
 def _normalise_names(column: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:

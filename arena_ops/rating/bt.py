@@ -23,6 +23,7 @@ steps on the (tiny) pair graph. ``benchmarks/bench_rating.py`` measures this aga
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,6 +169,9 @@ def normalise(
     return ratings - ratings[:, k : k + 1] + value
 
 
+MAX_ANCHOR = 1e6  # an Elo rating; 1e308 only overflows the plots and the JSON
+
+
 def parse_anchor(text: str | None) -> tuple[str, float] | None:
     """``"llama-2-70b-chat=1100"`` → ``("llama-2-70b-chat", 1100.0)``; the value must be a finite number."""
     if not text:
@@ -179,9 +183,11 @@ def parse_anchor(text: str | None) -> tuple[str, float] | None:
         number = float(value)
     except ValueError:
         number = math.nan
-    if not math.isfinite(number):
-        raise RatingError(f"anchor value must be a finite number (e.g. {model.strip()}=1100), got {value!r}")
-    return model.strip(), number
+    if not math.isfinite(number) or abs(number) > MAX_ANCHOR:
+        raise RatingError(
+            f"anchor value must be a finite number within ±{MAX_ANCHOR:g} (e.g. {model.strip()}=1100), got {value!r}"
+        )
+    return unicodedata.normalize("NFC", model.strip()), number  # named as the battles' names are normalised
 
 
 def components(pc: PairCounts) -> list[list[str]]:

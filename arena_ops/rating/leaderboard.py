@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,6 +163,10 @@ def compute_leaderboard(
         samples = samples + (bt.INIT - np.nanmean(_nan_stat(np.nanmedian, samples, axis=0)[centre]))
     tail = round((1 - ci_level) * 50, 9)  # 0.95 → 2.5 exactly, not 2.500000000000002
     lo, med, hi = _nan_stat(np.nanpercentile, samples, [tail, 50, 100 - tail], axis=0)
+    # A model drawn in no bootstrap sample (few battles, few rounds): its point estimate, and its interval from its
+    # record (provisional) or none at all (flagged by ci_reliable).
+    absent = np.isnan(med)
+    med, lo, hi = (np.where(absent, mle, x) for x in (med, lo, hi))
     lo, hi = _provisional_intervals(pc, med, lo, hi, flagged, ci_level)
     rank = _ranks(lo, hi, flagged)
     online = bt.online_elo(battles, k=online_k)
@@ -189,6 +194,7 @@ def compute_leaderboard(
     if reference is not None:
         from arena_ops.rating.winrate import win_rates_vs_reference
 
+        reference = unicodedata.normalize("NFC", reference.strip())  # as the battles' model names are
         if reference not in pc.models:
             raise RatingError(f"reference model {reference!r} is not among the rated models {pc.models}")
         rates = win_rates_vs_reference(battles, reference)
