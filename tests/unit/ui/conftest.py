@@ -53,6 +53,10 @@ def seed(root: Path) -> Path:
     store = ArtifactStore.from_config(cfg.storage)
     table = ingest([str(root / "prompts.jsonl")]).table
     for it, run in ((0, "sft-shard-000"), (1, "sft-shard-001"), (1, "eval-mix")):
+        # Each version of the target answers at its own setting: its battles are battles of their own (a battle_id
+        # seen twice is one battle, rated once), as a new checkpoint's are.
+        cfg = load_config(config)
+        cfg.models.target.sampling.temperature = {"sft-shard-000": 0.7, "sft-shard-001": 0.6, "eval-mix": 0.5}[run]
         if run == "eval-mix":  # an evaluation: kept apart from the iterations, as flywheel.evaluate files it
             meta = {"target_label": "alpha@i0-sft", "target_name": "alpha", "testset": "mix", "iteration": it}
             battle = BattleRun(
