@@ -124,7 +124,7 @@ def show(cfg: ArenaConfig, store: ArtifactStore, name: str) -> dict[str, Any]:
             f"flywheel {cfg.flywheel!r} has no benchmark {name!r} (have: {', '.join(have) or 'none'}); "
             f"run one with `arena bench run {name} --models M1,M2 --testset mix`"
         )
-    return store.read_json(key)
+    return read_summary(store, cfg.flywheel, name)
 
 
 # Pairing --------------------------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def run_bench(cfg: ArenaConfig, req: BenchRequest, progress: Any = None, plots: 
     store = ArtifactStore.from_config(cfg.storage)
     key = summary_key(cfg.flywheel, req.name)
     if store.exists(key):
-        before = store.read_json(key)
+        before = read_summary(store, cfg.flywheel, req.name)
         if before.get("source") != req.source():
             raise BenchError(
                 f"benchmark {req.name!r} of flywheel {cfg.flywheel!r} was run on {before.get('source')}; this asks "
@@ -255,10 +255,19 @@ def run_bench(cfg: ArenaConfig, req: BenchRequest, progress: Any = None, plots: 
             "last_run": work,
         }
     )
-    if quarantine is not None and quarantine.num_rows:
-        store.put_bytes(f"{base(cfg.flywheel, req.name)}/quarantine.parquet", _parquet(quarantine))
-    store.write_json(key, summary)
+    with store.artifact_at(base(cfg.flywheel, req.name), meta={"battles": summary.get("battles")}) as w:
+        if quarantine is not None and quarantine.num_rows:
+            w.put_bytes("quarantine.parquet", _parquet(quarantine))
+        w.write_json("bench.json", summary)
     return summary
+
+
+def read_summary(store: ArtifactStore, flywheel: str, name: str) -> dict[str, Any]:
+    """A benchmark's summary, checked against its manifest (one written before summaries had one: as it is)."""
+    prefix = base(flywheel, name)
+    if store.is_committed(prefix):
+        return store.read_artifact_json(prefix, "bench.json")
+    return store.read_json(summary_key(flywheel, name))
 
 
 def _models(cfg: ArenaConfig, wanted: list[str]) -> list[Any]:
@@ -333,8 +342,9 @@ def _board(cfg: ArenaConfig, store: ArtifactStore, table: pa.Table, where: str, 
     from arena_ops.rating.leaderboard import leaderboard_files
 
     lb = rate_battles(cfg, table)
-    for name, data in leaderboard_files(lb, plots=plots).items():
-        store.put_bytes(f"{layout.leaderboard(cfg.flywheel, where)}/{name}", data)
+    with store.artifact_at(layout.leaderboard(cfg.flywheel, where)) as w:  # one artifact: files from one fit
+        for name, data in leaderboard_files(lb, plots=plots).items():
+            w.put_bytes(name, data)
     return lb
 
 
@@ -423,7 +433,7 @@ def consistency_with(
 
     show(cfg, store, name)
     key = layout.leaderboard(cfg.flywheel, scope(name))
-    rows = store.read_json(f"{key}/leaderboard.json")
+    rows = store.read_artifact_json(key, "leaderboard.json")
     ours = Board(
         [r["model"] for r in rows],
         *(np.array([r[c] for r in rows], dtype=float) for c in ("rating", "ci_low", "ci_high")),

@@ -212,7 +212,7 @@ def judge_canary(ref: Ref) -> dict[str, Any]:
     previous = None
     for it in range(rnd.iteration - 1, -1, -1):  # drift is measured from the newest earlier canary that passed
         key = layout.canary(rnd.flywheel, it)
-        if store.is_committed(key) and not gate(cfg, store.read_json(f"{key}/metrics.json")):
+        if store.is_committed(key) and not gate(cfg, store.read_artifact_json(key, "metrics.json")):
             previous = key
             break
     earlier = None
@@ -253,7 +253,7 @@ def _last_accepted(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> in
         if not store.is_committed(layout.round_report(cfg.flywheel, it)):
             continue
         key = layout.canary(cfg.flywheel, it)
-        if store.is_committed(key) and gate(cfg, store.read_json(f"{key}/metrics.json")):
+        if store.is_committed(key) and gate(cfg, store.read_artifact_json(key, "metrics.json")):
             continue
         return it
     return None
@@ -282,7 +282,7 @@ def canary_status(cfg: ArenaConfig, store: ArtifactStore, rnd: Round) -> dict[st
     key = layout.canary(rnd.flywheel, rnd.iteration)
     if not store.is_committed(key):
         return None
-    m = store.read_json(f"{key}/metrics.json")
+    m = store.read_artifact_json(key, "metrics.json")
     return {**m, "breaches": gate(cfg, m), "uri": store.key_uri(key)}
 
 
@@ -536,7 +536,7 @@ def report(ref: Ref, parts: dict[str, Any]) -> dict[str, Any]:
     body = {**status, **parts, "elo": _round_elo(cfg, store)}
     key = layout.round_report(rnd.flywheel, rnd.iteration)
     body = json.loads(json.dumps(body, default=str))  # as stored, so that it compares with the stored one
-    if store.is_committed(key) and _substance(store.read_json(f"{key}/report.json")) == _substance(body):
+    if store.is_committed(key) and _substance(store.read_artifact_json(key, "report.json")) == _substance(body):
         return {"uri": store.key_uri(key)}  # a rerun that found everything done: nothing new to say
     with store.artifact_at(key, meta={"iteration": rnd.iteration}) as w:
         w.write_json("report.json", body)
@@ -584,7 +584,7 @@ def approve(ref: Ref, option: str, by: str | None = None, at: str | None = None)
     rec = promotion.approve(store, rnd.flywheel, rnd.iteration, option, by, at)
     key = layout.round_report(rnd.flywheel, rnd.iteration)
     if store.is_committed(key):
-        body = {**store.read_json(f"{key}/report.json"), "promotion": rec}
+        body = {**store.read_artifact_json(key, "report.json"), "promotion": rec}
         with store.artifact_at(key, meta={"iteration": rnd.iteration}) as w:
             w.write_json("report.json", body)
             w.put_bytes("report.md", render_report(body).encode())
@@ -798,19 +798,21 @@ def elo_update_for(cfg: ArenaConfig) -> dict[str, Any]:
 
     battles = validate_battles(pa.concat_tables(tables, promote_options="permissive"), source="store battles")
     lb = rate(battles.table)
-    for name, data in leaderboard_files(lb).items():
-        store.put_bytes(f"{layout.leaderboard(cfg.flywheel)}/{name}", data)
     scopes = [{"scope": "all", "label": "All battles", "battles": battles.table.num_rows}]
-    for ts in testsets:
+    for ts in testsets:  # each board one artifact: a reader never pairs a new board with old win rates
         subset = validate_battles(pa.concat_tables(evals[ts], promote_options="permissive"), source=f"eval {ts}").table
         scope = layout.eval_run(ts)
-        for name, data in leaderboard_files(rate(subset)).items():
-            store.put_bytes(f"{layout.leaderboard(cfg.flywheel, scope)}/{name}", data)
+        with store.artifact_at(layout.leaderboard(cfg.flywheel, scope), meta={"battles": subset.num_rows}) as w:
+            for name, data in leaderboard_files(rate(subset)).items():
+                w.put_bytes(name, data)
         scopes.append({"scope": scope, "label": f"Test set {ts}", "battles": subset.num_rows})
-    store.write_json(f"{layout.leaderboard(cfg.flywheel)}/scopes.json", scopes)
     iterations = store.list_iterations(cfg.flywheel)
     history = _history(cfg, store, lb.records(), iterations[-1] if iterations else 0)
-    store.write_json(f"{layout.leaderboard(cfg.flywheel)}/history.json", history)
+    with store.artifact_at(layout.leaderboard(cfg.flywheel), meta={"battles": battles.table.num_rows}) as w:
+        for name, data in leaderboard_files(lb).items():
+            w.put_bytes(name, data)
+        w.write_json("scopes.json", scopes)
+        w.write_json("history.json", history)
     return {
         "uri": store.key_uri(layout.leaderboard(cfg.flywheel)),
         "battles": battles.table.num_rows,
@@ -847,9 +849,19 @@ def _anchor(table: pa.Table, anchor: str | None) -> tuple[str, float] | None:
     return parsed if parsed[0] in present else None
 
 
+def read_history(store: ArtifactStore, flywheel: str) -> list[dict[str, Any]]:
+    """The flywheel's round-over-round ratings (``history.json`` of its board), checked against the board's
+    manifest; a board written before boards had manifests is read as it is."""
+    prefix = layout.leaderboard(flywheel)
+    if store.is_committed(prefix):
+        m = store.manifest(prefix)
+        return store.read_artifact_json(prefix, "history.json") if "history.json" in {f.path for f in m.files} else []
+    key = f"{prefix}/history.json"
+    return store.read_json(key) if store.exists(key) else []
+
+
 def _history(cfg: ArenaConfig, store: ArtifactStore, records: list[dict[str, Any]], iteration: int) -> list:
     """One entry per Elo computation at the newest iteration seen (replaced when recomputed for that iteration)."""
-    key = f"{layout.leaderboard(cfg.flywheel)}/history.json"
-    history = [h for h in (store.read_json(key) if store.exists(key) else []) if h["iteration"] != iteration]
+    history = [h for h in read_history(store, cfg.flywheel) if h["iteration"] != iteration]
     board = {rec["model"]: round(float(rec["rating"]), 1) for rec in records}
     return sorted([*history, {"iteration": iteration, "ratings": board}], key=lambda h: h["iteration"])

@@ -161,7 +161,7 @@ def fingerprint(store: ArtifactStore, flywheel: str, iteration: int, entry: str)
 def entries(store: ArtifactStore, flywheel: str, iteration: int) -> list[dict[str, Any]]:
     """The round's entries, in the order their names sort (``battle-…``, ``canary``, ``eval-…``, ``train-…``)."""
     base = layout.ledger_base(flywheel, iteration)
-    return [store.read_json(f"{base}/{name}/ledger.json") for name in sorted(store.list_artifacts_at(base))]
+    return [store.read_artifact_json(f"{base}/{name}", "ledger.json") for name in sorted(store.list_artifacts_at(base))]
 
 
 # Money ----------------------------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def estimate_training(cfg: ArenaConfig, store: ArtifactStore, iteration: int, st
         key = layout.ledger(cfg.flywheel, it, f"train-{stage}")
         if not store.is_committed(key):
             continue
-        e = store.read_json(f"{key}/ledger.json")
+        e = store.read_artifact_json(key, "ledger.json")
         if e.get("examples"):
             return sum(price(r, cfg.cost) for r in e["rows"]) * rows / e["examples"]
     return None

@@ -247,4 +247,4 @@ def record_key_of(record: dict[str, Any]) -> str:
 
 def read(store: ArtifactStore, flywheel: str, iteration: int) -> dict[str, Any] | None:
     key = record_key(flywheel, iteration)
-    return store.read_json(f"{key}/promotion.json") if store.is_committed(key) else None
+    return store.read_artifact_json(key, "promotion.json") if store.is_committed(key) else None

@@ -116,7 +116,7 @@ class Round(BaseModel):
                 f"no round record for {flywheel} iteration {iteration} at {store.key_uri(prefix)}: "
                 "resolve the round first (`arena round run` or the DAG's resolve task)"
             )
-        return cls.model_validate(store.read_json(f"{prefix}/round.json"))
+        return cls.model_validate(store.read_artifact_json(prefix, "round.json"))
 
     @classmethod
     def from_ref(cls, ref: dict[str, Any]) -> Round:
@@ -246,7 +246,7 @@ def resolve(
         evaluation=["mix"],
     )
     if store.is_committed(prefix):
-        old = Round.model_validate(store.read_json(f"{prefix}/round.json"))
+        old = Round.model_validate(store.read_artifact_json(prefix, "round.json"))
         begun = started(old, store)
         # The start model is chosen once: a started round keeps it even where later evaluations would now rank
         # another candidate first (they change the joint fit, not what this round has already battled with).
@@ -337,7 +337,7 @@ def start_model(cfg: ArenaConfig, store: ArtifactStore, iteration: int) -> Model
         )
     if recorded is not None:
         return ModelRef(**recorded["chosen"])
-    prev = Round.model_validate(store.read_json(f"{prev_key}/round.json"))
+    prev = Round.model_validate(store.read_artifact_json(prev_key, "round.json"))
     if prev.start is None:
         policies = prev.policies(store)
         return policies[-1] if policies else base_ref

@@ -129,6 +129,7 @@ class ArtifactStore:
         self._base = base.rstrip("/")
         self.uri = uri.rstrip("/")
         self._local = isinstance(fs, pafs.LocalFileSystem)
+        self._verified: set[tuple[str, str, int, int | None]] = set()  # versions of files checked by verify()
 
     # Construction ------------------------------------------------------------------------------------------------
 
@@ -352,7 +353,7 @@ class ArtifactStore:
             raise ArtifactNotFoundError(f"{self.key_uri(prefix)}: no such artifact") from None
         try:
             return Manifest.from_json(raw.decode())
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise NotCommittedError(
                 f"{self.key_uri(prefix)}: its {MANIFEST} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); "
                 "the artifact counts as not committed — rerun the task that writes it"
@@ -370,6 +371,45 @@ class ArtifactStore:
                 raise IntegrityError(f"{self.key_uri(key)}: sha256 {digest} does not match manifest {entry.sha256}")
             return pq.read_table(pa.BufferReader(data))
         return self.read_table(key)
+
+    def read_artifact_bytes(self, prefix: str, file: str) -> bytes:
+        """One file of a committed artifact, its sha256 checked against the manifest: a reader never pairs a file
+        with another writer's manifest, nor reads a file the manifest does not list."""
+        entry = self.manifest(prefix).file(file)
+        key = f"{prefix.rstrip('/')}/{file}"
+        data = self.get_bytes(key)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.sha256:
+            raise IntegrityError(f"{self.key_uri(key)}: sha256 {digest} does not match manifest {entry.sha256}")
+        return data
+
+    def verify(self, prefix: str, file: str) -> None:
+        """Check one file of a committed artifact against its manifest (size, then sha256, read in chunks), once per
+        version of the file in this process (a version: the manifest's sha256 and the object's size and time), so
+        that a reader that then reads only some columns or row groups (the UI's pages) reads a checked file."""
+        entry = self.manifest(prefix).file(file)
+        key = f"{prefix.rstrip('/')}/{file}"
+        info = self._info(key)
+        tag = (key, entry.sha256, info.size, info.mtime_ns)
+        if tag in self._verified:
+            return
+        if info.size != entry.bytes:
+            raise IntegrityError(f"{self.key_uri(key)}: {info.size} bytes, the manifest says {entry.bytes}")
+        h = hashlib.sha256()
+        with self._fs.open_input_stream(self._full(key)) as f:
+            while chunk := f.read(8 << 20):
+                h.update(chunk)
+        if h.hexdigest() != entry.sha256:
+            raise IntegrityError(f"{self.key_uri(key)}: sha256 {h.hexdigest()} does not match manifest {entry.sha256}")
+        self._verified.add(tag)
+
+    def read_artifact_json(self, prefix: str, file: str) -> Any:
+        """:meth:`read_artifact_bytes`, parsed as JSON (a record nested past Python's recursion limit is an
+        IntegrityError, not a RecursionError)."""
+        try:
+            return json.loads(self.read_artifact_bytes(prefix, file))
+        except RecursionError:
+            raise IntegrityError(f"{self.key_uri(prefix)}/{file}: JSON nested too deeply") from None
 
     def list_flywheels(self) -> list[str]:
         return [k.rstrip("/") for k in self.list() if k.endswith("/")]

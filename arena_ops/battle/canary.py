@@ -251,9 +251,9 @@ def run_canary(
     fingerprint = content_key(identity, c.size, cfg.judge.combine, cfg.judge.tie_margin)
     previous = None
     if previous_key and store.is_committed(previous_key):
-        previous = store.read_json(f"{previous_key}/verdicts.json")
+        previous = store.read_artifact_json(previous_key, "verdicts.json")
     if store.is_committed(key) and store.manifest(key).meta.get("fingerprint") == fingerprint:
-        m = store.read_json(f"{key}/metrics.json")
+        m = store.read_artifact_json(key, "metrics.json")
     else:
         if before is not None:
             before()

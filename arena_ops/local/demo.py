@@ -341,7 +341,7 @@ def _phases(
                 start, end = _iso(t["start_date"]), _iso(tis[f"wait_{tid[7:]}"]["end_date"])
                 training += (end - start).total_seconds() if start and end else 0.0
         iteration = (_iso(run["logical_date"]).date() - date.fromisoformat(cfg.airflow.start_date)).days
-        body = store.read_json(f"{layout.round_report(cfg.flywheel, iteration)}/report.json")
+        body = store.read_artifact_json(layout.round_report(cfg.flywheel, iteration), "report.json")
         summaries = [*body.get("battles", {}).values()]
         summaries += [e.get("mix") for e in body.get("evaluation", {}).values() if isinstance(e, dict)]
         for sm in summaries:
@@ -385,8 +385,8 @@ def report(
     from arena_ops.round import start_model
 
     board_key = layout.leaderboard(cfg.flywheel, layout.eval_run("mix"))
-    board = {r["model"]: r for r in store.read_json(f"{board_key}/leaderboard.json")}
-    md = store.get_bytes(f"{board_key}/leaderboard.md").decode()
+    board = {r["model"]: r for r in store.read_artifact_json(board_key, "leaderboard.json")}
+    md = store.read_artifact_bytes(board_key, "leaderboard.md").decode()
     mix = store.manifest(layout.testset(cfg.flywheel, "mix")).rows
     say(f"\n== The Mix leaderboard ({mix} prompts; Bradley–Terry Elo, 95% bootstrap intervals)\n\n{md}")
 
@@ -417,7 +417,7 @@ def report(
     for i in range(iterations):
         key = layout.canary(cfg.flywheel, i)
         if store.is_committed(key):
-            m = store.read_json(f"{key}/metrics.json")
+            m = store.read_artifact_json(key, "metrics.json")
             canaries.append({"iteration": i, **{k: m.get(k) for k in ("agreement", "position_flips", "drift")}})
             state = "breached: " + "; ".join(gate(cfg, m)) if gate(cfg, m) else "passed"
             say(

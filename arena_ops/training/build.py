@@ -63,7 +63,7 @@ def build_step_data(
         and store.manifest(report_key).meta.get("inputs") == inputs
         and all(store.is_committed(layout.train_data(fw, iteration, s)) for s in stages)
     ):
-        return store.read_json(f"{report_key}/report.json")
+        return store.read_artifact_json(report_key, "report.json")
     ctx = battle_context(cfg, store, iteration, run, prompts)
     tables: dict[str, pa.Table] = {}
     for name in stages:

@@ -85,12 +85,13 @@ class ArenaReader:
         out = []
         if self.store.exists(f"{prefix}/scopes.json"):
             out = [
-                {k: s[k] for k in ("scope", "label", "battles")} for s in self.store.read_json(f"{prefix}/scopes.json")
+                {k: s[k] for k in ("scope", "label", "battles")}
+                for s in self.store.read_artifact_json(prefix, "scopes.json")
             ]
         elif self.store.exists(f"{prefix}/leaderboard.json"):  # written before per-test-set boards existed
             out = [{"scope": "all", "label": "All battles", "battles": None}]
         for name in bench.names(self.store, flywheel):
-            summary = self.store.read_json(bench.summary_key(flywheel, name))
+            summary = bench.read_summary(self.store, flywheel, name)
             for sc in summary.get("scopes", []):
                 part = sc.removeprefix(bench.scope(name)).removeprefix("--")
                 label = f"Benchmark {name}" + (f": {part}" if part else "")
@@ -106,18 +107,18 @@ class ArenaReader:
 
     def leaderboard(self, flywheel: str, scope: str = "all") -> dict[str, Any]:
         key = self._scope_key(flywheel, scope)
-        params = self.store.read_json(f"{key}/params.json") if self.store.exists(f"{key}/params.json") else {}
-        rows = self.store.read_json(f"{key}/leaderboard.json")
+        params = self.store.read_artifact_json(key, "params.json")
+        rows = self.store.read_artifact_json(key, "leaderboard.json")
         return {"flywheel": flywheel, "scope": scope, "ci_level": params.get("ci_level", 0.95), "rows": rows}
 
     def win_rates(self, flywheel: str, scope: str = "all") -> dict[str, Any]:
         """Empirical win rate of the row model against the column model (ties count half), models in board order;
         ``None`` where the pair never met."""
         key = self._scope_key(flywheel, scope)
-        models = [r["model"] for r in self.store.read_json(f"{key}/leaderboard.json")]
+        models = [r["model"] for r in self.store.read_artifact_json(key, "leaderboard.json")]
         index = {m: k for k, m in enumerate(models)}
         matrix: list[list[float | None]] = [[None] * len(models) for _ in models]
-        for r in self.store.read_table(f"{key}/win_rates.parquet").to_pylist():
+        for r in self.store.read_artifact_table(key, "win_rates.parquet").to_pylist():
             value = r["empirical"]
             if r["model_a"] in index and r["model_b"] in index and value == value:  # NaN = never met
                 matrix[index[r["model_a"]]][index[r["model_b"]]] = round(float(value), 4)
@@ -126,8 +127,9 @@ class ArenaReader:
     def history(self, flywheel: str) -> dict[str, Any]:
         """Round-over-round ratings, and the target's series: at each recomputation, the rating of the newest
         target version (``name@i``) it had seen."""
-        key = f"{self._flywheel(flywheel)}/leaderboard/history.json"
-        entries = self.store.read_json(key) if self.store.exists(key) else []
+        from arena_ops.flywheel import read_history
+
+        entries = read_history(self.store, self._flywheel(flywheel))
         target: list[dict[str, Any]] = []
         for e in entries:
             versions = [(order, name) for name in e["ratings"] if (order := version_order(name)) is not None]
@@ -158,7 +160,9 @@ class ArenaReader:
                     }
                 )
             report_key = layout.round_report(flywheel, it)
-            report = self.store.read_json(f"{report_key}/report.json") if self.store.is_committed(report_key) else {}
+            report = (
+                self.store.read_artifact_json(report_key, "report.json") if self.store.is_committed(report_key) else {}
+            )
             from arena_ops import promotion
 
             promoted = promotion.read(self.store, flywheel, it) or report.get("promotion")  # an answer comes later
@@ -214,6 +218,7 @@ class ArenaReader:
             for name in files:
                 # Dictionary-encoded as written: a few distinct names, read and compared without decoding each row.
                 obj = f"{entry.key}/{name}"
+                self.store.verify(entry.key, name)  # once per version of the file; pages then read row groups
                 table = catalogue.labelled(entry, self.store.read_table(obj, columns=columns, dictionary=_DICT_COLUMNS))
                 for col in ("model_a", "model_b"):
                     models.update(pc.unique(table[col]).to_pylist())
@@ -254,6 +259,7 @@ class ArenaReader:
     def _prompt_mask(self, key: str, table: pa.Table, needle: str) -> pa.ChunkedArray:
         hit = pc.match_substring(table["prompt_id"], needle, ignore_case=True)
         if self.store.exists(f"{key}/transcripts.parquet"):
+            self.store.verify(key, "transcripts.parquet")
             tr = self.store.read_table(f"{key}/transcripts.parquet", columns=["prompt_id", "turns"])
             first = pc.list_element(tr["turns"], 0)
             ids = pc.filter(tr["prompt_id"], pc.match_substring(first, needle, ignore_case=True))
@@ -269,7 +275,7 @@ class ArenaReader:
         for entry in entries:
             key = entry.key
             for name in ("data.parquet", "invalid.parquet"):
-                table = catalogue.labelled(entry, self.store.read_table(f"{key}/{name}"))
+                table = catalogue.labelled(entry, self.store.read_artifact_table(key, name))
                 rows = table.filter(pc.equal(table["battle_id"], battle_id)).to_pylist()
                 if rows:
                     record = rows[0]
@@ -280,7 +286,7 @@ class ArenaReader:
             raise NotFound(f"no battle {battle_id!r} in {flywheel} iteration {iteration}, run {run}")
         sides: dict[str, Any] = {"a": None, "b": None}
         if self.store.exists(f"{key}/transcripts.parquet"):
-            tr = self.store.read_table(f"{key}/transcripts.parquet")
+            tr = self.store.read_artifact_table(key, "transcripts.parquet")
             for row in tr.filter(pc.equal(tr["prompt_id"], record["prompt_id"])).to_pylist():
                 for side in ("a", "b"):
                     if row["response_key"] == record[f"response_key_{side}"]:
