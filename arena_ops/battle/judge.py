@@ -5,6 +5,7 @@ Nothing here does I/O beyond reading a template file; :mod:`arena_ops.battle.run
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -380,12 +381,33 @@ def normalise_answer(text: str) -> str:
     return " ".join(text.split()).strip(" .,;:!?\"'`")
 
 
+class VerifierError(BattleError):
+    """A reference the verifier cannot use (a regex that does not compile, or one that could backtrack for ever):
+    that battle's verdict is invalid, with this reason — not a crash of every rerun."""
+
+
+MAX_VERIFIED_CHARS = 20_000  # a regex verifier reads this much of an answer: checkable answers are short
+#: A quantified group that itself holds a quantifier — (a+)+, (a|aa)*, (.*)* — can take exponential time on a
+#: near-miss (Python's re has no timeout); such references are refused.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)\s*[*+{]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _pattern(ref: str) -> re.Pattern[str]:
+    if _NESTED_QUANTIFIER.search(ref):
+        raise VerifierError(f"reference regex {ref[:80]!r} nests quantifiers (catastrophic backtracking): refused")
+    try:
+        return re.compile(ref)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise VerifierError(f"reference regex {ref[:80]!r} does not compile: {exc}") from None
+
+
 def make_verifier(kind: str, fn_path: str | None = None) -> Callable[[str, str | None, dict[str, Any]], bool]:
     """``verify(response, reference, prompt_row) -> correct?`` for kind exact | regex | python."""
     if kind == "exact":
         return lambda resp, ref, row: ref is not None and normalise_answer(resp) == normalise_answer(ref)
     if kind == "regex":
-        return lambda resp, ref, row: ref is not None and re.search(ref, resp) is not None
+        return lambda resp, ref, row: ref is not None and _pattern(ref).search(resp[:MAX_VERIFIED_CHARS]) is not None
     if kind == "python":
         if not fn_path or ":" not in fn_path and "." not in fn_path:
             raise ConfigError(f"judge.verifier_fn must be a dotted path like pkg.module.fn, got {fn_path!r}")

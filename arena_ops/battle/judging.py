@@ -17,6 +17,7 @@ from .judge import (
     Template,
     Verdict,
     VerdictParseError,
+    VerifierError,
     build_messages,
     expected_scores,
     judge_hash,
@@ -110,10 +111,13 @@ class Judge:
         }
         if self.cfg.kind == "verifier":
             reference = (g.prompt.get("reference") or [None])[-1]
-            verdict = verifier_verdict(
-                self.verify(g.answers_first[-1], reference, g.prompt),
-                self.verify(g.answers_second[-1], reference, g.prompt),
-            )
+            try:
+                verdict = verifier_verdict(
+                    self.verify(g.answers_first[-1], reference, g.prompt),
+                    self.verify(g.answers_second[-1], reference, g.prompt),
+                )
+            except VerifierError as exc:
+                return [{**row, "status": "invalid", "raw": None, "error": str(exc)}]
             raw = json.dumps(
                 {"explanation": verdict.explanation, "score_a": verdict.score_a, "score_b": verdict.score_b}
             )

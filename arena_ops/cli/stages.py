@@ -95,7 +95,7 @@ def data_testset(ctx: typer.Context, config: ConfigOpt = None) -> None:
 @data_app.command("make-tasks")
 def data_make_tasks(
     out: Annotated[str, typer.Argument(help="Directory for tasks.jsonl and solver.jsonl.")],
-    n: Annotated[int, typer.Option("--n", help="Number of tasks.")] = 120,
+    n: Annotated[int, typer.Option("--n", help="Number of tasks.", min=1, max=1_000_000)] = 120,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
     kinds: Annotated[str | None, typer.Option("--kinds", help="Only these kinds, comma-separated.")] = None,
 ) -> None:
