@@ -31,7 +31,7 @@ VENV_HOME ?= $(HOME)/.cache/arena-flywheel/venvs
 DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(subst $(comma),-,$(EXTRAS))
 STAMP := $(VENV)/.arena-setup-$(DEPS_KEY)
 
-.PHONY: help setup browser test test-serial test-fast test-docker images demo demo-model up down lint clean
+.PHONY: help setup browser test test-serial test-fast test-docker images demo demo-model up down lint clean bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -124,6 +124,12 @@ up: setup  ## start the embedded stack (PostgreSQL, SeaweedFS S3, two Ray nodes,
 
 down:  ## stop the embedded stack; fails if any of its processes is left
 	$(VENV)/bin/arena --config $(STACK_CONFIG) stack down
+
+# `make bench BENCH_ARGS="--only rating"`, `BENCH_ARGS=--readme` (regenerate the README table from the run): see
+# benchmarks/run_all.py. About 25 minutes on 2 cores; the Gemma throughput benchmark needs `make demo-model` first.
+BENCH_ARGS ?=
+bench: demo-model  ## every benchmark the README quotes: results file, ratios compared with the recorded ones
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: setup  ## ruff
 	$(PY) -m ruff check arena_ops dags plugins tests benchmarks

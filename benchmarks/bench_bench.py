@@ -81,6 +81,14 @@ def main() -> None:
           f"{t_add / t_full:.2f} of the full run's time for {share:.2f} of the battles "
           f"(ratio {t_add / t_full / share:.2f})")  # fmt: skip
     print(f"the same benchmark again (nothing to battle): {t_again:.1f} s")
+    from results import emit
+
+    calls = f"{full['battles']} battles, {2 * full['battles']} judge calls to a loopback judge"
+    emit(f"`arena bench`, 8 recorded models × {args.prompts} prompts, all pairs", full["battles"] / t_full,
+         "battles/s", note=calls)  # fmt: skip
+    cost = t_add / t_full / share
+    emit("`arena bench`, a ninth model added", cost, "× the full run's per-battle cost", ratio=cost,
+         better="lower", baseline="the full run's per-battle cost, same run")  # fmt: skip
 
 
 if __name__ == "__main__":

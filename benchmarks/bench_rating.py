@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+from results import emit
 
 
 def synthetic(n: int, m: int, seed: int) -> tuple[pa.Table, np.ndarray]:
@@ -65,6 +66,11 @@ def main() -> None:
     ap.add_argument("--baseline-rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cli", action="store_true", help="Also time `arena elo` as a whole process.")
+    ap.add_argument(
+        "--versus",
+        metavar="REV",
+        help="With --cli: also time `arena elo` of git revision REV (a temporary worktree), interleaved, same file.",
+    )
     args = ap.parse_args()
 
     from threadpoolctl import threadpool_info
@@ -117,11 +123,20 @@ def main() -> None:
         f"{base_total / ours_total:>9.0f}"
     )
     print(f"goal: fit + {args.rounds} rounds < 2 s on 2 cores -> {'met' if ours_total < 2 else 'NOT met'}")
+    size = f"{args.battles:,} battles, {args.models} models, {args.rounds} rounds"
+    emit(
+        f"BT fit + bootstrap ({size})",
+        ours_total,
+        "s",
+        ratio=base_total / ours_total,
+        baseline=f"per-battle LogisticRegression (its bootstrap timed on {args.baseline_rounds} rounds, scaled)",
+        note=f"fits agree to {np.abs(ours - base).max():.3f} Elo",
+    )
     if args.cli:
-        whole_process(battles, args.rounds)
+        whole_process(battles, args.rounds, ours_total, size, args.versus)
 
 
-def whole_process(battles: pa.Table, rounds: int) -> None:
+def whole_process(battles: pa.Table, rounds: int, library_s: float, size: str, versus: str | None = None) -> None:
     """``arena elo`` end to end in a fresh interpreter: imports, reading the file, the fit, writing the board."""
     import subprocess
     import sys
@@ -147,10 +162,54 @@ def whole_process(battles: pa.Table, rounds: int) -> None:
             ],
             "arena elo (with plots)": [arena, "elo", str(path), "--out", f"{tmp}/b", f"--bootstrap={rounds}"],
         }
+        took = {}
         for name, cmd in cases.items():
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
-            print(f"{name:48}{time.perf_counter() - t0:>8.2f} s")
+            took[name] = time.perf_counter() - t0
+            print(f"{name:48}{took[name]:>8.2f} s")
+        whole = took["arena elo --no-plots"]
+        if versus:
+            versus_process(path, rounds, versus, size, tmp)
+        emit(
+            f"`arena elo --no-plots` whole process ({size})",
+            whole,
+            "s",
+            ratio=whole / library_s,
+            better="lower",
+            baseline="the library's aggregate + fit + bootstrap in the same run",
+            note=f"imports alone {took[next(iter(cases))]:.2f} s",
+        )
+
+
+def versus_process(path: object, rounds: int, rev: str, size: str, tmp: str, repeat: int = 3) -> None:
+    """`arena elo --no-plots` of this tree and of revision ``rev`` (a temporary git worktree on PYTHONPATH), run
+    alternately ``repeat`` times on the same file: the before/after of a change, side by side in one run."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    old = Path(tmp) / "versus"
+    subprocess.run(["git", "worktree", "add", "--detach", str(old), rev], cwd=repo, check=True, capture_output=True)
+    try:
+        times: dict[str, list[float]] = {"this tree": [], rev: []}
+        for _ in range(repeat):
+            for name, root in (("this tree", repo), (rev, old)):
+                cmd = [sys.executable, "-m", "arena_ops.cli", "elo", str(path), "--out", f"{tmp}/v",
+                       f"--bootstrap={rounds}", "--no-plots"]  # fmt: skip
+                env = {**os.environ, "PYTHONPATH": str(root)}
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=tmp)
+                times[name].append(time.perf_counter() - t0)
+        new, before = statistics.median(times["this tree"]), statistics.median(times[rev])
+        print(f"arena elo --no-plots, median of {repeat}: this tree {new:.2f} s, {rev} {before:.2f} s")
+        emit(f"`arena elo --no-plots` whole process against {rev} ({size})", new, "s", ratio=before / new,
+             baseline=f"the same command at {rev}, interleaved, same run")  # fmt: skip
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=repo, capture_output=True)
 
 
 if __name__ == "__main__":

@@ -316,6 +316,27 @@ def main() -> None:
     modes = {"throughput": throughput, "startup": startup, "battles": battles, "in-process": in_process}
     result = modes[args.mode](args)
     print(json.dumps(result))
+    report(result)
+
+
+def report(r: dict[str, Any]) -> None:
+    """The figures of a mode's result, for `make bench` (benchmarks/results.py)."""
+    from results import emit
+
+    if r.get("mode") == "throughput":
+        emit(f"Serve throughput through the router ({Path(r['model']).name}, {r['backend']}, {r['device']})",
+             r["router_tok_s"], "tok/s", ratio=r["router_over_in_process"],
+             baseline="offline vllm.LLM on the same prompts, same run")  # fmt: skip
+    elif r.get("mode") == "startup":
+        emit(f"`serve up` {r['config']} from nothing", r["serve_up_s"], "s",
+             note=f"Ray and Serve {r['cluster_s']:.0f} s of it")  # fmt: skip
+        if r["update_target_s"]:
+            swap = sorted(r["update_target_s"])[len(r["update_target_s"]) // 2]
+            emit(f"`serve update-target` {r['config']}", swap, "s", ratio=swap / r["serve_up_s"], better="lower",
+                 baseline="`serve up` from nothing, same run")  # fmt: skip
+    elif r.get("mode") == "battles":
+        emit(f"battles per hour, {r['config']} ({r['prompts']} prompts)", r["battles_per_hour"], "battles/h",
+             note=f"generation {r['generate_s']} s, judging {r['judge_s']} s")  # fmt: skip
 
 
 if __name__ == "__main__":

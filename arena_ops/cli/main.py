@@ -260,6 +260,10 @@ def elo(
             min=0.0,
         ),
     ] = 1.0,
+    online_elo: Annotated[
+        bool,
+        typer.Option(help="Also compute the sequential online Elo (K = 4) beside the fit: a pass over every battle."),
+    ] = False,
 ) -> None:
     """Bradley–Terry Elo leaderboard with bootstrap CIs from battle files."""
     from arena_ops.rating import compute_leaderboard, leaderboard_files, parse_anchor, read_battles
@@ -277,6 +281,7 @@ def elo(
         style_control=style_control,
         reference=reference,
         prior_games=prior_games,
+        online_k=4.0 if online_elo else None,
     )
     out.mkdir(parents=True, exist_ok=True)
     for name, blob in leaderboard_files(lb, plots=plots).items():

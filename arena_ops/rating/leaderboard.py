@@ -119,7 +119,7 @@ def compute_leaderboard(
     seed: int = 0,
     ci_level: float = 0.95,
     anchor: tuple[str, float] | None = None,
-    online_k: float = 4.0,
+    online_k: float | None = 4.0,
     style_control: bool = False,
     reference: str | None = None,
     prior_games: float = bt.PRIOR_GAMES,
@@ -130,6 +130,8 @@ def compute_leaderboard(
     ``len_a``/``len_b``); ``reference`` adds each model's AlpacaEval-style win rate against that model.
     ``prior_games``: virtual ties per model against the initial rating (:mod:`arena_ops.rating.bt`); 0 is plain
     maximum likelihood, FastChat's ``compute_mle_elo`` (``mle`` then reproduces LMSYS/Arena-Hard boards exactly).
+    ``online_k``: K of the sequential online Elo shown beside the fit (None: not computed — it is a Python loop over
+    every battle, most of `arena elo`'s time on a million battles, so the CLI asks for it with --online-elo).
     """
     if battles.num_rows == 0:
         raise RatingError("no battles to rate")
@@ -137,7 +139,7 @@ def compute_leaderboard(
         raise RatingError(f"ci_level must lie in (0, 1), got {ci_level}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise RatingError(f"bootstrap rounds must be a positive integer, got {rounds!r}")
-    if not np.isfinite(online_k) or online_k <= 0:
+    if online_k is not None and (not np.isfinite(online_k) or online_k <= 0):
         raise RatingError(f"online Elo K must be a positive finite number, got {online_k!r}")
     if isinstance(prior_games, bool) or not np.isfinite(prior_games) or prior_games < 0:
         raise RatingError(
@@ -169,7 +171,7 @@ def compute_leaderboard(
     med, lo, hi = (np.where(absent, mle, x) for x in (med, lo, hi))
     lo, hi = _provisional_intervals(pc, med, lo, hi, flagged, ci_level)
     rank = _ranks(lo, hi, flagged)
-    online = bt.online_elo(battles, k=online_k)
+    online = bt.online_elo(battles, k=online_k) if online_k is not None else {}
     params: dict[str, object] = {
         "bootstrap_rounds": rounds,
         "seed": seed,
@@ -209,7 +211,7 @@ def compute_leaderboard(
         ci_high=hi,
         rank=rank,
         mle=mle,
-        online_elo=np.array([online[m] for m in pc.models]),
+        online_elo=np.array([online.get(m, np.nan) for m in pc.models]),
         record=bt.record(pc),
         samples=samples,
         win_rate=bt.empirical_win_rate(pc),
@@ -250,7 +252,9 @@ def _provisional_intervals(
     its score rate over its n battles (bounds kept within [1/(2(n+1)), 1 − 1/(2(n+1))]: a perfect record is not an
     infinite rating), in Elo against the mean rating of the opponents it met. The bootstrap alone gives one won
     battle a narrow interval (every resample that holds it is a win) — and rank 1 above a leader of 2,000 battles."""
-    from scipy.stats import beta
+    if not flagged.any():
+        return lo, hi
+    from scipy.special import betaincinv  # beta.ppf(q, a, b) without scipy.stats' ~1 s import
 
     lo, hi = lo.copy(), hi.copy()
     r = bt.record(pc)
@@ -263,8 +267,8 @@ def _provisional_intervals(
         games = np.concatenate([pc.counts[pc.i == k].sum(axis=1), pc.counts[pc.j == k].sum(axis=1)])
         opp = float(np.average(rating[rivals], weights=games))
         a = (1 - level) / 2
-        p_lo = beta.ppf(a, points, n - points + 1) if points > 0 else 0.0
-        p_hi = beta.ppf(1 - a, points + 1, n - points) if points < n else 1.0
+        p_lo = float(betaincinv(points, n - points + 1, a)) if points > 0 else 0.0
+        p_hi = float(betaincinv(points + 1, n - points, 1 - a)) if points < n else 1.0
         floor = 1 / (2 * (n + 1))
         p_lo, p_hi = np.clip([p_lo, p_hi], floor, 1 - floor)
         elo_lo, elo_hi = (opp + bt.SCALE * np.log10(p / (1 - p)) for p in (p_lo, p_hi))

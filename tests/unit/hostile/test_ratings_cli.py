@@ -70,8 +70,10 @@ def test_no_plots_leaves_no_stale_plot(tmp_path: Path) -> None:
 def test_a_repeated_battle_id_is_one_battle_on_every_path() -> None:
     rows = [{"model_a": "a", "model_b": "b", "winner": "model_a", "battle_id": "same"}] * 3
     rows += [{"model_a": "a", "model_b": "b", "winner": "model_b", "battle_id": f"u{k}"} for k in range(2)]
+    # The same battle content under another target label (a recorded target rated per iteration) is that label's.
+    rows += [{"model_a": "a@2", "model_b": "b", "winner": "model_a", "battle_id": "same"}]
     b = validate_battles(pa.Table.from_pylist(rows), source="round battles")
-    assert b.table.num_rows == 3 and b.quarantine.num_rows == 2
+    assert b.table.num_rows == 4 and b.quarantine.num_rows == 2
     assert "duplicate battle_id 'same'" in b.quarantine["reason"][0].as_py()
 
 
