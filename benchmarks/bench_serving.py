@@ -323,6 +323,8 @@ def report(r: dict[str, Any]) -> None:
     """The figures of a mode's result, for `make bench` (benchmarks/results.py)."""
     from results import emit
 
+    if not isinstance(r, dict):  # in-process mode: a child's [seconds, tokens]
+        return
     if r.get("mode") == "throughput":
         emit(f"Serve throughput through the router ({Path(r['model']).name}, {r['backend']}, {r['device']})",
              r["router_tok_s"], "tok/s", ratio=r["router_over_in_process"],

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from arena_ops import catalogue
 from arena_ops.battle.run import BATTLE_RECORD_SCHEMA
 from arena_ops.store import ArtifactStore
 from arena_ops.ui.data import _LIST_COLUMNS, VERDICTS, ArenaReader, BattleFilter
@@ -70,9 +71,11 @@ def seed(root: str, battles: int, iterations: int) -> ArtifactStore:
 def baseline(reader: ArenaReader, flywheel: str, f: BattleFilter, offset: int, limit: int) -> dict[str, Any]:
     """The list as it was computed before: every table's list columns read whole, filtered, then sliced."""
     matched, models = [], set()
-    for _, _, key in reversed(reader._battle_tables(flywheel, f)):
+    for entry in reversed(reader._battle_tables(flywheel, f)):
+        key = entry.key
         for name in ["data.parquet"] + (["invalid.parquet"] if f.verdict in (None, "invalid") else []):
-            table = reader._labelled(key, reader.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS))
+            reader.store.verify(key, name)  # as the view does: the same check on both sides
+            table = catalogue.labelled(entry, reader.store.read_table(f"{key}/{name}", columns=_LIST_COLUMNS))
             for col in ("model_a", "model_b"):
                 models.update(pc.unique(table[col]).to_pylist())
             if f.model_a:
