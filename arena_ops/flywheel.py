@@ -159,7 +159,7 @@ def _ledger_battle(store: ArtifactStore, run: Any, iteration: int, entry: str, s
         run=run.run,
         table=store.key_uri(run.table_key),
         battles=summary.get("battles"),
-        judgments=sum(r.get("games", 0) for r in usage),
+        judgments=run.judgments.read_owned(run.table_key).num_rows,  # games judged here (a verifier's too)
     )
 
 
