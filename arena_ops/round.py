@@ -77,6 +77,9 @@ class Round(BaseModel):
     steps: list[Step]
     evaluation: list[str] = Field(description="Test sets each new policy is rated on (present ones only).")
     resolved_at: str = ""
+    dag_run: dict[str, str] | None = Field(
+        None, description="The Airflow DAG run that resolved the round (dag_id, run_id): the Arena view links to it."
+    )
 
     # Access -------------------------------------------------------------------------------------------------------
 
@@ -219,8 +222,10 @@ def resolve(
     sample_limit: int | None = None,
     logical_date: datetime | None = None,
     overrides: dict[str, Any] | None = None,
+    dag_run: dict[str, str] | None = None,
 ) -> Round:
-    """Resolve iteration, start model, steps and the config snapshot; write the record (idempotent)."""
+    """Resolve iteration, start model, steps and the config snapshot; write the record (idempotent). ``dag_run``:
+    the Airflow DAG run resolving it (kept from the first resolve)."""
     extra: dict[str, Any] = dict(overrides or {})
     if sample_limit is not None:
         extra["battle.sample_limit"] = sample_limit
@@ -244,13 +249,14 @@ def resolve(
         start=start_model(cfg, store, it),
         steps=plan_steps(cfg, it, policies),
         evaluation=["mix"],
+        dag_run=dag_run,
     )
     if store.is_committed(prefix):
         old = Round.model_validate(store.read_artifact_json(prefix, "round.json"))
         begun = started(old, store)
         # The start model is chosen once: a started round keeps it even where later evaluations would now rank
         # another candidate first (they change the joint fit, not what this round has already battled with).
-        fixed = {"resolved_at", "start"} if begun else {"resolved_at"}
+        fixed = {"resolved_at", "dag_run", "start"} if begun else {"resolved_at", "dag_run"}
         if old.model_dump(exclude=fixed) == rnd.model_dump(exclude=fixed):
             return old  # a retried resolve, or a rerun: the same round
         if begun:

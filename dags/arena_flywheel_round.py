@@ -104,6 +104,7 @@ def round_dag(fw: Flywheel) -> DAG:
                     sample_limit=params["sample_limit"],
                     logical_date=ctx.get("logical_date"),
                     overrides=approval_override(params.get("promotion_approval")),
+                    dag_run={"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"]},
                 )
             except SlicesExhaustedError as exc:
                 # A night past the corpus (the paper schedule's iterations are days since start_date): nothing to do,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from arena_ops.airflow.auth import airflow_user
+from arena_ops.airflow.runs import dag_run_tasks
 from arena_ops.ui.app import URL_PREFIX, create_app
 
 _CACHE: dict[tuple, dict] = {}
@@ -33,7 +34,9 @@ def _stores() -> dict:
 
 class ArenaPlugin(AirflowPlugin):
     name = "arena"
-    fastapi_apps = [{"app": create_app(_stores, airflow_user), "url_prefix": URL_PREFIX, "name": "Arena"}]
+    fastapi_apps = [
+        {"app": create_app(_stores, airflow_user, dag_run_tasks), "url_prefix": URL_PREFIX, "name": "Arena"}
+    ]
     external_views = [
         {
             "name": "Arena",

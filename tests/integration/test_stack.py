@@ -197,6 +197,12 @@ def test_stack_is_real_and_up_is_idempotent(live: Live) -> None:
     stack = live.stack
     status = live.arena("stack", "status")
     assert status.returncode == 0, status.stdout
+    # Without --config (a fresh shell after `make up`): the running stack's own config, and it says which.
+    env = {k: v for k, v in live.env.items() if k != "ARENA_CONFIG"}
+    bare = subprocess.run([ARENA, "stack", "status"], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=stack.config_path.parent)  # fmt: skip
+    assert bare.returncode == 0, bare.stdout + bare.stderr
+    assert "the running stack's config" in bare.stderr and stack.config_path.name in bare.stderr
     pids = {c.name: c.pid for c in stack.status()}
     again = live.arena("stack", "up")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -518,5 +524,16 @@ def test_arena_ui_in_browser(live: Live) -> None:
             assert frame.evaluate("window.__pwned") is None  # neither the script nor the onerror ran
             expect(arena.locator("#scores")).to_contain_text("verifier")
             page.screenshot(path=str(ARTIFACTS / "arena-battle.png"))
+
+            # The page of the UI-triggered round: its DAG run and task instances, read from Airflow's database.
+            page.goto(f"{api.url}/arena/rounds/40?flywheel=live")
+            expect(page.locator("#dag-run")).to_have_text(live.manual_run, timeout=60_000)
+            tis = {t["task_id"]: t for t in api.http.get(
+                f"/api/v2/dags/{ROUND}/dagRuns/{live.manual_run}/taskInstances").json()["task_instances"]}  # fmt: skip
+            expect(page.locator("#tasks tr[data-task='resolve'] td.state")).to_have_text(tis["resolve"]["state"])
+            assert page.locator("#tasks tr[data-task]").count() == len(tis)
+            step = live.store.read_artifact_json("live/iter=40/round", "round.json")["steps"][0]
+            expect(page.locator(f"#steps tr[data-step='{step['name']}'] td.battled")).to_have_text("alpha@40")
+            page.screenshot(path=str(ARTIFACTS / "arena-round.png"), full_page=True)
         finally:
             browser.close()
