@@ -12,8 +12,9 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 
 
 def dag_run_tasks(dag_id: str, run_id: str, user: Any) -> dict[str, Any] | None:
-    """``{state, start, end, tasks: [{task_id, map_index, state, try_number, start, end, duration_s}]}`` in the
-    order the tasks started (not yet started last); None when the run does not exist or the user may not see it."""
+    """``{state, start, end, tasks: [{task_id, map_index, state, try_number, failed_tries, start, end, duration_s}]}``
+    in the order the tasks started (not yet started last); ``failed_tries`` are the earlier tries that failed (Airflow
+    keeps them in its task-instance history). None when the run does not exist or the user may not see it."""
     allowed = get_auth_manager().is_authorized_dag(
         method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, details=DagDetails(id=dag_id), user=user
     )
@@ -21,6 +22,7 @@ def dag_run_tasks(dag_id: str, run_id: str, user: Any) -> dict[str, Any] | None:
         return None
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
@@ -31,12 +33,23 @@ def dag_run_tasks(dag_id: str, run_id: str, user: Any) -> dict[str, Any] | None:
         tis = session.scalars(
             select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
         ).all()
+        history = TaskInstanceHistory
+        failed: dict[tuple[str, int], list[int]] = {}
+        for task_id, map_index, try_number in session.execute(
+            select(history.task_id, history.map_index, history.try_number).where(
+                history.dag_id == dag_id,
+                history.run_id == run_id,
+                history.state.in_(("failed", "up_for_retry")),
+            )
+        ):
+            failed.setdefault((task_id, map_index), []).append(try_number)
         tasks = [
             {
                 "task_id": ti.task_id,
                 "map_index": ti.map_index,
                 "state": str(ti.state) if ti.state else "none",
                 "try_number": ti.try_number,
+                "failed_tries": sorted(failed.get((ti.task_id, ti.map_index), [])),
                 "start": _iso(ti.start_date),
                 "end": _iso(ti.end_date),
                 "duration_s": round(ti.duration, 1) if ti.duration is not None else None,

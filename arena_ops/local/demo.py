@@ -462,7 +462,8 @@ def report(
     user = next(iter(json.loads((stack.airflow_home / "passwords.json").read_text())))
     say(
         f"Airflow UI: {stack.airflow_url}  (user {user}; password: cat {_short(stack.airflow_home)}/passwords.json) "
-        f"— the board and the round-over-round chart under Browse → Arena ({stack.airflow_url}/plugin/arena)."
+        f"— the board, the target's progress stage by stage and a page per round under Browse → Arena "
+        f"({stack.airflow_url}/plugin/arena)."
     )
     say("The stack stays up for you to look around; stop it with `make down`.")
 

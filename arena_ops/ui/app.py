@@ -86,7 +86,16 @@ def create_app(stores: Stores, require_user: Callable[..., Any], dag_runs: DagRu
     def round_page(r: ArenaReader, flywheel: str, iteration: int, user: Any) -> dict[str, Any]:
         page = r.round_page(flywheel, iteration)
         run = page["dag_run"]
-        page["airflow"] = dag_runs(run["dag_id"], run["run_id"], user) if dag_runs and run else None
+        page["airflow"] = airflow = dag_runs(run["dag_id"], run["run_id"], user) if dag_runs and run else None
+        for t in airflow["tasks"] if airflow else ():
+            name = t["task_id"] + (f"[{t['map_index']}]" if t["map_index"] >= 0 else "")
+            if t["state"] in ("failed", "upstream_failed"):
+                page["problems"].append({"where": f"task {name}", "reason": f"{t['state']} (try {t['try_number']})"})
+            elif t["failed_tries"]:
+                tries = ", ".join(map(str, t["failed_tries"]))
+                page["problems"].append(
+                    {"where": f"task {name}", "reason": f"try {tries} failed; {t['state']} on try {t['try_number']}"}
+                )
         return page
 
     @app.middleware("http")

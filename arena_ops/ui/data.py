@@ -323,7 +323,7 @@ class ArenaReader:
                     "stages": stages,
                 }
             )
-        canary = status["canary"]
+        canary = status["canary"] or report.get("canary")  # the report keeps it where the canary's artifact is gone
         if canary and canary.get("breaches"):
             problems.append({"where": "judge canary", "reason": "gate breached: " + "; ".join(canary["breaches"])})
         for which, result in (report.get("evaluation") or {}).items():

@@ -6,6 +6,7 @@ the live stack by tests/integration/test_stack.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,62 @@ def test_no_runtime_dir_warning_in_a_fresh_shell() -> None:
                          timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     assert "RuntimeDirWarning" not in res.stderr and Path(res.stdout.strip()).is_file()
+
+
+def test_round_page_shows_steps_tasks_and_every_problem_with_its_reason(seeded, tmp_path: Path) -> None:
+    """Round 1 of the seeded store: its DAG run's tasks (read for the logged-in user), a task that failed once before
+    succeeding and one that failed outright listed as problems beside the canary's breach; without Airflow's answer
+    the page links the run instead."""
+    from fastapi.testclient import TestClient
+
+    from arena_ops.airflow.auth import airflow_user
+    from arena_ops.config import load_config
+    from arena_ops.round import ModelRef, Round, Step
+    from arena_ops.store import ArtifactStore
+    from arena_ops.ui.app import create_app
+
+    shutil.copytree(seeded.uri.removeprefix("file://"), tmp_path / "store")  # the session's store stays as it was
+    store = ArtifactStore.from_uri(f"file://{tmp_path}/store")
+    run = ("arena_flywheel_round", "manual__2026-01-02T00:00:00+00:00")
+    Round(
+        flywheel="ui",
+        iteration=1,
+        schedule="paper",
+        config=load_config(Path(seeded.uri.removeprefix("file://")).parent / "arena.yaml").model_dump(mode="json"),
+        start=ModelRef(uri="alpha.jsonl#0", label="alpha@base"),
+        steps=[Step(name="sft", slice=1, stages=["sft"])],
+        evaluation=["mix"],
+        dag_run=dict(zip(("dag_id", "run_id"), run, strict=True)),
+    ).save(store)
+    asked = []
+
+    def dag_runs(dag_id: str, run_id: str, user: str) -> dict | None:
+        asked.append((dag_id, run_id, user))
+        if user != "tester":
+            return None  # Airflow's auth manager said no
+        task = {"map_index": -1, "start": "2026-01-02T00:00:00+00:00", "end": None, "duration_s": 1.5}
+        return {"state": "failed", "start": None, "end": None, "tasks": [
+            {**task, "task_id": "resolve", "state": "success", "try_number": 1, "failed_tries": []},
+            {**task, "task_id": "wait_sft", "state": "success", "try_number": 2, "failed_tries": [1]},
+            {**task, "task_id": "report", "state": "failed", "try_number": 3, "failed_tries": [1, 2]},
+        ]}  # fmt: skip
+
+    app = create_app(lambda: store, airflow_user, dag_runs=dag_runs)
+    user = {"name": "tester"}
+    app.dependency_overrides[airflow_user] = lambda: user["name"]
+    client = TestClient(app)
+    data = client.get("/api/rounds/1", params={"flywheel": "ui"}).json()
+    assert asked == [(*run, "tester")] and data["dag_run"] == dict(zip(("dag_id", "run_id"), run, strict=True))
+    problems = {p["where"]: p["reason"] for p in data["problems"]}
+    assert problems["task wait_sft"] == "try 1 failed; success on try 2"
+    assert problems["task report"] == "failed (try 3)"
+    assert "drift 0.300 > judge.gate.max_drift 0.2" in problems["judge canary"]
+    assert "task resolve" not in problems
+    page = client.get("/rounds/1", params={"flywheel": "ui"}).text
+    assert page.count('<tr data-task="') == 3 and '<tr data-task="report" class="err">' in page
+    assert "/tasks/wait_sft?try_number=1" in page and 'id="problems"' in page
+    assert 'data-step="sft"' in page  # the round's step, from the store
+    user["name"] = "stranger"
+    page = client.get("/rounds/1", params={"flywheel": "ui"}).text
+    assert 'data-task="' not in page and "The task instances are in the Airflow UI" in page
+    assert client.get("/rounds/7", params={"flywheel": "ui"}).status_code == 404
