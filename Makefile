@@ -39,7 +39,9 @@ setup: $(STAMP)  ## create .venv and install arena-flywheel[cpu,dev,demo,stack] 
 	@(cd / && $(CURDIR)/$(PY) -I -c "import arena_ops, os, sys; sys.exit(not arena_ops.__file__.startswith(os.path.realpath('$(CURDIR)') + '/'))") \
 		&& test -x "$$(head -1 $(VENV)/bin/arena | cut -c3-)" \
 		|| { echo "pointing the editable install at $(CURDIR)"; $(PIP) install --quiet --no-deps -e . ; }
-	@$(PY) -c "import vllm, ray.serve, airflow.sdk, trl, deepspeed, arena_ops" \
+	@# DeepSpeed warns that it falls back to the CPU when it finds no GPU: on a machine without one, say so up front.
+	@env $$(command -v nvidia-smi >/dev/null || echo DS_ACCELERATOR=cpu) \
+		$(PY) -c "import vllm, ray.serve, airflow.sdk, trl, deepspeed, arena_ops" \
 		&& echo "setup ok: vllm, ray.serve, airflow.sdk, trl, deepspeed and arena_ops import"
 
 # pip is upgraded first: pip 23 spends minutes resolving this stack, a current pip seconds.
