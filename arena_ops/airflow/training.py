@@ -28,13 +28,27 @@ log = logging.getLogger(__name__)
 #: retry would just poll the same job again.
 TRANSIENT_GRACE_S = 600.0
 
+#: The least time between deferral and the trigger's event. A deferred task's worker exits and its executor reports
+#: "success" for that try; when the event resumes the task before the scheduler has drained that report, Airflow 3.3
+#: takes the stale report for a task killed externally and fails the resumed try (apache/airflow#72716, fix open in
+#: #72767; seen here: a job killed 4 s after submission, the report 5 s late on a busy 2-core machine, the wait retried
+#: a job already known failed). Holding the event this long costs only jobs that end this quickly.
+SETTLE_S = 15.0
+
 
 class TrainingJobTrigger(BaseTrigger):
     """Fires once the stage's job has finished: ``{"status": "done"}``, or ``{"status": "failed", "error": …}``."""
 
-    def __init__(self, ref: dict[str, Any], stage: str, poll_s: float, grace_s: float = TRANSIENT_GRACE_S) -> None:
+    def __init__(
+        self,
+        ref: dict[str, Any],
+        stage: str,
+        poll_s: float,
+        grace_s: float = TRANSIENT_GRACE_S,
+        settle_s: float = SETTLE_S,
+    ) -> None:
         super().__init__()
-        self.ref, self.stage, self.poll_s, self.grace_s = ref, stage, poll_s, grace_s
+        self.ref, self.stage, self.poll_s, self.grace_s, self.settle_s = ref, stage, poll_s, grace_s, settle_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {
@@ -42,9 +56,16 @@ class TrainingJobTrigger(BaseTrigger):
             "stage": self.stage,
             "poll_s": self.poll_s,
             "grace_s": self.grace_s,
+            "settle_s": self.settle_s,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
+        event = await self._wait()
+        await asyncio.sleep(max(0.0, self.settle_s - (time.monotonic() - started)))  # see SETTLE_S
+        yield TriggerEvent(event)
+
+    async def _wait(self) -> dict[str, Any]:
         from arena_ops.errors import ArenaError
         from arena_ops.flywheel import poll
 
@@ -53,22 +74,21 @@ class TrainingJobTrigger(BaseTrigger):
             try:
                 done = await asyncio.to_thread(poll, self.ref, self.stage)
             except ArenaError as exc:  # the job failed (TrainingError) or its handle cannot be read
-                yield TriggerEvent({"status": "failed", "error": str(exc)})
-                return
+                return {"status": "failed", "error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - transient until proven otherwise; see TRANSIENT_GRACE_S
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > self.grace_s:
-                    error = f"polling the {self.stage} job failed for {now - failing_since:.0f} s: {exc!r}"
-                    yield TriggerEvent({"status": "failed", "error": error})
-                    return
+                    return {
+                        "status": "failed",
+                        "error": f"polling the {self.stage} job failed for {now - failing_since:.0f} s: {exc!r}",
+                    }
                 log.warning("polling the %s job failed (retrying in %.0f s): %r", self.stage, self.poll_s, exc)
                 await asyncio.sleep(self.poll_s)
                 continue
             failing_since = None
             if done:
-                yield TriggerEvent({"status": "done"})
-                return
+                return {"status": "done"}
             await asyncio.sleep(self.poll_s)
 
 
