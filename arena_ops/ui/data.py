@@ -268,19 +268,20 @@ class ArenaReader:
         walls = {r["entry"]: r.get("wall_s") for r in (status["ledger"] or {}).get("rows", []) if r["role"] == "task"}
         progress = self.progress(flywheel)
         rated = {v["model"]: v for v in progress["versions"]}
+        testset = progress["scope"].removeprefix("eval-") if progress["scope"] else "mix"  # the board it is rated on
         problems: list[dict[str, str]] = []
 
         def evaluation(label: str | None) -> dict[str, Any] | None:
             if label is None:
                 return None
             tag = label.rsplit("@", 1)[1]
-            table = catalogue.eval_table(self.store, flywheel, "mix", tag)
+            table = catalogue.eval_table(self.store, flywheel, testset, tag)
             return {
                 "label": label,
                 "battles": table.meta.get("battles") if table else None,
                 "invalid": table.meta.get("invalid") if table else None,
                 "rating": rated.get(label),
-                "wall_s": walls.get(f"eval-mix-{tag}"),
+                "wall_s": walls.get(f"eval-{testset}-{tag}"),
             }
 
         steps = []
@@ -323,6 +324,7 @@ class ArenaReader:
                     "stages": stages,
                 }
             )
+        data_sources = self._round_data(flywheel, rnd, problems)
         canary = status["canary"] or report.get("canary")  # the report keeps it where the canary's artifact is gone
         if canary and canary.get("breaches"):
             problems.append({"where": "judge canary", "reason": "gate breached: " + "; ".join(canary["breaches"])})
@@ -341,12 +343,63 @@ class ArenaReader:
             "reported": status["reported"],
             "dag_run": report.get("dag_run") or rnd.dag_run,
             "steps": steps,
+            "data": data_sources,
             "canary": canary,
             "promotion": status["promotion"],
             "ledger": status["ledger"],
             "problems": problems,
             "scope": progress["scope"],
         }
+
+    def _round_data(self, flywheel: str, rnd: Any, problems: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """Where the round's prompts came from, as the data step recorded it: each day's partition (data.mode
+        partitioned) or the corpus — rows read, quarantined (a problem, with the table that holds them), removed by
+        reason, kept."""
+        from arena_ops.data.partitions import partition_name
+        from arena_ops.data.pipeline import CLEAN, CORPUS
+
+        out = []
+        days = sorted({st.partition for st in rnd.steps if st.partition is not None})
+        for ds in days:
+            key = layout.dataset(flywheel, partition_name(ds))
+            if self.store.is_committed(key):
+                m = self.store.manifest(key).meta
+                out.append(
+                    {
+                        "source": f"day {ds}",
+                        "uri": self.store.key_uri(key),
+                        "files": len(m.get("files", [])),
+                        "read": m.get("rows_read"),
+                        "quarantined": m.get("quarantined", 0),
+                        "removed": m.get("removed", {}),
+                        "kept": m.get("kept"),
+                    }
+                )
+        corpus, cleaned = layout.dataset(flywheel, CORPUS), layout.dataset(flywheel, CLEAN)
+        if not days and self.store.is_committed(corpus):
+            m = self.store.manifest(corpus).meta
+            c = self.store.manifest(cleaned).meta if self.store.is_committed(cleaned) else {}
+            out.append(
+                {
+                    "source": "corpus",
+                    "uri": self.store.key_uri(corpus),
+                    "files": None,
+                    "read": m.get("rows", 0) + m.get("quarantined", 0),
+                    "quarantined": m.get("quarantined", 0),
+                    "removed": {k: v for k, v in c.items() if k not in ("input", "kept") and v},
+                    "kept": c.get("kept", m.get("rows")),
+                }
+            )
+        for d in out:
+            if d["quarantined"]:
+                problems.append(
+                    {
+                        "where": f"data, {d['source']}",
+                        "reason": f"{d['quarantined']} row(s) could not be read and were quarantined: "
+                        f"{d['uri']}/quarantine.parquet names each file, row and reason",
+                    }
+                )
+        return out
 
     def _job(self, flywheel: str, iteration: int, stage: str) -> dict[str, Any]:
         """A stage's training job as the store knows it: where it ran, its exit, its trained model's metrics."""

@@ -218,3 +218,36 @@ def test_partitioned_config_is_checked(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="min_rows_per_slice: only read under data.mode: partitioned"):
         load_config(path)
+
+
+def test_a_rounds_page_shows_its_days_data_and_the_quarantined_rows(days: dict) -> None:
+    """The Arena view's round page names the day each step battles on, what was read, quarantined (a problem, with
+    where the rows are), removed and kept."""
+    from arena_ops.ui.data import ArenaReader
+
+    bad = days["root"] / "incoming/ds=2026-03-02/broken.jsonl"
+    bad.write_text('{"id": "ok-1", "instruction": "A line that is fine."}\nnot json at all\n')
+    resolve(str(days["root"] / "nightly.yaml"), iteration=0)
+    resolve(str(days["root"] / "nightly.yaml"), iteration=1)
+    reader = ArenaReader(days["store"])
+    one = reader.round_page("nightly", 0)
+    (day,) = one["data"]
+    assert (day["source"], day["files"], day["read"], day["quarantined"], day["kept"]) == ("day 2026-03-01", 2, 60, 0, 60)
+    assert not one["problems"] and [s["partition"] for s in one["steps"]] == ["2026-03-01"] * 3
+    two = reader.round_page("nightly", 1)
+    (day,) = two["data"]
+    assert (day["source"], day["files"], day["read"], day["quarantined"]) == ("day 2026-03-02", 2, 82, 1)
+    assert day["removed"] == {"seen_near": 15, "seen_exact": 3, "decontam": 2} and day["kept"] == 61
+    (problem,) = two["problems"]
+    assert problem["where"] == "data, day 2026-03-02" and "1 row(s)" in problem["reason"]
+    assert problem["reason"].endswith("nightly/data/ds=2026-03-02/quarantine.parquet names each file, row and reason")
+    from fastapi.testclient import TestClient
+
+    from arena_ops.airflow.auth import airflow_user
+    from arena_ops.ui.app import create_app
+
+    app = create_app(lambda: days["store"], airflow_user)
+    app.dependency_overrides[airflow_user] = lambda: "tester"
+    page = TestClient(app).get("/rounds/1", params={"flywheel": "nightly"}).text
+    assert '<tr data-source="day 2026-03-02">' in page and '<td class="quarantined err">1</td>' in page
+    assert "decontam 2, seen_exact 3, seen_near 15" in page and "Skipped or failed" in page
