@@ -232,7 +232,8 @@ def test_a_rounds_page_shows_its_days_data_and_the_quarantined_rows(days: dict) 
     reader = ArenaReader(days["store"])
     one = reader.round_page("nightly", 0)
     (day,) = one["data"]
-    assert (day["source"], day["files"], day["read"], day["quarantined"], day["kept"]) == ("day 2026-03-01", 2, 60, 0, 60)
+    got = (day["source"], day["files"], day["read"], day["quarantined"], day["kept"])
+    assert got == ("day 2026-03-01", 2, 60, 0, 60)
     assert not one["problems"] and [s["partition"] for s in one["steps"]] == ["2026-03-01"] * 3
     two = reader.round_page("nightly", 1)
     (day,) = two["data"]
