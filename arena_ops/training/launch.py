@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import random
 import shlex
 import shutil
 import socket
@@ -80,10 +81,39 @@ def validate_deepspeed_config(config: dict[str, Any]) -> None:
         raise TrainingError(f"invalid DeepSpeed config: {type(exc).__name__}: {exc}\n{json.dumps(config)}") from exc
 
 
+#: Where :func:`free_port` picks: above Ray's worker ports (10002-19999 by default), below the kernel's ephemeral range.
+PORT_FLOOR = 20000
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port for a listener started a moment later (torch.distributed's store, a server).
+
+    Not the kernel's choice (``bind(0)``): that comes from the ephemeral range, where any outgoing connection on the
+    machine may take the port between this check and the listener's bind — seen as EADDRINUSE in a training job
+    beside a second CI lane's Ray and Airflow traffic. Below that range only another listener can take it.
+    """
+    low, _high = _ephemeral_range()
+    if low - PORT_FLOOR >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(100):
+            port = rng.randrange(PORT_FLOOR, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # no room below the ephemeral range (or all taken): the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):  # not Linux: IANA's dynamic range, which macOS and Windows use
+        return 49152, 65535
 
 
 def local_command(job_file: Path, num_processes: int, ds_config: Path | None) -> tuple[list[str], dict[str, str]]:

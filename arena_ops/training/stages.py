@@ -268,11 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("WORLD_SIZE") == "1" and not os.environ.get("MASTER_PORT"):
         # One process (a Ray job's default): a free port of this node for torch.distributed's store — a fixed one
         # failed with EADDRINUSE when two jobs shared a node.
-        import socket
+        from arena_ops.training.launch import free_port
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+        os.environ["MASTER_PORT"] = str(free_port())
     scratch = Path(tempfile.mkdtemp(prefix="arena-train-"))
     job.setdefault("output_dir", str(scratch / "out"))
     job["model"] = materialise_model(job["base_model"], job["storage"])

@@ -22,3 +22,18 @@ def test_supervise_publishes_status_and_log_then_removes_the_work_dir(tmp_path: 
     assert store.read_json("fw/iter=0/jobs/sft/status-abc.json")["exit_code"] == 3
     assert b"step 1 loss 2.5" in store.get_bytes("fw/iter=0/jobs/sft/train-abc.log")
     assert not work.exists()
+
+
+def test_free_port_is_bindable_and_below_the_ephemeral_range() -> None:
+    """Outgoing connections take ports from the ephemeral range at any moment; a port picked below it stays free
+    until the listener binds it (the EADDRINUSE of a training job beside another lane's traffic)."""
+    import socket
+
+    from arena_ops.training.launch import PORT_FLOOR, _ephemeral_range, free_port
+
+    low, _high = _ephemeral_range()
+    ports = {free_port() for _ in range(20)}
+    assert all(PORT_FLOOR <= p < low for p in ports) and len(ports) > 1
+    for p in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
