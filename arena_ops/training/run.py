@@ -252,14 +252,24 @@ def poll_stage(cfg: ArenaConfig, store: ArtifactStore, job: TrainingJob) -> bool
         return True
     if job.ray_job_id is not None:
         return poll_ray_job(cfg.training.launcher, job.ray_job_id, store, job.log_key)
-    if not store.exists(job.status_key):
+    exited = exit_status(store, job)
+    if exited is None:
         return False
-    code = int(store.read_json(job.status_key).get("exit_code", 1))
+    code, tail = exited
     if code != 0:
-        text = store.get_bytes(job.log_key).decode(errors="replace") if store.exists(job.log_key) else ""
-        tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
         raise TrainingError(f"training job failed (exit {code}); log {store.key_uri(job.log_key)}; last lines:\n{tail}")
     return True
+
+
+def exit_status(store: ArtifactStore, job: TrainingJob) -> tuple[int, str] | None:
+    """A supervised job's exit code and the last lines of its log, from the store; None while it runs."""
+    if not store.exists(job.status_key):
+        return None
+    code = int(store.read_json(job.status_key).get("exit_code", 1))
+    if code == 0:
+        return 0, ""
+    text = store.get_bytes(job.log_key).decode(errors="replace") if store.exists(job.log_key) else ""
+    return code, "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
 
 def finish_stage(store: ArtifactStore, job: TrainingJob) -> dict[str, Any]:

@@ -403,23 +403,20 @@ class ArenaReader:
 
     def _job(self, flywheel: str, iteration: int, stage: str) -> dict[str, Any]:
         """A stage's training job as the store knows it: where it ran, its exit, its trained model's metrics."""
-        from arena_ops.training.run import TrainingJob
+        from arena_ops.errors import TrainingError
+        from arena_ops.training.run import TrainingJob, exit_status
 
-        key = f"{layout.job(flywheel, iteration, stage)}/handle.json"
-        if not self.store.exists(key):
+        try:
+            job = TrainingJob.load(self.store, flywheel, iteration, stage)
+        except TrainingError:  # not submitted
             return {}
-        job = TrainingJob.model_validate(self.store.read_json(key))
         out: dict[str, Any] = {"launcher": job.launcher, "ray_job_id": job.ray_job_id}
         if job.done is not None and job.done.get("skipped"):
             out["skipped"] = job.done["skipped"]
-        elif self.store.exists(job.status_key):
-            code = int(self.store.read_json(job.status_key).get("exit_code", 1))
-            if code != 0:
-                tail = ""
-                if self.store.exists(job.log_key):
-                    lines = self.store.get_bytes(job.log_key).decode(errors="replace").splitlines()
-                    tail = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-                out["failed"] = f"exit {code}" + (f": {tail[:300]}" if tail else "")
+        elif (exited := exit_status(self.store, job)) is not None and exited[0] != 0:
+            code, lines = exited
+            tail = next((ln.strip() for ln in reversed(lines.splitlines()) if ln.strip()), "")
+            out["failed"] = f"exit {code}" + (f": {tail[:300]}" if tail else "")
         model = layout.model(flywheel, iteration, stage)
         if self.store.is_committed(model):
             m = self.store.manifest(model).meta.get("metrics") or {}
