@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     if job.get("deepspeed_config") and not Path(job["deepspeed_config"]).is_absolute():
         job["deepspeed_config"] = str(Path(argv[0]).resolve().parent / job["deepspeed_config"])
     try:
+        from arena_ops.training.extensions import load_ops
+
+        load_ops(job)  # before the trainer: DeepSpeed's JIT ops, past any build lock a killed job left behind
         metrics = {**run(job), **_spent(started)}
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps({"metrics": metrics, "model_uri": publish(job, metrics)}))
