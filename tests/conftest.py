@@ -176,11 +176,14 @@ def free_block(n: int, also: tuple[int, ...] = ()) -> int:
     """A port p with p..p+n-1 (and p+k..p+k+n-1 for k in ``also``) free on loopback, from a range Linux does not hand
     out as ephemeral ports, and overlapping no block handed out before in this process: a config picks all its ports
     before anything binds them, and the stack test's Ray and PostgreSQL ports once were both 21489 (CI: "port … is
-    taken" when the stack reached ray-head)."""
+    taken" when the stack reached ray-head). Above free_port's range (launch.PORT_CEILING), so that a training job
+    of the other lane cannot take a port of a component that the fault tests restart."""
     import random
 
+    from arena_ops.training.launch import PORT_CEILING
+
     for _ in range(200):
-        p = random.randrange(20000, 29000)
+        p = random.randrange(PORT_CEILING, 29000)
         ports = [p + i + k for k in (0, *also) for i in range(n)]
         if not _HANDED_OUT.intersection(ports) and all(_bindable(q) for q in ports):
             _HANDED_OUT.update(ports)

@@ -81,8 +81,10 @@ def validate_deepspeed_config(config: dict[str, Any]) -> None:
         raise TrainingError(f"invalid DeepSpeed config: {type(exc).__name__}: {exc}\n{json.dumps(config)}") from exc
 
 
-#: Where :func:`free_port` picks: above Ray's worker ports (10002-19999 by default), below the kernel's ephemeral range.
-PORT_FLOOR = 20000
+#: Where :func:`free_port` picks: above Ray's worker ports (10002-19999 by default), below the kernel's ephemeral range,
+#: and below PORT_CEILING: 25000 up to the ephemeral range is left to ports a config fixes ahead of binding them (the
+#: test suite's stacks take theirs there), which a job's pick must not take while such a component restarts.
+PORT_FLOOR, PORT_CEILING = 20000, 25000
 
 
 def free_port() -> int:
@@ -92,11 +94,11 @@ def free_port() -> int:
     machine may take the port between this check and the listener's bind — seen as EADDRINUSE in a training job
     beside a second CI lane's Ray and Airflow traffic. Below that range only another listener can take it.
     """
-    low, _high = _ephemeral_range()
-    if low - PORT_FLOOR >= 1000:
+    high = min(_ephemeral_range()[0], PORT_CEILING)
+    if high - PORT_FLOOR >= 1000:
         rng = random.SystemRandom()
         for _ in range(100):
-            port = rng.randrange(PORT_FLOOR, low)
+            port = rng.randrange(PORT_FLOOR, high)
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
