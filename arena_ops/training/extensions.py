@@ -56,15 +56,14 @@ def exclusive(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def clear_stale_baton(build_dir: Path) -> bool:
+def clear_stale_baton(build_dir: Path) -> None:
     """Remove torch's baton from ``build_dir``; only under :func:`exclusive`, where any baton left is a dead job's."""
     baton = build_dir / "lock"
     try:
         baton.unlink()
     except FileNotFoundError:
-        return False
+        return
     log.warning("removed %s: a stale build lock left by a job that died while loading this op", baton)
-    return True
 
 
 def load_ops(job: dict[str, Any]) -> list[str]:
