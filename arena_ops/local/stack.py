@@ -259,10 +259,10 @@ class Stack:
         import psutil
 
         try:
-            if os.getsid(pid) in sessions:
-                return True
             p = psutil.Process(pid)
-            return p.status() != psutil.STATUS_ZOMBIE and p.environ().get(MARK) == str(self.dir)
+            if p.status() == psutil.STATUS_ZOMBIE:  # dead, waiting for a parent that may never reap it
+                return False
+            return os.getsid(pid) in sessions or p.environ().get(MARK) == str(self.dir)
         except (psutil.Error, OSError):
             return False
 
@@ -572,15 +572,27 @@ class Stack:
     def _stop_leftovers(self, name: str) -> None:
         """What a dead component left running in its session: a killed scheduler's LocalExecutor workers and log
         server kept the log port and its database sessions, and the restarted scheduler never scheduled the round's
-        next task (seen in the fault test). Its session is the dead leader's pid (each component starts one)."""
+        next task (seen in the fault test). Its session is the dead leader's pid (each component starts one).
+
+        The dead leader may still hold its pid as a zombie: its parent is whatever adopted it when `arena stack up`
+        exited, and an init that does not reap (a container's, CI's) leaves it so for good. A zombie of the recorded
+        start time is the component; a live process with that pid is another one that reused it, not ours to stop."""
+        import psutil
+
         from arena_ops.procs import stop_sessions
 
-        old = self._state().get(name, {}).get("pid")
+        entry = self._state().get(name, {})
+        old = entry.get("pid")
+        if old is None:
+            return
         try:
-            reused = old is not None and os.getsid(old) == old  # a live session leader now has that pid: not ours
-        except OSError:
+            p = psutil.Process(old)
+            reused = p.status() != psutil.STATUS_ZOMBIE or (
+                "created" in entry and abs(p.create_time() - entry["created"]) >= PID_START_SLACK_S
+            )
+        except psutil.Error:
             reused = False
-        if old is not None and not reused:
+        if not reused:
             stop_sessions({old}, grace_s=10)
 
     def _check_port_free(self, name: str) -> None:

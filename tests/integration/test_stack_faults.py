@@ -9,6 +9,8 @@ served and evaluated. Each test prints its fault's recovery time."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -88,6 +90,27 @@ def faults_config(root: Path) -> Path:
     return cfg
 
 
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+@contextlib.contextmanager
+def orphans_never_reaped() -> Iterator[None]:
+    """The stack's components outlive `arena stack up`, so their parent is whatever adopts orphans. Here that is this
+    process, which leaves a killed one a zombie as long as the module runs — as a container's init that never reaps
+    does (CI's: there a killed scheduler stayed a zombie, its leftovers were kept, and the round never went on)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(child.pid, os.WNOHANG)
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("faults")
@@ -95,6 +118,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     stack = Stack(load_config(config), config)
     env = {**os.environ, **stack.client_env()}
     live = Live(stack, None, None, env, 0.0, "")  # type: ignore[arg-type]
+    with orphans_never_reaped():
+        yield from _up_and_down(live, stack)
+
+
+def _up_and_down(live: Live, stack: Stack) -> Iterator[Live]:
     res = live.arena("stack", "up")
     try:
         assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
@@ -216,6 +244,7 @@ def test_scheduler_killed_mid_round(live: Live) -> None:
     os.kill(scheduler, signal.SIGKILL)
     killed = time.monotonic()
     wait_until("the scheduler to be gone", lambda: live.stack.pid("scheduler") is None, timeout_s=30)
+    assert psutil.Process(scheduler).status() == psutil.STATUS_ZOMBIE  # as under an init that never reaps
     start_what_stopped(live)
     assert live.stack.pid("scheduler") not in (None, scheduler)
     run = wait_run(live, run_id)

@@ -4,6 +4,7 @@ environment each component gets; and stopping processes by session (real process
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import stat
@@ -117,14 +118,16 @@ def test_stop_sessions_stops_the_session_and_nothing_else(tmp_path: Path) -> Non
             os.kill(pid, 9)
 
 
-def test_a_dead_components_leftover_session_is_stopped(tmp_path: Path) -> None:
-    """A SIGKILLed leader leaves its children (a scheduler's LocalExecutor workers) in its session: `up` stops them
-    before restarting the component; a live session leader that reused the pid is left alone."""
-    import os
+@pytest.mark.parametrize("leader_reaped", [True, False], ids=["reaped", "zombie"])
+def test_a_dead_components_leftover_session_is_stopped(tmp_path: Path, leader_reaped: bool) -> None:
+    """A SIGKILLed leader leaves its children (a scheduler's LocalExecutor workers and log server) in its session:
+    `up` stops them before restarting the component — also while the dead leader is a zombie nobody reaps (a
+    container's init, CI's: there the restarted scheduler never scheduled again); a zombie is not one of the stack's
+    running processes; a live session leader that reused the pid is left alone."""
     import signal
-    import subprocess
     import sys
-    import time
+
+    import psutil
 
     stack = stack_of(tmp_path)
     stack.dir.mkdir(parents=True, exist_ok=True)
@@ -139,20 +142,36 @@ def test_a_dead_components_leftover_session_is_stopped(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
     )
     leader.stdout.readline()  # the child has been started
+    created = psutil.Process(leader.pid).create_time()
     child = [int(p) for p in os.listdir("/proc") if p.isdigit() and _sid(int(p)) == leader.pid and int(p) != leader.pid]
     assert child, "the leader's child did not start"
     os.kill(leader.pid, signal.SIGKILL)
-    leader.wait()
-    stack._save_state({"scheduler": {"pid": leader.pid}})
-    stack._stop_leftovers("scheduler")
-    deadline = time.monotonic() + 20
-    while any(_alive(p) for p in child) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(_alive(p) for p in child)
+    stack._save_state({"scheduler": {"pid": leader.pid, "created": created}, "_sessions": [leader.pid]})
+    try:
+        if leader_reaped:
+            leader.wait()
+        else:
+            deadline = time.monotonic() + 20
+            while _alive(leader.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert psutil.Process(leader.pid).status() == psutil.STATUS_ZOMBIE
+            assert stack.pid("scheduler") is None
+            assert leader.pid not in stack.marked() and set(child) <= set(stack.marked())
+        stack._stop_leftovers("scheduler")
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in child)
+    finally:
+        for pid in child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        leader.wait()
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     try:
-        stack._save_state({"scheduler": {"pid": live.pid}})  # the pid now leads a live session: not ours to stop
+        # the pid now leads a live session: not ours to stop
+        stack._save_state({"scheduler": {"pid": live.pid, "created": created}})
         stack._stop_leftovers("scheduler")
         time.sleep(0.5)
         assert live.poll() is None
