@@ -35,11 +35,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from arena_ops.config import ArenaConfig
 from arena_ops.errors import ArenaError
+
+if TYPE_CHECKING:
+    import psutil
 
 PID_START_SLACK_S = 3.0
 REPO = Path(__file__).resolve().parents[2]  # the checkout: its dags/ and plugins/ are the stack's
@@ -240,6 +243,13 @@ class Stack:
         """The component's pid while its process runs (a reused pid — another start time — does not count)."""
         import psutil
 
+        p = self._recorded(name)
+        return p.pid if p is not None and p.status() != psutil.STATUS_ZOMBIE else None
+
+    def _recorded(self, name: str) -> psutil.Process | None:
+        """The process the component was started as, while it still holds its pid — running, or dead as a zombie."""
+        import psutil
+
         entry = self._state().get(name, {})
         try:
             p = psutil.Process(entry["pid"])
@@ -247,8 +257,8 @@ class Stack:
             # recomputed from the wall clock), which moves by a second when the clock is slewed across a boundary —
             # an exact comparison then lost a running component (the S3 server, once, in the fault tests). A pid
             # reused within seconds of the same number is not a risk worth that.
-            if p.status() != psutil.STATUS_ZOMBIE and abs(p.create_time() - entry["created"]) < PID_START_SLACK_S:
-                return p.pid
+            if abs(p.create_time() - entry["created"]) < PID_START_SLACK_S:
+                return p
         except (KeyError, psutil.Error):
             pass
         return None
@@ -581,18 +591,15 @@ class Stack:
 
         from arena_ops.procs import stop_sessions
 
-        entry = self._state().get(name, {})
-        old = entry.get("pid")
+        old = self._state().get(name, {}).get("pid")
         if old is None:
             return
+        recorded = self._recorded(name)
         try:
-            p = psutil.Process(old)
-            reused = p.status() != psutil.STATUS_ZOMBIE or (
-                "created" in entry and abs(p.create_time() - entry["created"]) >= PID_START_SLACK_S
-            )
-        except psutil.Error:
-            reused = False
-        if not reused:
+            dead = recorded.status() == psutil.STATUS_ZOMBIE if recorded is not None else not psutil.pid_exists(old)
+        except psutil.NoSuchProcess:  # reaped meanwhile
+            dead = True
+        if dead:
             stop_sessions({old}, grace_s=10)
 
     def _check_port_free(self, name: str) -> None:

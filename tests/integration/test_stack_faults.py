@@ -119,23 +119,19 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     env = {**os.environ, **stack.client_env()}
     live = Live(stack, None, None, env, 0.0, "")  # type: ignore[arg-type]
     with orphans_never_reaped():
-        yield from _up_and_down(live, stack)
-
-
-def _up_and_down(live: Live, stack: Stack) -> Iterator[Live]:
-    res = live.arena("stack", "up")
-    try:
-        assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
-        os.environ.update(stack.client_env())
-        live.store = ArtifactStore.from_config(stack.cfg.storage)
-        live.api = AirflowREST(stack)
-        live.api.wait_for_dags([ROUND])
-        assert live.api.http.patch(f"/api/v2/dags/{ROUND}", json={"is_paused": False}).status_code == 200
-        yield live
-    finally:
-        down = live.arena("stack", "down", timeout=300)
-        assert down.returncode == 0, down.stdout + down.stderr
-        assert stack.marked() == []
+        res = live.arena("stack", "up")
+        try:
+            assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+            os.environ.update(stack.client_env())
+            live.store = ArtifactStore.from_config(stack.cfg.storage)
+            live.api = AirflowREST(stack)
+            live.api.wait_for_dags([ROUND])
+            assert live.api.http.patch(f"/api/v2/dags/{ROUND}", json={"is_paused": False}).status_code == 200
+            yield live
+        finally:
+            down = live.arena("stack", "down", timeout=300)
+            assert down.returncode == 0, down.stdout + down.stderr
+            assert stack.marked() == []
 
 
 def trigger(live: Live, iteration: int) -> str:
